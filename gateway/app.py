@@ -1,0 +1,56 @@
+"""Build the gateway: the route table, the pools and the reload watcher, in a lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+from gateway.pools import Pools
+from gateway.proxy import Gateway
+from gateway.reload import RoutesWatcher
+from gateway.types import Receive, Scope, Send
+
+log = logging.getLogger("strangler.gateway")
+
+
+class GatewayApp:
+    """ASGI entry point: lifespan here, every HTTP request straight to `Gateway`."""
+
+    def __init__(self, routes: str | Path, reload_interval: float = 1.0) -> None:
+        self.pools = Pools()
+        self.watcher = RoutesWatcher(routes, on_swap=self.pools.retain_only)
+        self.gateway = Gateway(self.watcher, self.pools)
+        self.reload_interval = reload_interval
+        self._watch_task: asyncio.Task[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self.gateway(scope, receive, send)
+
+    async def startup(self) -> None:
+        if self.reload_interval > 0:
+            self._watch_task = asyncio.create_task(self.watcher.watch(self.reload_interval))
+        table = self.watcher.table
+        log.info("gateway serving routes version %s from %s", table.version, table.source)
+
+    async def shutdown(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+        self.pools.close()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.startup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return

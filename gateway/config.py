@@ -1,0 +1,488 @@
+"""`routes.yaml`, the migration map, parsed into immutable, validated data.
+
+The file is read from PyYAML's node tree rather than from plain Python objects, so every
+error names the line it is about, and validation collects all errors instead of stopping at
+the first (YARP's config validator does the same). A table is swapped whole on reload.
+
+Shape (documented with examples in the README)::
+
+    upstreams:
+      legacy: {url: http://127.0.0.1:8001, timeout: 5s, pool: 100}
+      search: {url: http://127.0.0.1:8002, timeout: 2s}
+    default: legacy          # unmatched paths go here; omit it to answer 404
+    max_body: 10MiB          # largest request body accepted (413 above it)
+    trusted_proxies: []      # peers whose X-Forwarded-*/Forwarded headers are kept
+    routes:
+      - name: search
+        path: /search        # prefix match on a segment boundary
+        methods: [GET]       # optional; GET implies HEAD
+        upstream: search
+        rewrite: /v2/search  # optional: replace the matched prefix (strip_prefix: true = "/")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from gateway.paths import PathError, normalise
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_POOL = 100
+DEFAULT_MAX_BODY = 10 * 1024 * 1024
+
+HTTP_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
+_SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
+_SIZE_UNITS = {
+    None: 1,
+    "B": 1,
+    "KB": 10**3,
+    "KiB": 2**10,
+    "MB": 10**6,
+    "MiB": 2**20,
+    "GB": 10**9,
+    "GiB": 2**30,
+}
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    line: int  # 1-based; 0 when the file could not be read at all
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line else self.message
+
+
+class ConfigError(Exception):
+    """A routes file was rejected; `issues` holds every problem found, with its line."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
+        super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    name: str
+    url: str  # scheme://host[:port], no path
+    timeout: float = DEFAULT_TIMEOUT  # connect and between reads (time to first byte included)
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    pool: int = DEFAULT_POOL  # max connections kept to this upstream
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.scheme, (parts.hostname or "").lower(), port
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    path: str  # normalised, no trailing slash except "/"
+    upstream: str
+    methods: frozenset[str] | None = None  # None: any method
+    rewrite: str | None = None  # replaces the matched prefix when forwarding
+    max_body: int | None = None
+    line: int = 0
+
+    def allows(self, method: str) -> bool:
+        return self.methods is None or method in self.methods
+
+    def forward_path(self, path: str) -> str:
+        """The path sent upstream: the normalised request path, prefix rewritten if asked."""
+        if self.rewrite is None:
+            return path
+        rest = path[len(self.path) :] if self.path != "/" else path
+        joined = self.rewrite.rstrip("/") + rest
+        return joined if joined.startswith("/") else "/" + joined
+
+
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    upstreams: dict[str, Upstream]
+    routes: tuple[Route, ...]
+    default: str | None
+    max_body: int
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    source: str
+    version: str  # sha256 of the file's bytes, first 12 hex digits
+    loaded_at: float = field(default_factory=time.time)
+    # prefix -> routes with that prefix, in file order; built once, read on every request
+    _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[Route]] = {}
+        for route in self.routes:
+            grouped.setdefault(route.path, []).append(route)
+        self._by_prefix.update({k: tuple(v) for k, v in grouped.items()})
+
+    def match(self, path: str, method: str) -> Route | None:
+        """Longest prefix on a segment boundary whose method filter admits `method`."""
+        by_prefix = self._by_prefix
+        candidate = path
+        while True:
+            for route in by_prefix.get(candidate or "/", ()):
+                if route.allows(method):
+                    return route
+            if not candidate:
+                return None
+            candidate = candidate[: candidate.rfind("/")]
+
+    def is_trusted(self, peer: str | None) -> bool:
+        if not self.trusted_proxies or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "source": self.source,
+            "loaded_at": self.loaded_at,
+            "default": self.default,
+            "max_body": self.max_body,
+            "upstreams": {
+                u.name: {"url": u.url, "timeout": u.timeout, "pool": u.pool}
+                for u in self.upstreams.values()
+            },
+            "routes": [
+                {
+                    "name": r.name,
+                    "path": r.path,
+                    "methods": sorted(r.methods) if r.methods else None,
+                    "upstream": r.upstream,
+                    "rewrite": r.rewrite,
+                }
+                for r in self.routes
+            ],
+        }
+
+
+def load(path: str | Path) -> RouteTable:
+    """Read and validate a routes file; raise ConfigError listing every problem."""
+    source = str(path)
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(source, [ConfigIssue(0, f"cannot read: {exc.strerror}")]) from exc
+    return parse(data, source)
+
+
+def parse(data: bytes, source: str = "<routes>") -> RouteTable:
+    try:
+        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, [ConfigIssue(0, f"not UTF-8: {exc.reason}")]) from exc
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 0
+        raise ConfigError(source, [ConfigIssue(line, f"invalid YAML: {exc.problem}")]) from exc
+    validator = _Validator()
+    table = validator.table(root, source, hashlib.sha256(data).hexdigest()[:12])
+    if validator.issues or table is None:
+        issues = sorted(validator.issues, key=lambda i: i.line)
+        raise ConfigError(source, issues)
+    return table
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"bad duration {text!r} (use e.g. 250ms, 5s, 1m)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def parse_size(text: str) -> int:
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"bad size {text!r} (use e.g. 512KiB, 10MiB, 1048576)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
+
+
+def _line(node: Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+class _Validator:
+    """Walks the node tree once, recording every problem with its line."""
+
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+        self.declared: set[str] = set()  # upstream names, valid or not
+
+    def error(self, node: Node, message: str) -> None:
+        self.issues.append(ConfigIssue(_line(node), message))
+
+    def mapping(self, node: Node, what: str, allowed: set[str] | None) -> dict[str, Node] | None:
+        """The mapping's entries; `allowed` None admits any (user-chosen) key."""
+        if not isinstance(node, MappingNode):
+            self.error(node, f"{what} must be a mapping")
+            return None
+        result: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if not isinstance(key, str):
+                self.error(key_node, f"{what}: keys must be strings")
+            elif key in result:
+                self.error(key_node, f"{what}: duplicate key {key!r}")
+            elif allowed is not None and key not in allowed:
+                expected = ", ".join(sorted(allowed))
+                self.error(key_node, f"{what}: unknown key {key!r} (expected one of: {expected})")
+            else:
+                result[key] = value_node
+        return result
+
+    def scalar(self, node: Node, what: str) -> str | None:
+        if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
+            self.error(node, f"{what} must be a single value")
+            return None
+        return str(node.value)
+
+    def converted(self, node: Node, what: str, convert: Any) -> Any:
+        text = self.scalar(node, what)
+        if text is None:
+            return None
+        try:
+            return convert(text)
+        except ValueError as exc:
+            self.error(node, f"{what}: {exc}")
+            return None
+
+    def table(self, root: Node | None, source: str, version: str) -> RouteTable | None:
+        if root is None:
+            self.issues.append(ConfigIssue(1, "the file is empty"))
+            return None
+        top = self.mapping(
+            root, "routes file", {"upstreams", "default", "routes", "max_body", "trusted_proxies"}
+        )
+        if top is None:
+            return None
+        upstreams: dict[str, Upstream] = {}
+        if "upstreams" not in top:
+            self.error(root, "missing 'upstreams'")
+        else:
+            upstreams = self.upstreams(top["upstreams"])
+        default = None
+        if "default" in top:
+            default = self.scalar(top["default"], "default")
+            if default is not None and default not in self.declared:
+                self.error(top["default"], f"default: unknown upstream {default!r}")
+        max_body = DEFAULT_MAX_BODY
+        if "max_body" in top:
+            max_body = self.converted(top["max_body"], "max_body", parse_size) or max_body
+        trusted = self.networks(top["trusted_proxies"]) if "trusted_proxies" in top else ()
+        routes: tuple[Route, ...] = ()
+        if "routes" in top:
+            routes = self.routes(top["routes"], upstreams)
+        return RouteTable(upstreams, routes, default, max_body, trusted, source, version)
+
+    def upstreams(self, node: Node) -> dict[str, Upstream]:
+        entries = self.mapping(node, "upstreams", None)
+        result: dict[str, Upstream] = {}
+        for name, value in (entries or {}).items():
+            self.declared.add(name)
+            if not _NAME.match(name):
+                self.error(value, f"upstream name {name!r} must match {_NAME.pattern}")
+            upstream = self.upstream(name, value)
+            if upstream is not None:
+                result[name] = upstream
+        if entries is not None and not entries:
+            self.error(node, "upstreams: define at least one upstream")
+        return result
+
+    def upstream(self, name: str, node: Node) -> Upstream | None:
+        what = f"upstream {name!r}"
+        fields = self.mapping(node, what, {"url", "timeout", "connect_timeout", "pool"})
+        if fields is None:
+            return None
+        url = None
+        if "url" not in fields:
+            self.error(node, f"{what}: missing 'url'")
+        else:
+            url = self.converted(fields["url"], f"{what}: url", _upstream_url)
+        timeout = self.optional(fields, "timeout", what, parse_duration, DEFAULT_TIMEOUT)
+        connect = self.optional(
+            fields, "connect_timeout", what, parse_duration, DEFAULT_CONNECT_TIMEOUT
+        )
+        pool = self.optional(fields, "pool", what, _positive_int, DEFAULT_POOL)
+        if url is None:
+            return None
+        return Upstream(name, url, timeout, connect, pool)
+
+    def optional(
+        self, fields: dict[str, Node], key: str, what: str, convert: Any, default: Any
+    ) -> Any:
+        if key not in fields:
+            return default
+        value = self.converted(fields[key], f"{what}: {key}", convert)
+        return default if value is None else value
+
+    def networks(self, node: Node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        if not isinstance(node, SequenceNode):
+            self.error(node, "trusted_proxies must be a list of addresses or CIDR ranges")
+            return ()
+        result = []
+        for item in node.value:
+            network = self.converted(item, "trusted_proxies", _network)
+            if network is not None:
+                result.append(network)
+        return tuple(result)
+
+    def routes(self, node: Node, upstreams: dict[str, Upstream]) -> tuple[Route, ...]:
+        if not isinstance(node, SequenceNode):
+            self.error(node, "routes must be a list")
+            return ()
+        result: list[Route] = []
+        names: dict[str, int] = {}
+        for item in node.value:
+            name = _scalar_field(item, "name")
+            if name is not None and name in names:
+                self.error(item, f"duplicate route name {name!r} (first on line {names[name]})")
+            elif name is not None:
+                names[name] = _line(item)
+            route = self.route(item, upstreams)
+            if route is None:
+                continue
+            for other in result:
+                if other.path == route.path and _methods_overlap(other.methods, route.methods):
+                    self.error(
+                        item,
+                        f"route {route.name!r} overlaps route {other.name!r} (line {other.line}):"
+                        f" same path {route.path!r} and overlapping methods",
+                    )
+            result.append(route)
+        return tuple(result)
+
+    def route(self, node: Node, upstreams: dict[str, Upstream]) -> Route | None:
+        fields = self.mapping(
+            node,
+            "route",
+            {"name", "path", "methods", "upstream", "rewrite", "strip_prefix", "max_body"},
+        )
+        if fields is None:
+            return None
+        for required in ("name", "path", "upstream"):
+            if required not in fields:
+                self.error(node, f"route: missing {required!r}")
+        name = self.scalar(fields["name"], "route name") if "name" in fields else None
+        what = f"route {name!r}" if name else "route"
+        if name is not None and not _NAME.match(name):
+            self.error(fields["name"], f"{what}: name must match {_NAME.pattern}")
+        path = None
+        if "path" in fields:
+            path = self.converted(fields["path"], f"{what}: path", _route_path)
+        upstream = (
+            self.scalar(fields["upstream"], f"{what}: upstream") if "upstream" in fields else None
+        )
+        if upstream is not None and upstream not in self.declared:
+            self.error(fields["upstream"], f"{what}: unknown upstream {upstream!r}")
+        methods = self.methods(fields["methods"], what) if "methods" in fields else None
+        rewrite = self.rewrite(fields, what)
+        max_body = self.optional(fields, "max_body", what, parse_size, None)
+        if name is None or path is None or upstream is None:
+            return None
+        return Route(name, path, upstream, methods, rewrite, max_body, _line(node))
+
+    def methods(self, node: Node, what: str) -> frozenset[str] | None:
+        if not isinstance(node, SequenceNode) or not node.value:
+            self.error(node, f"{what}: methods must be a non-empty list")
+            return None
+        result: set[str] = set()
+        for item in node.value:
+            method = self.scalar(item, f"{what}: method")
+            if method is None:
+                continue
+            if method.upper() not in HTTP_METHODS:
+                self.error(item, f"{what}: unknown method {method!r}")
+            result.add(method.upper())
+        if "GET" in result:
+            result.add("HEAD")  # a GET route answers HEAD too (RFC 9110 9.3.2)
+        return frozenset(result)
+
+    def rewrite(self, fields: dict[str, Node], what: str) -> str | None:
+        if "rewrite" in fields and "strip_prefix" in fields:
+            self.error(fields["strip_prefix"], f"{what}: use either 'rewrite' or 'strip_prefix'")
+            return None
+        if "strip_prefix" in fields:
+            flag = self.scalar(fields["strip_prefix"], f"{what}: strip_prefix")
+            if flag not in ("true", "false"):
+                self.error(fields["strip_prefix"], f"{what}: strip_prefix must be true or false")
+                return None
+            return "/" if flag == "true" else None
+        if "rewrite" in fields:
+            result: str | None = self.converted(fields["rewrite"], f"{what}: rewrite", _route_path)
+            return result
+        return None
+
+
+def _scalar_field(node: Node, key: str) -> str | None:
+    if isinstance(node, MappingNode):
+        for key_node, value_node in node.value:
+            if key_node.value == key and isinstance(value_node, ScalarNode):
+                return str(value_node.value)
+    return None
+
+
+def _methods_overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
+    return a is None or b is None or bool(a & b)
+
+
+def _upstream_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{text!r} is not an http(s) URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
+        raise ValueError(f"{text!r}: give only scheme://host[:port] (use 'rewrite' for paths)")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"{text!r}: {exc}") from exc
+    netloc = parts.hostname if port is None else f"{parts.netloc.rsplit(':', 1)[0]}:{port}"
+    return f"{parts.scheme}://{netloc}"
+
+
+def _route_path(text: str) -> str:
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} must start with '/'")
+    try:
+        path = normalise(text.encode())
+    except PathError as exc:
+        raise ValueError(f"{text!r}: {exc.detail}") from exc
+    if path != text.rstrip("/") and path != text:
+        raise ValueError(f"{text!r} is not in normal form (write {path!r})")
+    return path.rstrip("/") or "/"
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} must be a positive integer")
+    return int(text)
+
+
+def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not an IP address or CIDR range") from exc

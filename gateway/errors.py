@@ -1,0 +1,88 @@
+"""The gateway's own error answers: JSON with a stable `error` code and the request id.
+
+    GatewayError
+     +-- BadRequest            400 bad_path, bad_request
+     +-- NotFound              404 no_route, not_found
+ +-- MethodNotAllowed      405 method_not_allowed
+     +-- BodyTooLarge          413 body_too_large
+     +-- UpstreamUnavailable   502 upstream_unavailable (refused, reset, bad response)
+     +-- UpstreamTimeout       504 upstream_timeout
+
+Foreign errors (aiohttp's, asyncio's) are translated into this tree in one place,
+`gateway.proxy.translate_upstream_errors`, the way httpx maps httpcore's exceptions.
+"""
+
+from __future__ import annotations
+
+import json
+
+from gateway.types import Send
+
+
+class GatewayError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class BadRequest(GatewayError):
+    status = 400
+    code = "bad_request"
+
+
+class BadPath(BadRequest):
+    code = "bad_path"
+
+
+class NotFound(GatewayError):
+    status = 404
+    code = "not_found"
+
+
+class NoRoute(NotFound):
+    code = "no_route"
+
+
+class MethodNotAllowed(GatewayError):
+    status = 405
+    code = "method_not_allowed"
+
+
+class BodyTooLarge(GatewayError):
+    status = 413
+    code = "body_too_large"
+
+
+class UpstreamUnavailable(GatewayError):
+    status = 502
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+    code = "upstream_timeout"
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: object,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+        (b"cache-control", b"no-store"),
+        *(extra_headers or ()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body = {"error": error.code, "detail": error.detail, "request_id": request_id}
+    await send_json(send, error.status, body, [(b"x-request-id", request_id.encode())])

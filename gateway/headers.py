@@ -1,0 +1,179 @@
+"""Header rules for the hop from client to upstream and back. Pure functions, no I/O.
+
+- Hop-by-hop headers (RFC 9110 7.6.1) are removed in both directions, together with every
+  header the `Connection` header names, before the gateway adds its own.
+- `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) are set by the gateway. What a
+  client sent is kept (and appended to) only when the peer is a trusted proxy.
+- Identity (`X-User-*`) and gateway (`X-Strangler-*`) headers from clients never reach an
+  upstream: only the gateway sets them.
+- `Host` is the upstream's; the client's host travels in `X-Forwarded-Host`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from urllib.parse import urlsplit
+
+from gateway.config import Route, Upstream
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"proxy-connection",
+        b"keep-alive",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
+# Set by the gateway alone; whatever a client sent under these names is dropped.
+_GATEWAY_OWNED = frozenset(
+    {
+        b"host",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"forwarded",
+        b"x-request-id",
+    }
+)
+_OWNED_PREFIXES = (b"x-user-", b"x-strangler-")
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _connection_tokens(headers: Headers) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    return frozenset(tokens)
+
+
+def request_id(headers: Headers) -> str:
+    """The client's X-Request-ID when it is well-formed, else a new random one."""
+    for name, value in headers:
+        if name == b"x-request-id" and _REQUEST_ID.match(value):
+            return value.decode("ascii")
+    # Unique, not secret: a PRNG avoids a getrandom() syscall per request.
+    return f"{random.getrandbits(128):032x}"
+
+
+def upstream_request_headers(
+    headers: Headers,
+    *,
+    peer: str | None,
+    scheme: str,
+    trusted: bool,
+    request_id: str,
+) -> Headers:
+    """The headers sent upstream, without Host (the client adds the upstream's own)."""
+    dropped = HOP_BY_HOP | _connection_tokens(headers)
+    out: Headers = []
+    prior: dict[bytes, list[bytes]] = {}
+    for name, value in headers:
+        if name in _GATEWAY_OWNED:
+            prior.setdefault(name, []).append(value)
+        elif name in dropped or name == b"expect" or name.startswith(_OWNED_PREFIXES):
+            # Expect: 100-continue is answered by the gateway's server on the first read
+            continue
+        else:
+            out.append((name, value))
+    host = b", ".join(prior.get(b"host", ()))
+    client = (peer or "unknown").encode("ascii")
+    forwarded_for = client
+    proto, public_host = scheme.encode("ascii"), host
+    forwarded = _forwarded_element(client, proto, host)
+    if trusted:
+        if b"x-forwarded-for" in prior:
+            forwarded_for = b", ".join([*prior[b"x-forwarded-for"], client])
+        proto = b", ".join(prior.get(b"x-forwarded-proto", [])) or proto
+        public_host = b", ".join(prior.get(b"x-forwarded-host", [])) or public_host
+        if b"forwarded" in prior:
+            forwarded = b", ".join([*prior[b"forwarded"], forwarded])
+    out += [
+        (b"x-forwarded-for", forwarded_for),
+        (b"x-forwarded-proto", proto),
+        (b"forwarded", forwarded),
+        (b"x-request-id", request_id.encode("ascii")),
+    ]
+    if public_host:
+        out.append((b"x-forwarded-host", public_host))
+    return out
+
+
+def _forwarded_element(client: bytes, scheme: bytes, host: bytes) -> bytes:
+    node = b'"[' + client + b']"' if b":" in client else client  # RFC 7239 6: IPv6 quoted
+    element = b"for=" + node + b";proto=" + scheme
+    if host:
+        escaped = host.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
+        element += b';host="' + escaped + b'"'
+    return element
+
+
+def response_headers(
+    raw: Headers,
+    *,
+    upstream: Upstream,
+    route: Route | None,
+    public_origin: str,
+    request_id: str,
+) -> Headers:
+    """Upstream response headers as sent to the client."""
+    dropped = HOP_BY_HOP | _connection_tokens(raw)
+    out: Headers = []
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered in dropped or lowered == b"x-request-id":
+            continue
+        if lowered == b"location":
+            value = rewrite_location(value, upstream, route, public_origin)
+        out.append((lowered, value))
+    out.append((b"x-request-id", request_id.encode("ascii")))
+    out.append((b"x-strangler-upstream", upstream.name.encode("ascii")))
+    return out
+
+
+def rewrite_location(
+    value: bytes, upstream: Upstream, route: Route | None, public_origin: str
+) -> bytes:
+    """Point a redirect at the gateway when it points at the upstream's own origin.
+
+    The path is mapped back through the route's rewrite so that following the redirect
+    through the gateway reaches the same upstream resource.
+    """
+    text = value.decode("latin-1")
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc:
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            return value
+        if (parts.scheme, (parts.hostname or "").lower(), port) != upstream.origin:
+            return value
+        text = public_origin + text[len(f"{parts.scheme}://{parts.netloc}") :]
+        path_start = len(public_origin)
+    elif text.startswith("/"):
+        path_start = 0
+    else:
+        return value  # relative reference: resolves against the gateway's URL already
+    if route is not None and route.rewrite is not None:
+        text = text[:path_start] + _unrewrite(text[path_start:], route)
+    return text.encode("latin-1")
+
+
+def _unrewrite(reference: str, route: Route) -> str:
+    assert route.rewrite is not None
+    cut = len(reference.split("?", 1)[0].split("#", 1)[0])
+    path, tail = reference[:cut], reference[cut:]
+    target = route.rewrite.rstrip("/")
+    if target and not (path == target or path.startswith(target + "/")):
+        return reference
+    rest = path[len(target) :]
+    prefix = "" if route.path == "/" else route.path
+    return (prefix + rest or "/") + tail

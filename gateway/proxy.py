@@ -1,0 +1,256 @@
+"""The request path: plain ASGI from the socket to the upstream and back.
+
+normalise the path once -> match a route on it -> forward exactly that path, with the
+header rules of `gateway.headers`, streaming both bodies -> one access-log line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from gateway import headers as header_rules
+from gateway.admin import ADMIN_PREFIX, Admin
+from gateway.client import BodySourceError, Response
+from gateway.config import Route, RouteTable, Upstream
+from gateway.errors import (
+    BadPath,
+    BadRequest,
+    BodyTooLarge,
+    GatewayError,
+    NoRoute,
+    send_error,
+)
+from gateway.paths import PathError, normalise
+from gateway.pools import Pools
+from gateway.reload import RoutesWatcher
+from gateway.types import Message, Receive, Scope, Send
+
+access_log = logging.getLogger("strangler.access")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was read."""
+
+
+class RequestBody:
+    """The client's body as an async iterator, capped at `limit` bytes while it streams.
+
+    A chunked upload has no Content-Length to check up front, so the cap is enforced as the
+    bytes arrive; on overflow the upstream request is aborted mid-body (it never sees a
+    complete request) and the client gets 413.
+    """
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self.received = 0
+        self.too_large = False
+        self.client_gone = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            message = await self._receive()
+            if message["type"] == "http.disconnect":
+                self.client_gone = True
+                raise ClientGone
+            chunk: bytes = message.get("body", b"")
+            self.received += len(chunk)
+            if self.received > self._limit:
+                self.too_large = True
+                raise BodyTooLarge(f"the request body exceeds {self._limit} bytes")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+
+
+class Gateway:
+    """The ASGI application. `watcher.table` is the live route table."""
+
+    def __init__(self, watcher: RoutesWatcher, pools: Pools) -> None:
+        self.watcher = watcher
+        self.pools = pools
+        self.admin = Admin(watcher)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return  # lifespan is handled by the wrapping app; websockets are not proxied
+        started = time.perf_counter()
+        table = self.watcher.table  # one snapshot for the whole request
+        request_id = header_rules.request_id(scope["headers"])
+        route: Route | None = None
+        upstream: Upstream | None = None
+        status = 0
+        sent = 0
+        try:
+            path = self._path(scope)
+            if path.startswith(ADMIN_PREFIX):
+                status = await self.admin.handle(path, scope, send, request_id)
+                return
+            route, upstream = self._target(table, path, scope["method"])
+            status, sent = await self._proxy(
+                scope, receive, send, table, route, upstream, path, request_id
+            )
+        except GatewayError as exc:
+            status = exc.status
+            await send_error(send, exc, request_id)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                self._log(scope, request_id, route, upstream, status, sent, started)
+
+    @staticmethod
+    def _path(scope: Scope) -> str:
+        raw = scope.get("raw_path") or scope["path"].encode("utf-8")
+        try:
+            return normalise(raw)
+        except PathError as exc:
+            raise BadPath(exc.detail) from exc
+
+    @staticmethod
+    def _target(table: RouteTable, path: str, method: str) -> tuple[Route | None, Upstream]:
+        route = table.match(path, method)
+        if route is not None:
+            return route, table.upstreams[route.upstream]
+        if table.default is None:
+            raise NoRoute(f"no route for {method} {path}")
+        return None, table.upstreams[table.default]
+
+    async def _proxy(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        table: RouteTable,
+        route: Route | None,
+        upstream: Upstream,
+        path: str,
+        request_id: str,
+    ) -> tuple[int, int]:
+        limit = route.max_body if route and route.max_body is not None else table.max_body
+        client = scope.get("client")
+        peer = client[0] if client else None
+        raw_headers = scope["headers"]
+        outgoing = header_rules.upstream_request_headers(
+            raw_headers,
+            peer=peer,
+            scheme=scope.get("scheme", "http"),
+            trusted=table.is_trusted(peer),
+            request_id=request_id,
+        )
+        body, length = self._body(raw_headers, receive, limit)
+        target = (route.forward_path(path) if route else path).encode("ascii")
+        query = scope.get("query_string", b"")
+        if query:
+            target += b"?" + query
+        pool = self.pools.get(upstream)
+        try:
+            response = await pool.request(
+                scope["method"], target, outgoing, body.chunks() if body else None, length
+            )
+        except BodySourceError:
+            if body and body.too_large:
+                raise BodyTooLarge(f"the request body exceeds {limit} bytes") from None
+            return 499, 0  # nginx's code for "client closed request"; nothing to send
+        try:
+            return await self._relay(response, send, upstream, route, scope, request_id)
+        finally:
+            response.release()
+
+    @staticmethod
+    def _body(
+        raw_headers: list[tuple[bytes, bytes]], receive: Receive, limit: int
+    ) -> tuple[RequestBody | None, int | None]:
+        """The body to stream and its length (None: chunked); no body -> (None, None)."""
+        for name, value in raw_headers:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    raise BadRequest("invalid Content-Length") from None
+                if length > limit:
+                    raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+                return (RequestBody(receive, limit), length) if length else (None, None)
+            if name == b"transfer-encoding":
+                return RequestBody(receive, limit), None
+        return None, None
+
+    async def _relay(
+        self,
+        response: Response,
+        send: Send,
+        upstream: Upstream,
+        route: Route | None,
+        scope: Scope,
+        request_id: str,
+    ) -> tuple[int, int]:
+        """Stream the upstream's answer to the client; returns (status, body bytes)."""
+        public_origin = f"{scope.get('scheme', 'http')}://{_host(scope)}"
+        start: Message = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": header_rules.response_headers(
+                response.headers,
+                upstream=upstream,
+                route=route,
+                public_origin=public_origin,
+                request_id=request_id,
+            ),
+        }
+        await send(start)
+        sent = 0
+        try:
+            while True:
+                chunk = await response.read()
+                if not chunk:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    break
+                sent += len(chunk)
+                last = response.at_eof
+                await send({"type": "http.response.body", "body": chunk, "more_body": not last})
+                if last:
+                    break
+        except GatewayError as exc:
+            # Headers are out: all that is left is to end the response short, which the
+            # server does by closing the connection, so the client sees the truncation.
+            access_log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
+            return 502, sent
+        return response.status, sent
+
+    @staticmethod
+    def _log(
+        scope: Scope,
+        request_id: str,
+        route: Route | None,
+        upstream: Upstream | None,
+        status: int,
+        sent: int,
+        started: float,
+    ) -> None:
+        client = scope.get("client")
+        access_log.info(
+            json.dumps(
+                {
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "route": route.name if route else None,
+                    "upstream": upstream.name if upstream else None,
+                    "status": status,
+                    "bytes": sent,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                    "client": client[0] if client else None,
+                },
+                separators=(",", ":"),
+            )
+        )
+
+
+def _host(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"host":
+            return str(value.decode("latin-1"))
+    server = scope.get("server")
+    return f"{server[0]}:{server[1]}" if server else "localhost"
