@@ -70,6 +70,7 @@ class Seen:
 class Recorder:
     """The test upstream: answers by path and records every request it saw."""
 
+    name: str = "upstream"
     url: str = ""
     seen: list[Seen] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
@@ -108,6 +109,7 @@ class Recorder:
             chunks = size_mb * 16
         body = json.dumps(
             {
+                "served_by": self.name,
                 "method": seen.method,
                 "path": seen.raw_path,
                 "query": seen.query,
@@ -127,8 +129,8 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def serve_upstream() -> AsyncIterator[Recorder]:
-    recorder = Recorder()
+async def serve_upstream(name: str = "upstream") -> AsyncIterator[Recorder]:
+    recorder = Recorder(name)
     async with serve(recorder) as url:
         recorder.url = url
         yield recorder

@@ -16,7 +16,13 @@ async def test_routes_by_prefix_and_says_who_answered(gateway: Gateway, upstream
     search = await raw_request(gateway.port, get("/search?q=lamp"))
     assert search.status == 200
     assert search.header("x-strangler-upstream") == "search"
-    assert search.json() == {"method": "GET", "path": "/search", "query": "q=lamp", "body_size": 0}
+    assert search.json() == {
+        "served_by": "upstream",
+        "method": "GET",
+        "path": "/search",
+        "query": "q=lamp",
+        "body_size": 0,
+    }
     other = await raw_request(gateway.port, get("/searchx"))
     assert other.header("x-strangler-upstream") == "legacy"  # not a segment boundary
     post = await raw_request(gateway.port, get("/search").replace(b"GET", b"POST", 1))
@@ -106,9 +112,7 @@ async def test_client_identity_and_forwarding_headers_never_pass_as_sent(
     assert seen.header("host") == [upstream.url.removeprefix("http://")]
 
 
-async def test_trusted_proxy_headers_are_appended_to(
-    upstream: Recorder, tmp_path: Path
-) -> None:
+async def test_trusted_proxy_headers_are_appended_to(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
     routes.write_text(
         f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n'
@@ -200,7 +204,9 @@ async def test_oversized_chunked_body_is_413_and_upstream_never_gets_it_whole(
 ) -> None:
     chunk = b"x" * 65536
     body = b"".join(b"%x\r\n%b\r\n" % (len(chunk), chunk) for _ in range(20)) + b"0\r\n\r\n"
-    head = b"POST /echo HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = (
+        b"POST /echo HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     response = await raw_request(gateway.port, head, body)
     assert (response.status, response.json()["error"]) == (413, "body_too_large")
     assert all(s.body_size <= 1024 * 1024 for s in upstream.seen)
@@ -209,7 +215,9 @@ async def test_oversized_chunked_body_is_413_and_upstream_never_gets_it_whole(
 async def test_chunked_upload_is_streamed_through(gateway: Gateway, upstream: Recorder) -> None:
     chunks = [b"a" * 1000, b"b" * 5000, b"c"]
     body = b"".join(b"%x\r\n%b\r\n" % (len(c), c) for c in chunks) + b"0\r\n\r\n"
-    head = b"PUT /echo HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    head = (
+        b"PUT /echo HTTP/1.1\r\nHost: g\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
     response = await raw_request(gateway.port, head, body)
     assert response.status == 200
     assert upstream.seen[-1].body_size == 6001
