@@ -1,0 +1,64 @@
+"""`strangler demo --check` tells the whole story and verifies every step."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway import config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "X-Strangler-Upstream: legacy" in out
+    assert "X-Strangler-Upstream: search" in out
+    assert "identical body" in out
+    assert out.rstrip().endswith("All steps verified.")
+    routes = config.load(tmp_path / "routes.yaml")
+    search = routes.match("/search", "GET")
+    assert search is not None and search.upstream == "search"  # the edit was made
+
+
+def test_demo_check_fails_with_the_step_when_a_port_is_taken(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "gateway.cli",
+                "demo",
+                "--check",
+                "--workdir",
+                str(tmp_path),
+                "--gateway-port",
+                str(port),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert "FAILED at step 3" in result.stderr
+
+
+def test_the_repository_routes_file_is_valid() -> None:
+    table = config.load(ROOT / "routes.yaml")
+    assert set(table.upstreams) == {"legacy", "search"}
+    assert table.default == "legacy"
