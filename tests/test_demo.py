@@ -62,3 +62,10 @@ def test_the_repository_routes_file_is_valid() -> None:
     table = config.load(ROOT / "routes.yaml")
     assert set(table.upstreams) == {"legacy", "search"}
     assert table.default == "legacy"
+
+
+def test_readme_starts_with_the_two_commands_ci_runs() -> None:
+    first, second = (ROOT / "README.md").read_text().splitlines()[:2]
+    assert first.strip().endswith("strangler demo")
+    assert second.strip().endswith("python -m pytest") and "[test]" in second
+    assert "sed -n '2s/^    //p' README.md" in (ROOT / ".ci" / "run").read_text()
