@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ssl
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -212,9 +213,9 @@ class Pool:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
         scheme, host, port = upstream.origin
-        if scheme != "http":
-            raise ValueError("only http:// upstreams are supported by this client")
         self._host, self._port = host, port
+        # https upstreams: the system's CA store, hostname verified (ssl's defaults).
+        self._tls = ssl.create_default_context() if scheme == "https" else None
         self._host_header = upstream.url.split("://", 1)[1].encode("ascii")
         self._idle: list[_Connection] = []
         self._count = 0
@@ -320,7 +321,7 @@ class Pool:
         try:
             async with asyncio.timeout(self.upstream.connect_timeout):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop), self._host, self._port
+                    lambda: _Connection(loop), self._host, self._port, ssl=self._tls
                 )
         except TimeoutError:
             raise UpstreamTimeout("connecting to the upstream timed out") from None

@@ -29,6 +29,7 @@ from gateway.reload import RoutesWatcher
 from gateway.types import Message, Receive, Scope, Send
 
 access_log = logging.getLogger("strangler.access")
+log = logging.getLogger("strangler.proxy")
 
 
 class ClientGone(Exception):
@@ -83,6 +84,7 @@ class Gateway:
         request_id = header_rules.request_id(scope["headers"])
         route: Route | None = None
         upstream: Upstream | None = None
+        path: str | None = None
         status = 0
         sent = 0
         try:
@@ -97,9 +99,14 @@ class Gateway:
         except GatewayError as exc:
             status = exc.status
             await send_error(send, exc, request_id)
+        except Exception:
+            # Only reachable before the response starts: _relay handles what comes after.
+            log.exception("request %s failed", request_id)
+            status = 500
+            await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
             if access_log.isEnabledFor(logging.INFO):
-                self._log(scope, request_id, route, upstream, status, sent, started)
+                self._log(scope, request_id, path, route, upstream, status, sent, started)
 
     @staticmethod
     def _path(scope: Scope) -> str:
@@ -212,10 +219,10 @@ class Gateway:
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 if last:
                     break
-        except GatewayError as exc:
+        except Exception as exc:
             # Headers are out: all that is left is to end the response short, which the
             # server does by closing the connection, so the client sees the truncation.
-            access_log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
+            log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             return 502, sent
         return response.status, sent
 
@@ -223,6 +230,7 @@ class Gateway:
     def _log(
         scope: Scope,
         request_id: str,
+        path: str | None,
         route: Route | None,
         upstream: Upstream | None,
         status: int,
@@ -235,7 +243,7 @@ class Gateway:
                 {
                     "request_id": request_id,
                     "method": scope["method"],
-                    "path": scope["path"],
+                    "path": path if path is not None else scope["path"],
                     "route": route.name if route else None,
                     "upstream": upstream.name if upstream else None,
                     "status": status,
