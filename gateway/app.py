@@ -7,6 +7,7 @@ import contextlib
 import logging
 from pathlib import Path
 
+from gateway.accesslog import AccessLog
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
@@ -18,10 +19,16 @@ log = logging.getLogger("strangler.gateway")
 class GatewayApp:
     """ASGI entry point: lifespan here, every HTTP request straight to `Gateway`."""
 
-    def __init__(self, routes: str | Path, reload_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        routes: str | Path,
+        reload_interval: float = 1.0,
+        access_log: AccessLog | None = None,
+    ) -> None:
         self.pools = Pools()
         self.watcher = RoutesWatcher(routes, on_swap=self.pools.retain_only)
-        self.gateway = Gateway(self.watcher, self.pools)
+        self.access_log = access_log
+        self.gateway = Gateway(self.watcher, self.pools, access_log)
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -43,6 +50,8 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.pools.close()
+        if self.access_log is not None:
+            self.access_log.flush()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

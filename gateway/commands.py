@@ -69,28 +69,18 @@ def routes_check(ns: argparse.Namespace) -> int:
     return 0
 
 
-def configure_logging(access_log: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    access = logging.getLogger("strangler.access")
-    access.propagate = False
-    if access_log:
-        raw = logging.StreamHandler(sys.stderr)
-        raw.setFormatter(logging.Formatter("%(message)s"))  # the message is a JSON line
-        access.addHandler(raw)
-    else:
-        access.setLevel(logging.WARNING)
-
-
 def gateway_serve(ns: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway.accesslog import AccessLog
     from gateway.app import GatewayApp
 
-    configure_logging(not ns.no_access_log)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    access_log = None if ns.no_access_log else AccessLog(sys.stderr.buffer)
     try:
-        app = GatewayApp(ns.routes, reload_interval=ns.reload_interval)
+        app = GatewayApp(ns.routes, reload_interval=ns.reload_interval, access_log=access_log)
     except config.ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1

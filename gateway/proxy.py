@@ -6,12 +6,12 @@ header rules of `gateway.headers`, streaming both bodies -> one access-log line.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 
 from gateway import headers as header_rules
+from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_PREFIX, Admin
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
@@ -28,7 +28,6 @@ from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
 from gateway.types import Message, Receive, Scope, Send
 
-access_log = logging.getLogger("strangler.access")
 log = logging.getLogger("strangler.proxy")
 
 
@@ -71,9 +70,12 @@ class RequestBody:
 class Gateway:
     """The ASGI application. `watcher.table` is the live route table."""
 
-    def __init__(self, watcher: RoutesWatcher, pools: Pools) -> None:
+    def __init__(
+        self, watcher: RoutesWatcher, pools: Pools, access_log: AccessLog | None = None
+    ) -> None:
         self.watcher = watcher
         self.pools = pools
+        self.access_log = access_log
         self.admin = Admin(watcher)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -105,8 +107,20 @@ class Gateway:
             status = 500
             await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
-            if access_log.isEnabledFor(logging.INFO):
-                self._log(scope, request_id, path, route, upstream, status, sent, started)
+            if self.access_log is not None:
+                self.access_log.write(
+                    {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": path if path is not None else scope["path"],
+                        "route": route.name if route else None,
+                        "upstream": upstream.name if upstream else None,
+                        "status": status,
+                        "bytes": sent,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "client": scope["client"][0] if scope.get("client") else None,
+                    }
+                )
 
     @staticmethod
     def _path(scope: Scope) -> str:
@@ -225,35 +239,6 @@ class Gateway:
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             return 502, sent
         return response.status, sent
-
-    @staticmethod
-    def _log(
-        scope: Scope,
-        request_id: str,
-        path: str | None,
-        route: Route | None,
-        upstream: Upstream | None,
-        status: int,
-        sent: int,
-        started: float,
-    ) -> None:
-        client = scope.get("client")
-        access_log.info(
-            json.dumps(
-                {
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": path if path is not None else scope["path"],
-                    "route": route.name if route else None,
-                    "upstream": upstream.name if upstream else None,
-                    "status": status,
-                    "bytes": sent,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                    "client": client[0] if client else None,
-                },
-                separators=(",", ":"),
-            )
-        )
 
 
 def _host(scope: Scope) -> str:

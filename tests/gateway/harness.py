@@ -17,6 +17,7 @@ from typing import Any
 
 import uvicorn
 
+from gateway.accesslog import AccessLog
 from gateway.app import GatewayApp
 
 Scope = dict[str, Any]
@@ -147,8 +148,10 @@ class Gateway:
 
 
 @contextlib.asynccontextmanager
-async def serve_gateway(routes: Path) -> AsyncIterator[Gateway]:
-    app = GatewayApp(routes, reload_interval=0)
+async def serve_gateway(
+    routes: Path, access_log: AccessLog | None = None
+) -> AsyncIterator[Gateway]:
+    app = GatewayApp(routes, reload_interval=0, access_log=access_log)
     async with serve(app, lifespan="on") as url:
         yield Gateway(url, app)
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
-import logging
 from pathlib import Path
 
 import pytest
 from harness import Gateway, Recorder, get, raw_request, serve_gateway
+
+from gateway.accesslog import AccessLog
 
 pytestmark = pytest.mark.anyio
 
@@ -246,14 +248,21 @@ async def test_admin_routes_shows_the_active_version(gateway: Gateway, upstream:
     assert missing.status == 404
 
 
-async def test_one_json_access_log_line_per_request(
-    gateway: Gateway, upstream: Recorder, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.INFO, logger="strangler.access"):
-        await raw_request(gateway.port, get("/search?q=1", "X-Request-ID: log-1"))
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "strangler.access"]
-    assert len(lines) == 1
-    line = lines[0]
-    assert line["request_id"] == "log-1"
-    assert (line["route"], line["upstream"], line["status"]) == ("search", "search", 200)
-    assert line["duration_ms"] > 0
+async def test_one_json_access_log_line_per_request(upstream: Recorder, tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n'
+        "routes:\n  - {name: search, path: /search, upstream: legacy}\n"
+    )
+    stream = io.BytesIO()
+    async with serve_gateway(routes, AccessLog(stream, interval=60)) as gw:
+        await raw_request(gw.port, get("/search//x?q=1", "X-Request-ID: log-1"))
+        await raw_request(gw.port, get("/a/%2F"))
+    # shutdown flushed the batch
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["request_id"] == "log-1" and first["path"] == "/search/x"
+    assert (first["route"], first["upstream"], first["status"]) == ("search", "legacy", 200)
+    assert first["bytes"] > 0 and first["duration_ms"] > 0 and first["client"] == "127.0.0.1"
+    assert (second["status"], second["route"], second["upstream"]) == (400, None, None)
