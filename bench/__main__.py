@@ -1,0 +1,94 @@
+"""Benchmarks against reference systems measured in the same run.
+
+    python -m bench proxy [--duration SECONDS] [--connections N]
+                          [--loadgen auto|wrk|python] [--no-nginx]
+
+(``strangler bench ...`` is the same command.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from types import FrameType
+
+from bench import proxy
+from bench.errors import BenchError
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench_proxy = sub.add_parser(
+        "proxy",
+        help="the gateway against the bare upstream and nginx",
+        description=proxy.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_proxy.add_argument(
+        "--duration",
+        type=_positive,
+        default=10,
+        metavar="SECONDS",
+        help="measured seconds per target, after a warm-up (default 10)",
+    )
+    bench_proxy.add_argument(
+        "--connections",
+        type=_positive,
+        default=32,
+        metavar="N",
+        help="concurrent keep-alive connections (default 32)",
+    )
+    bench_proxy.add_argument(
+        "--loadgen",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="load generator: wrk when on PATH (auto), or force one (default auto)",
+    )
+    bench_proxy.add_argument(
+        "--no-nginx",
+        dest="nginx",
+        action="store_false",
+        help="skip the nginx reference even when nginx is installed",
+    )
+    return parser
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # SystemExit unwinds through the finally blocks that stop the child processes.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    options = proxy.Options(
+        duration=args.duration,
+        connections=args.connections,
+        loadgen=args.loadgen,
+        nginx=args.nginx,
+    )
+    try:
+        return proxy.run(options)
+    except BenchError as exc:
+        print(f"bench {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,180 @@
+"""The proxy benchmark: the gateway against the bare upstream and against nginx, in one run.
+
+One upstream (``bench.upstream``) serves a fixed JSON body. The gateway, and nginx when it is
+installed, proxy ``/bench`` to it, each with one worker. The same load generator then measures,
+one after the other and each after a short warm-up: the upstream directly, the gateway, nginx.
+Throughput ratios (gateway requests/s over the reference's) are the result; absolute figures
+depend on the machine, ratios measured in the same run much less so.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import loadgen, nginx, upstream
+from bench.errors import BenchError
+from bench.loadgen import LoadGenerator, LoadResult
+from bench.process import Target, free_port, running
+
+BENCH_PATH = "/bench"
+GATEWAY_HEALTH_PATH = "/_strangler/health"
+WARMUP_SECONDS = 1
+# A run in which more than this share of requests failed measures failures, not a proxy.
+MAX_ERROR_SHARE = 0.01
+
+_ROUTES = """\
+upstreams:
+  backend: {{url: "http://127.0.0.1:{port}", timeout: 5s}}
+default: backend
+routes:
+  - name: bench
+    path: {path}
+    upstream: backend
+"""
+
+
+@dataclass(frozen=True)
+class Options:
+    duration: int
+    connections: int
+    loadgen: str
+    nginx: bool
+
+
+@dataclass(frozen=True)
+class Measurement:
+    target: str
+    result: LoadResult
+
+
+def gateway_command(routes: Path, port: int) -> list[str]:
+    """The gateway on 127.0.0.1:``port``; ``gateway serve`` always runs one worker.
+
+    Its access log is off, as nginx's is, so both proxies do the same work per request.
+    """
+    return [
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--routes",
+        str(routes),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+    ]
+
+
+@contextmanager
+def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
+    """Start every target; yield them with the reason nginx was skipped, if it was.
+
+    Routes, nginx's files and the children's logs go to a temp directory removed on exit.
+    """
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-bench-")))
+
+        def start(name: str, argv: list[str], port: int, ready_path: str = BENCH_PATH) -> Target:
+            return stack.enter_context(
+                running(
+                    name,
+                    argv,
+                    port=port,
+                    ready_path=ready_path,
+                    url_path=BENCH_PATH,
+                    log_dir=workdir,
+                )
+            )
+
+        upstream_port = free_port()
+        targets = [start("direct", upstream.command(upstream_port), upstream_port)]
+        routes = workdir / "routes.yaml"
+        routes.write_text(_ROUTES.format(port=upstream_port, path=BENCH_PATH))
+        gateway_port = free_port()
+        gateway_argv = gateway_command(routes, gateway_port)
+        targets.append(start("gateway", gateway_argv, gateway_port, GATEWAY_HEALTH_PATH))
+        executable = nginx.binary()
+        skipped: str | None = None
+        if not options.nginx:
+            skipped = "turned off with --no-nginx"
+        elif executable is None:
+            skipped = "nginx is not on PATH"
+        else:
+            nginx_port = free_port()
+            nginx_argv = nginx.command(
+                executable, workdir / "nginx", listen_port=nginx_port, upstream_port=upstream_port
+            )
+            targets.append(start("nginx", nginx_argv, nginx_port))
+        yield targets, skipped
+
+
+def _measure(generate: LoadGenerator, target: Target, options: Options) -> Measurement:
+    generate(target.url, options.connections, WARMUP_SECONDS)
+    return Measurement(target.name, generate(target.url, options.connections, options.duration))
+
+
+def _milliseconds(seconds: float) -> str:
+    return f"{seconds * 1000:.2f}ms"
+
+
+def table(measurements: list[Measurement]) -> str:
+    lines = [f"{'target':<10}{'requests/s':>12}{'p50':>11}{'p99':>11}{'errors':>9}"]
+    for m in measurements:
+        r = m.result
+        lines.append(
+            f"{m.target:<10}{r.requests_per_second:>12.1f}"
+            f"{_milliseconds(r.p50):>11}{_milliseconds(r.p99):>11}{r.errors:>9}"
+        )
+    return "\n".join(lines)
+
+
+def ratio(gateway: LoadResult, reference: LoadResult) -> float:
+    if reference.requests_per_second <= 0:
+        raise BenchError("the reference served no requests; no ratio can be computed")
+    return gateway.requests_per_second / reference.requests_per_second
+
+
+def _too_many_errors(measurements: list[Measurement]) -> list[str]:
+    failed = []
+    for m in measurements:
+        attempts = m.result.requests + m.result.errors
+        if attempts == 0 or m.result.errors / attempts > MAX_ERROR_SHARE:
+            failed.append(f"{m.target}: {m.result.errors} errors in {attempts} requests")
+    return failed
+
+
+def run(options: Options) -> int:
+    """Run the benchmark, print the table and the ratios; 0 on success.
+
+    Raises ``BenchError`` when a target does not start or a load generator fails.
+    """
+    name, generate = loadgen.choose(options.loadgen)
+    with _targets(options) as (targets, nginx_skipped):
+        print(
+            f"proxy benchmark: {name}, {options.connections} connections, "
+            f"{options.duration} s per target after a {WARMUP_SECONDS} s warm-up",
+            flush=True,
+        )
+        measurements = [_measure(generate, target, options) for target in targets]
+    by_target = {m.target: m.result for m in measurements}
+    print(table(measurements))
+    if nginx_skipped is not None:
+        print(f"nginx: skipped ({nginx_skipped})")
+    print(f"ratio gateway/direct={ratio(by_target['gateway'], by_target['direct']):.3f}")
+    if "nginx" in by_target:
+        print(f"ratio gateway/nginx={ratio(by_target['gateway'], by_target['nginx']):.3f}")
+    failed = _too_many_errors(measurements)
+    if failed:
+        print(
+            f"too many errors (more than {MAX_ERROR_SHARE:.0%} of requests): " + "; ".join(failed),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
