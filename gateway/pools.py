@@ -1,4 +1,4 @@
-"""One long-lived connection pool per upstream, kept across reloads while unchanged.
+"""One long-lived connection pool per upstream (gateway.client), kept across reloads.
 
 A pool is keyed by its upstream's whole config, so a reload that changes an upstream's URL
 or limits gets a fresh pool, while unchanged upstreams keep their warm connections. A pool
