@@ -46,21 +46,17 @@ class RequestBody:
     def __init__(self, receive: Receive, limit: int) -> None:
         self._receive = receive
         self._limit = limit
-        self.received = 0
-        self.too_large = False
-        self.client_gone = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        received = 0
         while True:
             message = await self._receive()
             if message["type"] == "http.disconnect":
-                self.client_gone = True
                 raise ClientGone
             chunk: bytes = message.get("body", b"")
-            self.received += len(chunk)
-            if self.received > self._limit:
-                self.too_large = True
-                raise BodyTooLarge(f"the request body exceeds {self._limit} bytes")
+            received += len(chunk)
+            if received > self._limit:
+                raise _too_large(self._limit)
             if chunk:
                 yield chunk
             if not message.get("more_body", False):
@@ -171,9 +167,9 @@ class Gateway:
             response = await pool.request(
                 scope["method"], target, outgoing, body.chunks() if body else None, length
             )
-        except BodySourceError:
-            if body and body.too_large:
-                raise BodyTooLarge(f"the request body exceeds {limit} bytes") from None
+        except BodySourceError as exc:
+            if isinstance(exc.__cause__, BodyTooLarge):
+                raise exc.__cause__ from None
             return 499, 0  # nginx's code for "client closed request"; nothing to send
         try:
             return await self._relay(response, send, upstream, route, scope, request_id)
@@ -192,7 +188,7 @@ class Gateway:
                 except ValueError:
                     raise BadRequest("invalid Content-Length") from None
                 if length > limit:
-                    raise BodyTooLarge(f"the request body exceeds {limit} bytes")
+                    raise _too_large(limit)
                 return (RequestBody(receive, limit), length) if length else (None, None)
             if name == b"transfer-encoding":
                 return RequestBody(receive, limit), None
@@ -239,6 +235,10 @@ class Gateway:
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             return 502, sent
         return response.status, sent
+
+
+def _too_large(limit: int) -> BodyTooLarge:
+    return BodyTooLarge(f"the request body exceeds {limit} bytes")
 
 
 def _host(scope: Scope) -> str:

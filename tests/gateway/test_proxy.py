@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -266,3 +267,23 @@ async def test_one_json_access_log_line_per_request(upstream: Recorder, tmp_path
     assert (first["route"], first["upstream"], first["status"]) == ("search", "legacy", 200)
     assert first["bytes"] > 0 and first["duration_ms"] > 0 and first["client"] == "127.0.0.1"
     assert (second["status"], second["route"], second["upstream"]) == (400, None, None)
+
+
+async def test_client_leaving_mid_upload_never_completes_the_upstream_request(
+    upstream: Recorder, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n')
+    stream = io.BytesIO()
+    async with serve_gateway(routes, AccessLog(stream, interval=60)) as gw:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        writer.write(
+            b"POST /upload HTTP/1.1\r\nHost: g\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+        )
+        await writer.drain()
+        writer.close()
+        assert await reader.read() == b""  # no answer: the client is gone
+    # leaving the context waited for the gateway to finish the request
+    (line,) = [json.loads(raw) for raw in stream.getvalue().splitlines()]
+    assert line["status"] == 499
+    assert all(seen.body_size < 1000 for seen in upstream.seen)
