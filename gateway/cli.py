@@ -26,6 +26,7 @@ def _delegate(target: str) -> Callable[[list[str]], int]:
 _DELEGATES: dict[str, tuple[str, str]] = {
     "monolith": ("legacy_monolith.manage:main", "the legacy monolith: migrate | seed | serve"),
     "search": ("new_services.search.manage:main", "the search service: migrate | backfill | serve"),
+    "cdc": ("cdc.__main__:main", "the CDC bridge: Debezium events from Kafka -> search database"),
     "bench": ("bench.__main__:main", "benchmarks against reference systems: proxy"),
 }
 
