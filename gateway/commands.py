@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway import config
 from gateway.settings import Settings
+from gateway.validation import ConfigError
 
 
 def register(sub: Any) -> None:
@@ -49,7 +50,7 @@ def register(sub: Any) -> None:
 def routes_check(ns: argparse.Namespace) -> int:
     try:
         table = config.load(ns.file)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     print(f"{table.source}: OK, version {table.version}")
@@ -81,7 +82,7 @@ def gateway_serve(ns: argparse.Namespace) -> int:
     access_log = None if ns.no_access_log else AccessLog(sys.stderr.buffer)
     try:
         app = GatewayApp(ns.routes, reload_interval=ns.reload_interval, access_log=access_log)
-    except config.ConfigError as exc:
+    except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
     uvicorn.run(

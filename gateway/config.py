@@ -31,10 +31,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.paths import PathError, normalise
+from gateway.validation import (
+    ConfigError,
+    ConfigIssue,
+    NodeReader,
+    compose,
+    line_of,
+    parse_duration,
+    parse_size,
+    positive_int,
+)
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_CONNECT_TIMEOUT = 5.0
@@ -45,38 +54,6 @@ HTTP_METHODS = frozenset(
     {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$")
-_SIZE = re.compile(r"^(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?$")
-_SIZE_UNITS = {
-    None: 1,
-    "B": 1,
-    "KB": 10**3,
-    "KiB": 2**10,
-    "MB": 10**6,
-    "MiB": 2**20,
-    "GB": 10**9,
-    "GiB": 2**30,
-}
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    line: int  # 1-based; 0 when the file could not be read at all
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}" if self.line else self.message
-
-
-class ConfigError(Exception):
-    """A routes file was rejected; `issues` holds every problem found, with its line."""
-
-    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,84 +168,20 @@ def load(path: str | Path) -> RouteTable:
 
 
 def parse(data: bytes, source: str = "<routes>") -> RouteTable:
-    try:
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-    except UnicodeDecodeError as exc:
-        raise ConfigError(source, [ConfigIssue(0, f"not UTF-8: {exc.reason}")]) from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        raise ConfigError(source, [ConfigIssue(line, f"invalid YAML: {exc.problem}")]) from exc
+    root = compose(data, source)
     validator = _Validator()
     table = validator.table(root, source, hashlib.sha256(data).hexdigest()[:12])
-    if validator.issues or table is None:
-        issues = sorted(validator.issues, key=lambda i: i.line)
-        raise ConfigError(source, issues)
+    validator.raise_if_any(source)
+    assert table is not None
     return table
 
 
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"bad duration {text!r} (use e.g. 250ms, 5s, 1m)")
-    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
-
-
-def parse_size(text: str) -> int:
-    match = _SIZE.match(text.strip())
-    if not match:
-        raise ValueError(f"bad size {text!r} (use e.g. 512KiB, 10MiB, 1048576)")
-    return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
-
-
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _Validator:
+class _Validator(NodeReader):
     """Walks the node tree once, recording every problem with its line."""
 
     def __init__(self) -> None:
-        self.issues: list[ConfigIssue] = []
+        super().__init__()
         self.declared: set[str] = set()  # upstream names, valid or not
-
-    def error(self, node: Node, message: str) -> None:
-        self.issues.append(ConfigIssue(_line(node), message))
-
-    def mapping(self, node: Node, what: str, allowed: set[str] | None) -> dict[str, Node] | None:
-        """The mapping's entries; `allowed` None admits any (user-chosen) key."""
-        if not isinstance(node, MappingNode):
-            self.error(node, f"{what} must be a mapping")
-            return None
-        result: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str):
-                self.error(key_node, f"{what}: keys must be strings")
-            elif key in result:
-                self.error(key_node, f"{what}: duplicate key {key!r}")
-            elif allowed is not None and key not in allowed:
-                expected = ", ".join(sorted(allowed))
-                self.error(key_node, f"{what}: unknown key {key!r} (expected one of: {expected})")
-            else:
-                result[key] = value_node
-        return result
-
-    def scalar(self, node: Node, what: str) -> str | None:
-        if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
-            self.error(node, f"{what} must be a single value")
-            return None
-        return str(node.value)
-
-    def converted(self, node: Node, what: str, convert: Any) -> Any:
-        text = self.scalar(node, what)
-        if text is None:
-            return None
-        try:
-            return convert(text)
-        except ValueError as exc:
-            self.error(node, f"{what}: {exc}")
-            return None
 
     def table(self, root: Node | None, source: str, version: str) -> RouteTable | None:
         if root is None:
@@ -326,18 +239,10 @@ class _Validator:
         connect = self.optional(
             fields, "connect_timeout", what, parse_duration, DEFAULT_CONNECT_TIMEOUT
         )
-        pool = self.optional(fields, "pool", what, _positive_int, DEFAULT_POOL)
+        pool = self.optional(fields, "pool", what, positive_int, DEFAULT_POOL)
         if url is None:
             return None
         return Upstream(name, url, timeout, connect, pool)
-
-    def optional(
-        self, fields: dict[str, Node], key: str, what: str, convert: Any, default: Any
-    ) -> Any:
-        if key not in fields:
-            return default
-        value = self.converted(fields[key], f"{what}: {key}", convert)
-        return default if value is None else value
 
     def networks(self, node: Node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         if not isinstance(node, SequenceNode):
@@ -361,7 +266,7 @@ class _Validator:
             if name is not None and name in names:
                 self.error(item, f"duplicate route name {name!r} (first on line {names[name]})")
             elif name is not None:
-                names[name] = _line(item)
+                names[name] = line_of(item)
             route = self.route(item, upstreams)
             if route is None:
                 continue
@@ -403,7 +308,7 @@ class _Validator:
         max_body = self.optional(fields, "max_body", what, parse_size, None)
         if name is None or path is None or upstream is None:
             return None
-        return Route(name, path, upstream, methods, rewrite, max_body, _line(node))
+        return Route(name, path, upstream, methods, rewrite, max_body, line_of(node))
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:
         if not isinstance(node, SequenceNode) or not node.value:
@@ -473,12 +378,6 @@ def _route_path(text: str) -> str:
     if path != text.rstrip("/") and path != text:
         raise ValueError(f"{text!r} is not in normal form (write {path!r})")
     return path.rstrip("/") or "/"
-
-
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{text!r} must be a positive integer")
-    return int(text)
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

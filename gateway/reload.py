@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import config
-from gateway.config import ConfigError, RouteTable
+from gateway.config import RouteTable
+from gateway.validation import ConfigError
 
 log = logging.getLogger("strangler.reload")
 

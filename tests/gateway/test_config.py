@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, parse, parse_duration, parse_size
+from gateway.config import parse
+from gateway.validation import ConfigError, parse_duration, parse_size
 
 GOOD = b"""\
 upstreams:
