@@ -31,6 +31,8 @@ _ROUTES = """\
 upstreams:
   backend: {{url: "http://127.0.0.1:{port}", timeout: 5s}}
 default: backend
+auth: {{default: none}}
+authz: none
 routes:
   - name: bench
     path: {path}

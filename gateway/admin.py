@@ -12,6 +12,7 @@ from gateway.reload import RoutesWatcher
 from gateway.types import Scope, Send
 
 ADMIN_PREFIX = "/_strangler/"
+ADMIN_HEALTH = ADMIN_PREFIX + "health"
 
 
 class Admin:
@@ -21,7 +22,7 @@ class Admin:
     async def handle(self, path: str, scope: Scope, send: Send, request_id: str) -> int:
         if scope["method"] not in ("GET", "HEAD"):
             raise MethodNotAllowed(f"admin endpoints are read-only: {scope['method']} {path}")
-        if path == ADMIN_PREFIX + "health":
+        if path == ADMIN_HEALTH:
             body: dict[str, object] = {"status": "ok", "routes_version": self.watcher.table.version}
         elif path == ADMIN_PREFIX + "routes":
             failure = self.watcher.last_failure

@@ -8,9 +8,12 @@ import logging
 from pathlib import Path
 
 from gateway.accesslog import AccessLog
+from gateway.config import RouteTable
+from gateway.guard import Guards
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
+from gateway.tokens import InMemoryRevocations, RevocationStore
 from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("strangler.gateway")
@@ -24,13 +27,19 @@ class GatewayApp:
         routes: str | Path,
         reload_interval: float = 1.0,
         access_log: AccessLog | None = None,
+        revocations: RevocationStore | None = None,
     ) -> None:
         self.pools = Pools()
-        self.watcher = RoutesWatcher(routes, on_swap=self.pools.retain_only)
+        self.guards = Guards(revocations or InMemoryRevocations())
+        self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         self.access_log = access_log
-        self.gateway = Gateway(self.watcher, self.pools, access_log)
+        self.gateway = Gateway(self.watcher, self.pools, self.guards, access_log)
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
+
+    def _swapped(self, table: RouteTable) -> None:
+        self.pools.retain_only(table)
+        self.guards.retain_only(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -50,6 +59,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.pools.close()
+        await self.guards.close()
         if self.access_log is not None:
             self.access_log.flush()
 

@@ -214,8 +214,7 @@ class Pool:
         self.upstream = upstream
         scheme, host, port = upstream.origin
         self._host, self._port = host, port
-        # https upstreams: the system's CA store, hostname verified (ssl's defaults).
-        self._tls = ssl.create_default_context() if scheme == "https" else None
+        self._tls = _tls_context(upstream) if scheme == "https" else None
         self._host_header = upstream.url.split("://", 1)[1].encode("ascii")
         self._idle: list[_Connection] = []
         self._count = 0
@@ -351,6 +350,15 @@ class Pool:
             conn._abort()
         self._count -= len(self._idle)
         self._idle.clear()
+
+
+def _tls_context(upstream: Upstream) -> ssl.SSLContext:
+    """Verify the upstream (its CA bundle, else the system's; hostname checked) and, for
+    mTLS, present the gateway's client certificate."""
+    context = ssl.create_default_context(cafile=upstream.ca)
+    if upstream.client_cert is not None:
+        context.load_cert_chain(upstream.client_cert, upstream.client_key)
+    return context
 
 
 def _head(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Any
 
-from gateway import config
+from gateway import config, tokens
 from gateway.settings import Settings
-from gateway.validation import ConfigError
+from gateway.validation import ConfigError, parse_duration
 
 
 def register(sub: Any) -> None:
@@ -36,7 +37,18 @@ def register(sub: Any) -> None:
         help="seconds between checks of the routes file (0: never)",
     )
     serve.add_argument("--no-access-log", action="store_true", default=not settings.access_log)
+    serve.add_argument("--certfile", help="serve HTTPS with this certificate (PEM chain)")
+    serve.add_argument("--keyfile", help="... and this private key")
     serve.set_defaults(handler=gateway_serve)
+
+    token = sub.add_parser(
+        "token", help="DEVELOPMENT ONLY: mint a token with the dev key from routes.yaml"
+    )
+    token.add_argument("--sub", required=True, help="the user (sent upstream as X-User-Id)")
+    token.add_argument("--roles", default="", help="comma-separated, e.g. admin,buyer")
+    token.add_argument("--ttl", type=parse_duration, default=3600.0, help="e.g. 15m, 1h")
+    token.add_argument("--routes", default=settings.routes)
+    token.set_defaults(handler=mint_token)
 
     demo = sub.add_parser("demo", help="walk through moving /search from the monolith")
     demo.add_argument("--check", action="store_true", help="verify every step and exit")
@@ -54,19 +66,52 @@ def routes_check(ns: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 1
     print(f"{table.source}: OK, version {table.version}")
-    rows = [("ROUTE", "PATH", "METHODS", "UPSTREAM", "FORWARDS TO")]
+    rows = [("ROUTE", "PATH", "METHODS", "AUTH", "UPSTREAM", "FORWARDS TO")]
     for route in table.routes:
         upstream = table.upstreams[route.upstream]
         target = upstream.url + (route.rewrite or route.path)
         methods = ",".join(sorted(route.methods)) if route.methods else "*"
-        rows.append((route.name, route.path, methods, route.upstream, target))
-    if table.default:
-        rows.append(("(default)", "/", "*", table.default, table.upstreams[table.default].url))
-    else:
-        rows.append(("(default)", "/", "*", "-", "404 no_route"))
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        rows.append(
+            (route.name, route.path, methods, table.auth_mode(route), route.upstream, target)
+        )
+    default = table.default
+    rows.append(
+        (
+            "(default)",
+            "/",
+            "*",
+            table.auth.default,
+            default or "-",
+            table.upstreams[default].url if default else "404 no_route",
+        )
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
-        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[4]]))
+        print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5]]))
+    authz = table.authz
+    print(f"authz: {authz.engine} ({authz.policies or authz.url})" if authz else "authz: none")
+    return 0
+
+
+def mint_token(ns: argparse.Namespace) -> int:
+    if os.environ.get("STRANGLER_ENV") == "production":
+        print(
+            "strangler token is for development; refused with STRANGLER_ENV=production",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        table = config.load(ns.routes)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    dev = [k for k in table.auth.keys if k.dev]
+    if not dev:
+        print(f"{ns.routes}: no auth key is marked dev: true", file=sys.stderr)
+        return 1
+    roles = [r for r in ns.roles.split(",") if r]
+    claims = {k: v for k, v in (("iss", table.auth.issuer), ("aud", table.auth.audience)) if v}
+    print(tokens.mint(dev[0], ns.sub, roles, ns.ttl, **claims))
     return 0
 
 
@@ -79,6 +124,9 @@ def gateway_serve(ns: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if (ns.certfile is None) != (ns.keyfile is None):
+        print("--certfile and --keyfile go together", file=sys.stderr)
+        return 2
     access_log = None if ns.no_access_log else AccessLog(sys.stderr.buffer)
     try:
         app = GatewayApp(ns.routes, reload_interval=ns.reload_interval, access_log=access_log)
@@ -97,6 +145,8 @@ def gateway_serve(ns: argparse.Namespace) -> int:
         server_header=False,  # the upstream's Server and Date headers pass through
         date_header=False,
         log_config=None,
+        ssl_certfile=ns.certfile,
+        ssl_keyfile=ns.keyfile,
     )
     return 0
 

@@ -33,7 +33,9 @@ from urllib.parse import urlsplit
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.paths import PathError, normalise
+from gateway.tokens import AuthSettings
 from gateway.validation import (
     ConfigError,
     ConfigIssue,
@@ -63,6 +65,9 @@ class Upstream:
     timeout: float = DEFAULT_TIMEOUT  # connect and between reads (time to first byte included)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     pool: int = DEFAULT_POOL  # max connections kept to this upstream
+    ca: str | None = None  # https: verify the upstream against this CA bundle
+    client_cert: str | None = None  # https: present this certificate (mTLS) ...
+    client_key: str | None = None  # ... with this key
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -79,6 +84,8 @@ class Route:
     methods: frozenset[str] | None = None  # None: any method
     rewrite: str | None = None  # replaces the matched prefix when forwarding
     max_body: int | None = None
+    auth: str | None = None  # required | optional | none; None: the table's default
+    authz_failure: str = "closed"  # open: let requests through when the policy engine fails
     line: int = 0
 
     def allows(self, method: str) -> bool:
@@ -100,6 +107,8 @@ class RouteTable:
     default: str | None
     max_body: int
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    auth: AuthSettings
+    authz: AuthzSettings | None  # None: `authz: none`, no policy check
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
@@ -133,6 +142,9 @@ class RouteTable:
             return False
         return any(address in network for network in self.trusted_proxies)
 
+    def auth_mode(self, route: Route | None) -> str:
+        return route.auth if route is not None and route.auth else self.auth.default
+
     def describe(self) -> dict[str, Any]:
         return {
             "version": self.version,
@@ -140,6 +152,8 @@ class RouteTable:
             "loaded_at": self.loaded_at,
             "default": self.default,
             "max_body": self.max_body,
+            "auth": {"default": self.auth.default, "keys": [k.id for k in self.auth.keys]},
+            "authz": self.authz.engine if self.authz else "none",
             "upstreams": {
                 u.name: {"url": u.url, "timeout": u.timeout, "pool": u.pool}
                 for u in self.upstreams.values()
@@ -151,6 +165,8 @@ class RouteTable:
                     "methods": sorted(r.methods) if r.methods else None,
                     "upstream": r.upstream,
                     "rewrite": r.rewrite,
+                    "auth": self.auth_mode(r),
+                    "authz_failure": r.authz_failure,
                 }
                 for r in self.routes
             ],
@@ -169,7 +185,7 @@ def load(path: str | Path) -> RouteTable:
 
 def parse(data: bytes, source: str = "<routes>") -> RouteTable:
     root = compose(data, source)
-    validator = _Validator()
+    validator = _Validator(Path(source).parent)
     table = validator.table(root, source, hashlib.sha256(data).hexdigest()[:12])
     validator.raise_if_any(source)
     assert table is not None
@@ -179,8 +195,9 @@ def parse(data: bytes, source: str = "<routes>") -> RouteTable:
 class _Validator(NodeReader):
     """Walks the node tree once, recording every problem with its line."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Path) -> None:
         super().__init__()
+        self.base = base  # relative file names are relative to the routes file
         self.declared: set[str] = set()  # upstream names, valid or not
 
     def table(self, root: Node | None, source: str, version: str) -> RouteTable | None:
@@ -188,10 +205,18 @@ class _Validator(NodeReader):
             self.issues.append(ConfigIssue(1, "the file is empty"))
             return None
         top = self.mapping(
-            root, "routes file", {"upstreams", "default", "routes", "max_body", "trusted_proxies"}
+            root,
+            "routes file",
+            {"upstreams", "default", "routes", "max_body", "trusted_proxies", "auth", "authz"},
         )
         if top is None:
             return None
+        auth = read_auth(self, top["auth"], self.base) if "auth" in top else None
+        if "auth" not in top:
+            self.error(root, "missing 'auth' (write auth: {default: none} to serve without tokens)")
+        authz = read_authz(self, top["authz"], self.base) if "authz" in top else None
+        if "authz" not in top:
+            self.error(root, "missing 'authz' (write authz: none to serve without a policy)")
         upstreams: dict[str, Upstream] = {}
         if "upstreams" not in top:
             self.error(root, "missing 'upstreams'")
@@ -209,7 +234,11 @@ class _Validator(NodeReader):
         routes: tuple[Route, ...] = ()
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
-        return RouteTable(upstreams, routes, default, max_body, trusted, source, version)
+        if auth is None:
+            return None
+        return RouteTable(
+            upstreams, routes, default, max_body, trusted, auth, authz, source, version
+        )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
         entries = self.mapping(node, "upstreams", None)
@@ -227,9 +256,20 @@ class _Validator(NodeReader):
 
     def upstream(self, name: str, node: Node) -> Upstream | None:
         what = f"upstream {name!r}"
-        fields = self.mapping(node, what, {"url", "timeout", "connect_timeout", "pool"})
+        fields = self.mapping(
+            node,
+            what,
+            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"},
+        )
         if fields is None:
             return None
+        tls = {
+            key: self.converted(fields[key], f"{what}: {key}", self.readable_file)
+            for key in ("ca", "client_cert", "client_key")
+            if key in fields
+        }
+        if ("client_cert" in fields) != ("client_key" in fields):
+            self.error(node, f"{what}: client_cert and client_key go together")
         url = None
         if "url" not in fields:
             self.error(node, f"{what}: missing 'url'")
@@ -242,7 +282,24 @@ class _Validator(NodeReader):
         pool = self.optional(fields, "pool", what, positive_int, DEFAULT_POOL)
         if url is None:
             return None
-        return Upstream(name, url, timeout, connect, pool)
+        if tls and not url.startswith("https://"):
+            self.error(node, f"{what}: ca, client_cert and client_key need an https:// url")
+        return Upstream(
+            name,
+            url,
+            timeout,
+            connect,
+            pool,
+            tls.get("ca"),
+            tls.get("client_cert"),
+            tls.get("client_key"),
+        )
+
+    def readable_file(self, name: str) -> str:
+        path = self.base / name
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} is not a readable file")
+        return str(path)
 
     def networks(self, node: Node) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
         if not isinstance(node, SequenceNode):
@@ -284,7 +341,17 @@ class _Validator(NodeReader):
         fields = self.mapping(
             node,
             "route",
-            {"name", "path", "methods", "upstream", "rewrite", "strip_prefix", "max_body"},
+            {
+                "name",
+                "path",
+                "methods",
+                "upstream",
+                "rewrite",
+                "strip_prefix",
+                "max_body",
+                "auth",
+                "authz_failure",
+            },
         )
         if fields is None:
             return None
@@ -306,9 +373,18 @@ class _Validator(NodeReader):
         methods = self.methods(fields["methods"], what) if "methods" in fields else None
         rewrite = self.rewrite(fields, what)
         max_body = self.optional(fields, "max_body", what, parse_size, None)
+        auth = (
+            self.choice(fields["auth"], f"{what}: auth", AUTH_MODES) if "auth" in fields else None
+        )
+        failure = "closed"
+        if "authz_failure" in fields:
+            failure = (
+                self.choice(fields["authz_failure"], f"{what}: authz_failure", ("closed", "open"))
+                or failure
+            )
         if name is None or path is None or upstream is None:
             return None
-        return Route(name, path, upstream, methods, rewrite, max_body, line_of(node))
+        return Route(name, path, upstream, methods, rewrite, max_body, auth, failure, line_of(node))
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:
         if not isinstance(node, SequenceNode) or not node.value:

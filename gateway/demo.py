@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from gateway import config
+from gateway import config, tokens
 
 QUERY = "/search?q=lamp&size=5"
 ROUTES = """\
@@ -31,12 +32,23 @@ upstreams:
   legacy: {{url: "http://127.0.0.1:{legacy}", timeout: 5s}}
   search: {{url: "http://127.0.0.1:{search}", timeout: 2s}}
 default: legacy          # everything not listed below stays with the monolith
+auth:
+  default: required
+  keys:                  # a development key made for this run: strangler token signs with it
+    - {{id: dev, algorithm: HS256, secret: "{secret}", dev: true}}
+authz: {{engine: embedded, policies: "{policies}"}}
 routes:
   - name: search
     path: /search
     methods: [GET]
     upstream: {target}
+    auth: optional       # a public read: the policy lets everyone search
+  - name: products
+    path: /products
+    upstream: legacy
+    auth: optional
 """
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
 
 
 class StepFailed(Exception):
@@ -56,6 +68,7 @@ class Demo:
     gateway_port: int = 0
     legacy_port: int = 0
     search_port: int = 0
+    secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     step_no: int = 0
@@ -167,7 +180,13 @@ class Demo:
         self.expect_upstream("/products/1", "legacy")
 
     def write_routes(self, path: Path, target: str) -> None:
-        text = ROUTES.format(legacy=self.legacy_port, search=self.search_port, target=target)
+        text = ROUTES.format(
+            legacy=self.legacy_port,
+            search=self.search_port,
+            target=target,
+            secret=self.secret,
+            policies=POLICIES,
+        )
         config.parse(text.encode(), str(path))  # never hand the gateway a file we did not check
         tmp = path.with_suffix(".tmp")
         tmp.write_text(text)
@@ -180,10 +199,11 @@ class Demo:
             )
         self.names.append(name)
 
-    def get(self, port: int, path: str) -> Answer:
+    def get(self, port: int, path: str, token: str | None = None) -> Answer:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            conn.request("GET", path)
+            conn.request("GET", path, headers=headers)
             response = conn.getresponse()
             return Answer(
                 response.status, response.getheader("x-strangler-upstream"), response.read()
@@ -218,7 +238,10 @@ class Demo:
         return answer
 
     def routes_version(self) -> str:
-        answer = self.get(self.gateway_port, "/_strangler/routes")
+        admin = tokens.mint(self.dev_key(), "demo", ["admin"], ttl=300)
+        answer = self.get(self.gateway_port, "/_strangler/routes", admin)
+        if answer.status != 200:
+            raise StepFailed(f"admin API answered {answer.status}: {answer.body[:200]!r}")
         version: str = json.loads(answer.body)["version"]
         return version
 
@@ -231,13 +254,18 @@ class Demo:
             time.sleep(0.1)  # the gateway polls the file; we poll its admin endpoint
         raise StepFailed(f"the gateway did not pick up the edit within {seconds}s")
 
+    def dev_key(self) -> tokens.StaticKey:
+        return tokens.StaticKey("dev", "HS256", self.secret.encode(), dev=True)
+
     def wait_for_interrupt(self, work: Path) -> None:
         gw = f"http://127.0.0.1:{self.gateway_port}"
         print(
             f"\nThe stack keeps running. Try it:\n"
             f"    curl -i '{gw}/search?q=steel&category=kitchen'\n"
             f"    curl -i {gw}/products/42\n"
-            f"    curl -s {gw}/_strangler/routes\n"
+            f"    TOKEN=$(strangler token --routes {work / 'routes.yaml'} --sub alice "
+            f"--roles admin,buyer)\n"
+            f'    curl -s -H "Authorization: Bearer $TOKEN" {gw}/_strangler/routes\n'
             f"Move /search back by editing {work / 'routes.yaml'} (upstream: legacy).\n"
             f"Press Ctrl-C to stop."
         )

@@ -2,6 +2,8 @@
 
     GatewayError
      +-- BadRequest            400 bad_path, bad_request
+     +-- Unauthorized          401 unauthorized (with WWW-Authenticate: Bearer ...)
+     +-- Forbidden             403 forbidden (the policy's reason in `detail`)
      +-- NotFound              404 no_route, not_found
  +-- MethodNotAllowed      405 method_not_allowed
      +-- BodyTooLarge          413 body_too_large
@@ -23,9 +25,10 @@ class GatewayError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        self.headers = headers or []
 
 
 class BadRequest(GatewayError):
@@ -35,6 +38,26 @@ class BadRequest(GatewayError):
 
 class BadPath(BadRequest):
     code = "bad_path"
+
+
+class Unauthorized(GatewayError):
+    """401; without a token the challenge carries no error (RFC 6750 3.1), with a bad one
+    it says invalid_token and why. The token itself is never echoed."""
+
+    status = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str, invalid_token: bool) -> None:
+        challenge = 'Bearer realm="strangler"'
+        if invalid_token:
+            quoted = detail.replace("\\", "").replace('"', "'")
+            challenge += f', error="invalid_token", error_description="{quoted}"'
+        super().__init__(detail, [(b"www-authenticate", challenge.encode("ascii", "replace"))])
+
+
+class Forbidden(GatewayError):
+    status = 403
+    code = "forbidden"
 
 
 class NotFound(GatewayError):
@@ -85,4 +108,5 @@ async def send_json(
 
 async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
     body = {"error": error.code, "detail": error.detail, "request_id": request_id}
-    await send_json(send, error.status, body, [(b"x-request-id", request_id.encode())])
+    headers = [(b"x-request-id", request_id.encode()), *error.headers]
+    await send_json(send, error.status, body, headers)

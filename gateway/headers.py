@@ -16,6 +16,7 @@ import re
 from urllib.parse import urlsplit
 
 from gateway.config import Route, Upstream
+from gateway.tokens import Identity
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -71,8 +72,13 @@ def upstream_request_headers(
     scheme: str,
     trusted: bool,
     request_id: str,
+    identity: Identity | None = None,
 ) -> Headers:
-    """The headers sent upstream, without Host (the client adds the upstream's own)."""
+    """The headers sent upstream, without Host (the client adds the upstream's own).
+
+    A bearer token is the gateway's to consume and is not passed on (as Envoy's jwt_authn
+    does by default); upstreams get the verified identity as X-User-Id and X-User-Roles.
+    """
     dropped = HOP_BY_HOP | _connection_tokens(headers)
     out: Headers = []
     prior: dict[bytes, list[bytes]] = {}
@@ -81,6 +87,8 @@ def upstream_request_headers(
             prior.setdefault(name, []).append(value)
         elif name in dropped or name == b"expect" or name.startswith(_OWNED_PREFIXES):
             # Expect: 100-continue is answered by the gateway's server on the first read
+            continue
+        elif name == b"authorization" and value[:7].lower() == b"bearer ":
             continue
         else:
             out.append((name, value))
@@ -104,6 +112,9 @@ def upstream_request_headers(
     ]
     if public_host:
         out.append((b"x-forwarded-host", public_host))
+    if identity is not None:
+        out.append((b"x-user-id", identity.sub.encode("ascii")))
+        out.append((b"x-user-roles", ",".join(identity.roles).encode("ascii")))
     return out
 
 

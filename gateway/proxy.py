@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 from gateway import headers as header_rules
 from gateway.accesslog import AccessLog
-from gateway.admin import ADMIN_PREFIX, Admin
+from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
 from gateway.errors import (
@@ -23,9 +23,11 @@ from gateway.errors import (
     NoRoute,
     send_error,
 )
+from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
+from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
 
 log = logging.getLogger("strangler.proxy")
@@ -67,12 +69,23 @@ class Gateway:
     """The ASGI application. `watcher.table` is the live route table."""
 
     def __init__(
-        self, watcher: RoutesWatcher, pools: Pools, access_log: AccessLog | None = None
+        self,
+        watcher: RoutesWatcher,
+        pools: Pools,
+        guards: Guards,
+        access_log: AccessLog | None = None,
     ) -> None:
         self.watcher = watcher
         self.pools = pools
+        self.guards = guards
         self.access_log = access_log
         self.admin = Admin(watcher)
+        self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
+
+    def _guard(self, table: RouteTable) -> Guard:
+        if self._guarded is None or self._guarded[0] is not table:
+            self._guarded = (table, self.guards.get(table))
+        return self._guarded[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -83,16 +96,29 @@ class Gateway:
         route: Route | None = None
         upstream: Upstream | None = None
         path: str | None = None
+        verdict: Verdict | None = None
         status = 0
         sent = 0
         try:
             path = self._path(scope)
+            guard = self._guard(table)
             if path.startswith(ADMIN_PREFIX):
+                if path != ADMIN_HEALTH:  # liveness stays open to load balancers
+                    mode = table.auth.default  # the policy decides who may (default: admin)
+                    verdict = await guard.check(scope, path, mode, None, "gateway", False)
                 status = await self.admin.handle(path, scope, send, request_id)
                 return
             route, upstream = self._target(table, path, scope["method"])
+            verdict = await guard.check(
+                scope,
+                path,
+                table.auth_mode(route),
+                route.name if route else None,
+                upstream.name,
+                route is not None and route.authz_failure == "open",
+            )
             status, sent = await self._proxy(
-                scope, receive, send, table, route, upstream, path, request_id
+                scope, receive, send, table, route, upstream, path, request_id, verdict.identity
             )
         except GatewayError as exc:
             status = exc.status
@@ -115,6 +141,7 @@ class Gateway:
                         "bytes": sent,
                         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
                         "client": scope["client"][0] if scope.get("client") else None,
+                        **_verdict_fields(verdict),
                     }
                 )
 
@@ -145,6 +172,7 @@ class Gateway:
         upstream: Upstream,
         path: str,
         request_id: str,
+        identity: Identity | None,
     ) -> tuple[int, int]:
         limit = route.max_body if route and route.max_body is not None else table.max_body
         client = scope.get("client")
@@ -156,6 +184,7 @@ class Gateway:
             scheme=scope.get("scheme", "http"),
             trusted=table.is_trusted(peer),
             request_id=request_id,
+            identity=identity,
         )
         body, length = self._body(raw_headers, receive, limit)
         target = (route.forward_path(path) if route else path).encode("ascii")
@@ -235,6 +264,20 @@ class Gateway:
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
             return 502, sent
         return response.status, sent
+
+
+def _verdict_fields(verdict: Verdict | None) -> dict[str, object]:
+    if verdict is None:
+        return {}
+    fields: dict[str, object] = {"user": verdict.identity.sub if verdict.identity else None}
+    if verdict.decision is not None:
+        fields["decision"] = {
+            "id": verdict.decision.decision_id,
+            "allow": verdict.decision.allow,
+            "reason": verdict.decision.reason,
+            "ms": round(verdict.authz_ms, 3),
+        }
+    return fields
 
 
 def _too_large(limit: int) -> BodyTooLarge:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import Gateway, Recorder, serve_gateway, serve_upstream
+from harness import Gateway, Recorder, serve_gateway, serve_upstream, write_routes
 
 
 @pytest.fixture
@@ -23,7 +23,8 @@ async def upstream() -> AsyncIterator[Recorder]:
 @pytest.fixture
 async def gateway(upstream: Recorder, tmp_path: Path) -> AsyncIterator[Gateway]:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
+    write_routes(
+        routes,
         f"""
 upstreams:
   legacy: {{url: "{upstream.url}", timeout: 2s}}
@@ -47,7 +48,7 @@ routes:
     path: /big
     upstream: legacy
     max_body: 64MiB
-"""
+""",
     )
     async with serve_gateway(routes) as gw:
         yield gw

@@ -22,6 +22,13 @@ from gateway.app import GatewayApp
 
 Scope = dict[str, Any]
 
+# Routing-only tests: no tokens, no policy (both must be said explicitly in routes.yaml).
+OPEN_ACCESS = "auth: {default: none}\nauthz: none\n"
+
+
+def write_routes(path: Path, text: str) -> None:
+    path.write_text(text + OPEN_ACCESS)
+
 
 def listening_socket() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse
+from gateway.config import RouteTable
+from gateway.config import parse as parse_routes
 from gateway.validation import ConfigError, parse_duration, parse_size
 
 GOOD = b"""\
@@ -35,9 +36,17 @@ routes:
 """
 
 
+OPEN = b"auth: {default: none}\nauthz: none\n"
+
+
+def parse(data: bytes, source: str = "routes.yaml") -> RouteTable:
+    """Routing tests: the access sections appended, so line numbers stay as written."""
+    return parse_routes(data + OPEN, source)
+
+
 def errors_of(text: str) -> list[str]:
     with pytest.raises(ConfigError) as info:
-        parse(text.encode(), "routes.yaml")
+        parse_routes(text.encode() + (OPEN if text else b""), "routes.yaml")
     return [str(i) for i in info.value.issues]
 
 
@@ -229,19 +238,23 @@ def run_check(path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_routes_check_prints_the_table_or_every_error(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
-    good.write_bytes(GOOD)
+    good.write_bytes(GOOD + OPEN)
     ok = run_check(good)
     assert ok.returncode == 0, ok.stderr
     rows = [line.split() for line in ok.stdout.splitlines()[1:]]
     assert rows == [
-        ["ROUTE", "PATH", "METHODS", "UPSTREAM", "FORWARDS", "TO"],
-        ["search", "/search", "GET,HEAD", "search", "http://search.internal:8002/search"],
-        ["search-writes", "/search", "POST", "legacy", "http://127.0.0.1:8001/search"],
-        ["api", "/api", "*", "legacy", "http://127.0.0.1:8001/v2"],
-        ["(default)", "/", "*", "legacy", "http://127.0.0.1:8001"],
+        ["ROUTE", "PATH", "METHODS", "AUTH", "UPSTREAM", "FORWARDS", "TO"],
+        ["search", "/search", "GET,HEAD", "none", "search", "http://search.internal:8002/search"],
+        ["search-writes", "/search", "POST", "none", "legacy", "http://127.0.0.1:8001/search"],
+        ["api", "/api", "*", "none", "legacy", "http://127.0.0.1:8001/v2"],
+        ["(default)", "/", "*", "none", "legacy", "http://127.0.0.1:8001"],
+        ["authz:", "none"],
     ]
     bad = tmp_path / "bad.yaml"
-    bad.write_text("upstreams:\n  a: {url: nope}\nroutes:\n  - {name: r, path: /r, upstream: x}\n")
+    bad.write_text(
+        "upstreams:\n  a: {url: nope}\nroutes:\n  - {name: r, path: /r, upstream: x}\n"
+        + OPEN.decode()
+    )
     failed = run_check(bad)
     assert failed.returncode == 1
     assert f"{bad}:2: upstream 'a': url:" in failed.stderr

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from harness import Gateway, Recorder, get, raw_request, serve_gateway
+from harness import Gateway, Recorder, get, raw_request, serve_gateway, write_routes
 
 from gateway.accesslog import AccessLog
 
@@ -117,9 +117,10 @@ async def test_client_identity_and_forwarding_headers_never_pass_as_sent(
 
 async def test_trusted_proxy_headers_are_appended_to(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
+    write_routes(
+        routes,
         f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n'
-        "trusted_proxies: [127.0.0.0/8]\n"
+        "trusted_proxies: [127.0.0.0/8]\n",
     )
     async with serve_gateway(routes) as gw:
         head = get(
@@ -162,7 +163,7 @@ async def test_location_pointing_at_the_upstream_is_rewritten(
 
 async def test_refused_upstream_is_502_json(tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text('upstreams:\n  gone: {url: "http://127.0.0.1:9"}\ndefault: gone\n')
+    write_routes(routes, 'upstreams:\n  gone: {url: "http://127.0.0.1:9"}\ndefault: gone\n')
     async with serve_gateway(routes) as gw:
         response = await raw_request(gw.port, get("/x"))
     assert response.status == 502
@@ -173,8 +174,8 @@ async def test_refused_upstream_is_502_json(tmp_path: Path) -> None:
 
 async def test_slow_upstream_is_504_json(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f'upstreams:\n  slow: {{url: "{upstream.url}", timeout: 200ms}}\ndefault: slow\n'
+    write_routes(
+        routes, f'upstreams:\n  slow: {{url: "{upstream.url}", timeout: 200ms}}\ndefault: slow\n'
     )
     async with serve_gateway(routes) as gw:
         response = await raw_request(gw.port, get("/slow"))
@@ -184,9 +185,10 @@ async def test_slow_upstream_is_504_json(upstream: Recorder, tmp_path: Path) -> 
 
 async def test_no_route_without_default_is_404_json(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
+    write_routes(
+        routes,
         f'upstreams:\n  a: {{url: "{upstream.url}"}}\nroutes:\n'
-        "  - {name: a, path: /a, upstream: a}\n"
+        "  - {name: a, path: /a, upstream: a}\n",
     )
     async with serve_gateway(routes) as gw:
         response = await raw_request(gw.port, get("/b"))
@@ -251,9 +253,10 @@ async def test_admin_routes_shows_the_active_version(gateway: Gateway, upstream:
 
 async def test_one_json_access_log_line_per_request(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
+    write_routes(
+        routes,
         f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n'
-        "routes:\n  - {name: search, path: /search, upstream: legacy}\n"
+        "routes:\n  - {name: search, path: /search, upstream: legacy}\n",
     )
     stream = io.BytesIO()
     async with serve_gateway(routes, AccessLog(stream, interval=60)) as gw:
@@ -273,7 +276,7 @@ async def test_client_leaving_mid_upload_never_completes_the_upstream_request(
     upstream: Recorder, tmp_path: Path
 ) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n')
+    write_routes(routes, f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n')
     stream = io.BytesIO()
     async with serve_gateway(routes, AccessLog(stream, interval=60)) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)

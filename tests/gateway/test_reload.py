@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from harness import Gateway, Recorder, get, raw_request, serve_gateway, serve_upstream
+from harness import Gateway, Recorder, get, raw_request, serve_gateway, serve_upstream, write_routes
 
 from gateway.reload import RoutesWatcher
 
@@ -27,20 +27,20 @@ async def test_good_file_swaps_and_bad_file_keeps_the_last_good_table(
 ) -> None:
     async with serve_upstream() as legacy, serve_upstream() as search:
         routes = tmp_path / "routes.yaml"
-        routes.write_text(routes_text("legacy", legacy.url, search.url))
+        write_routes(routes, routes_text("legacy", legacy.url, search.url))
         async with serve_gateway(routes) as gw:
             before = gw.app.watcher.table.version
             first = await raw_request(gw.port, get("/search"))
             assert first.header("x-strangler-upstream") == "legacy"
 
-            routes.write_text(routes_text("search", legacy.url, search.url))
+            write_routes(routes, routes_text("search", legacy.url, search.url))
             assert gw.app.watcher.reload() is True
             moved = await raw_request(gw.port, get("/search"))
             assert moved.header("x-strangler-upstream") == "search"
             good = gw.app.watcher.table.version
             assert good != before
 
-            routes.write_text("upstreams:\n  legacy: {url: nope}\nroutes: 7\n")
+            write_routes(routes, "upstreams:\n  legacy: {url: nope}\nroutes: 7\n")
             with caplog.at_level(logging.ERROR, logger="strangler.reload"):
                 assert gw.app.watcher.reload() is False
             assert "keeping version " + good in caplog.text
@@ -59,11 +59,11 @@ async def test_in_flight_request_finishes_on_the_table_it_started_with(
 ) -> None:
     async with serve_upstream() as legacy, serve_upstream() as search:
         routes = tmp_path / "routes.yaml"
-        routes.write_text(routes_text("legacy", legacy.url, search.url))
+        write_routes(routes, routes_text("legacy", legacy.url, search.url))
         async with serve_gateway(routes) as gw:
             held = asyncio.create_task(raw_request(gw.port, get("/search/hold")))
             await legacy.entered.wait()  # the request is inside the old table's upstream
-            routes.write_text(routes_text("search", legacy.url, search.url))
+            write_routes(routes, routes_text("search", legacy.url, search.url))
             assert gw.app.watcher.reload()
             after = await raw_request(gw.port, get("/search/x"))
             legacy.release.set()
@@ -87,7 +87,7 @@ async def test_no_request_sees_a_half_loaded_table(tmp_path: Path) -> None:
             "routes:\n  - {name: search, path: /search, upstream: b}\n",
         ]
         routes = tmp_path / "routes.yaml"
-        routes.write_text(versions[0])
+        write_routes(routes, versions[0])
         async with serve_gateway(routes) as gw:
             answered = asyncio.Event()
             names: list[str | None] = []
@@ -103,7 +103,7 @@ async def test_no_request_sees_a_half_loaded_table(tmp_path: Path) -> None:
                 for i in range(20):
                     await answered.wait()
                     answered.clear()
-                    routes.write_text(versions[(i + 1) % 2])
+                    write_routes(routes, versions[(i + 1) % 2])
                     assert gw.app.watcher.reload()
 
             await asyncio.gather(client(), client(), client(), reloader())
@@ -113,12 +113,12 @@ async def test_no_request_sees_a_half_loaded_table(tmp_path: Path) -> None:
 
 async def test_watch_loop_picks_up_an_edit(tmp_path: Path, upstream: Recorder) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(routes_text("legacy", upstream.url, upstream.url))
+    write_routes(routes, routes_text("legacy", upstream.url, upstream.url))
     swapped = asyncio.Event()
     watcher = RoutesWatcher(routes, on_swap=lambda _table: swapped.set())
     task = asyncio.create_task(watcher.watch(0.01))
     try:
-        routes.write_text(routes_text("search", upstream.url, upstream.url))
+        write_routes(routes, routes_text("search", upstream.url, upstream.url))
         await asyncio.wait_for(swapped.wait(), timeout=10)
     finally:
         task.cancel()
@@ -128,7 +128,7 @@ async def test_watch_loop_picks_up_an_edit(tmp_path: Path, upstream: Recorder) -
 
 async def test_startup_with_a_bad_file_fails_loudly(tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text("routes: []\n")
+    write_routes(routes, "routes: []\n")
     with pytest.raises(Exception, match="missing 'upstreams'"):
         async with serve_gateway(routes):
             pass

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from harness import Recorder, get, listening_socket
+from harness import Recorder, get, listening_socket, write_routes
 
 pytestmark = pytest.mark.anyio
 
@@ -88,9 +88,10 @@ async def upload(port: int, chunked: bool) -> bytes:
 
 async def test_50mb_up_and_down_with_bounded_memory(upstream: Recorder, tmp_path: Path) -> None:
     routes = tmp_path / "routes.yaml"
-    routes.write_text(
+    write_routes(
+        routes,
         f'upstreams:\n  legacy: {{url: "{upstream.url}", timeout: 30s}}\n'
-        "default: legacy\nmax_body: 64MiB\n"
+        "default: legacy\nmax_body: 64MiB\n",
     )
     async with gateway_process(routes) as (port, pid):
         baseline = memory_kib(pid, "VmRSS")

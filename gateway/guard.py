@@ -1,0 +1,154 @@
+"""Access control per request: authenticate the bearer token, then ask the policy.
+
+One `Guard` serves one (auth, authz) configuration; `Guards` keeps them across reloads
+while their sections are unchanged (warm token and decision caches, kept JWKS keys) and
+closes those a new table no longer uses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from gateway.access import AuthzSettings
+from gateway.config import RouteTable
+from gateway.decision_input import build_input
+from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.policy import CachedPolicy, Decision, PolicyEngine, PolicyError, create_engine
+from gateway.tokens import Authenticator, AuthSettings, Identity, InvalidToken, RevocationStore
+from gateway.types import Scope
+
+log = logging.getLogger("strangler.guard")
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    identity: Identity | None
+    decision: Decision | None
+    authz_ms: float
+
+
+def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The bearer token of the Authorization header; tokens anywhere else are ignored."""
+    values = [value for name, value in headers if name == b"authorization"]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise BadRequest("more than one Authorization header")
+    scheme, _, token = values[0].decode("latin-1").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+class Guard:
+    def __init__(
+        self,
+        auth: AuthSettings,
+        authz: AuthzSettings | None,
+        revocations: RevocationStore,
+    ) -> None:
+        self.authenticator = Authenticator(auth, revocations)
+        self.engine: PolicyEngine | None = None
+        if authz is not None:
+            engine = create_engine(
+                authz.engine,
+                policies=authz.policies,
+                url=authz.url,
+                package=authz.package,
+                timeout=authz.timeout,
+            )
+            if authz.cache_ttl > 0:
+                engine = CachedPolicy(engine, ttl=authz.cache_ttl, max_entries=authz.cache_size)
+            self.engine = engine
+        self._started: asyncio.Task[None] | None = None
+
+    async def _ensure_started(self) -> None:
+        if self._started is None:
+            self._started = asyncio.create_task(self._start())
+        if not self._started.done():
+            await self._started
+
+    async def _start(self) -> None:
+        if self.engine is not None:
+            await self.engine.start()
+
+    async def close(self) -> None:
+        await self.authenticator.close()
+        if self.engine is not None:
+            await self.engine.close()
+
+    async def check(
+        self,
+        scope: Scope,
+        path: str,
+        mode: str,
+        route: str | None,
+        target: str,
+        fail_open: bool,
+    ) -> Verdict:
+        """Who is asking and whether they may; raises Unauthorized or Forbidden."""
+        token = bearer_token(scope["headers"])
+        identity = None
+        if mode != "none" and token is not None:
+            try:
+                identity = await self.authenticator.authenticate(token)
+            except InvalidToken as exc:
+                raise Unauthorized(exc.description, invalid_token=True) from None
+        if mode == "required" and identity is None:
+            raise Unauthorized("a bearer token is required", invalid_token=False)
+        if self.engine is None:
+            return Verdict(identity, None, 0.0)
+        await self._ensure_started()
+        client = scope.get("client")
+        document = build_input(
+            method=scope["method"],
+            path=path,
+            query=scope.get("query_string", b""),
+            headers=scope["headers"],
+            scheme=scope.get("scheme", "http"),
+            peer=client[0] if client else None,
+            claims=identity.claims if identity else {},
+            route=route,
+            target=target,
+        )
+        started = time.perf_counter()
+        try:
+            decision = await self.engine.decide(document)
+        except PolicyError as exc:
+            if not fail_open:
+                raise Forbidden("authorization is unavailable (fail-closed)") from exc
+            log.warning("policy failed, route %s fails open: %r", route, exc)
+            decision = Decision(allow=True, reason=f"fail-open: {exc}")
+        elapsed = (time.perf_counter() - started) * 1000
+        if not decision.allow:
+            raise Forbidden(decision.reason or "denied by policy")
+        return Verdict(identity, decision, elapsed)
+
+
+class Guards:
+    def __init__(self, revocations: RevocationStore) -> None:
+        self.revocations = revocations
+        self._guards: dict[tuple[AuthSettings, AuthzSettings | None], Guard] = {}
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def get(self, table: RouteTable) -> Guard:
+        key = (table.auth, table.authz)
+        guard = self._guards.get(key)
+        if guard is None:
+            guard = self._guards[key] = Guard(table.auth, table.authz, self.revocations)
+        return guard
+
+    def retain_only(self, table: RouteTable) -> None:
+        keep = (table.auth, table.authz)
+        for key in [k for k in self._guards if k != keep]:
+            task = asyncio.get_running_loop().create_task(self._guards.pop(key).close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        guards = list(self._guards.values())
+        self._guards.clear()
+        await asyncio.gather(*(g.close() for g in guards), *self._closing)
