@@ -49,9 +49,17 @@ class GatewayApp:
 
     async def startup(self) -> None:
         if self.reload_interval > 0:
-            self._watch_task = asyncio.create_task(self.watcher.watch(self.reload_interval))
+            self._watch_task = asyncio.create_task(self._watch())
         table = self.watcher.table
         log.info("gateway serving routes version %s from %s", table.version, table.source)
+
+    async def _watch(self) -> None:
+        """Poll routes.yaml and the policy files; each reload validates before it swaps."""
+        while True:
+            await asyncio.sleep(self.reload_interval)
+            if self.watcher.changed():
+                self.watcher.reload()
+            self.guards.reload_policies()
 
     async def shutdown(self) -> None:
         if self._watch_task is not None:

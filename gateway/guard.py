@@ -16,7 +16,14 @@ from gateway.access import AuthzSettings
 from gateway.config import RouteTable
 from gateway.decision_input import build_input
 from gateway.errors import BadRequest, Forbidden, Unauthorized
-from gateway.policy import CachedPolicy, Decision, PolicyEngine, PolicyError, create_engine
+from gateway.policy import (
+    CachedPolicy,
+    Decision,
+    EmbeddedPolicy,
+    PolicyEngine,
+    PolicyError,
+    create_engine,
+)
 from gateway.tokens import Authenticator, AuthSettings, Identity, InvalidToken, RevocationStore
 from gateway.types import Scope
 
@@ -51,9 +58,10 @@ class Guard:
         revocations: RevocationStore,
     ) -> None:
         self.authenticator = Authenticator(auth, revocations)
-        self.engine: PolicyEngine | None = None
+        self.policy: PolicyEngine | None = None  # the engine itself
+        self.engine: PolicyEngine | None = None  # what requests ask: the engine or its cache
         if authz is not None:
-            engine = create_engine(
+            self.policy = self.engine = create_engine(
                 authz.engine,
                 policies=authz.policies,
                 url=authz.url,
@@ -61,8 +69,10 @@ class Guard:
                 timeout=authz.timeout,
             )
             if authz.cache_ttl > 0:
-                engine = CachedPolicy(engine, ttl=authz.cache_ttl, max_entries=authz.cache_size)
-            self.engine = engine
+                cache = CachedPolicy(self.policy, ttl=authz.cache_ttl, max_entries=authz.cache_size)
+                if isinstance(self.policy, EmbeddedPolicy):
+                    self.policy.on_swap = lambda _version: cache.clear()  # no stale decisions
+                self.engine = cache
         self._started: asyncio.Task[None] | None = None
 
     async def _ensure_started(self) -> None:
@@ -74,6 +84,12 @@ class Guard:
     async def _start(self) -> None:
         if self.engine is not None:
             await self.engine.start()
+
+    def reload_policy(self) -> bool:
+        """Reload changed policy files (embedded engine); a broken file keeps the old policy."""
+        if isinstance(self.policy, EmbeddedPolicy) and self.policy.changed():
+            return self.policy.reload()
+        return False
 
     async def close(self) -> None:
         await self.authenticator.close()
@@ -147,6 +163,10 @@ class Guards:
             task = asyncio.get_running_loop().create_task(self._guards.pop(key).close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    def reload_policies(self) -> None:
+        for guard in self._guards.values():
+            guard.reload_policy()
 
     async def close(self) -> None:
         guards = list(self._guards.values())

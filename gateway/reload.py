@@ -4,14 +4,13 @@ The current table is one attribute; a request reads it once and uses that snapsh
 end, so no request ever sees half of one version and half of another. An invalid file is
 logged with every error and leaves the last good table serving.
 
-Watching is a cheap poll of the file's stat (mtime, size, inode) every interval: it needs
-no extra dependency, works on every filesystem (bind mounts and ConfigMap symlink swaps
-included, where inotify often misses changes), and the file is re-read only when it moved.
+Watching (GatewayApp's loop) is a cheap poll of the file's stat (mtime, size, inode): it
+needs no extra dependency, works on every filesystem (bind mounts and ConfigMap symlink
+swaps included, where inotify often misses changes), and reads the file only when it moved.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
@@ -42,7 +41,7 @@ class RoutesWatcher:
         self.table: RouteTable = config.load(self.path)  # startup fails loudly on a bad file
         self.last_failure: ReloadFailure | None = None
         self.history: list[tuple[float, str]] = [(self.table.loaded_at, self.table.version)]
-        self._on_swap = on_swap
+        self.on_swap = on_swap
         self._stat = self._file_stat()
 
     def _file_stat(self) -> tuple[int, int, int] | None:
@@ -67,15 +66,9 @@ class RoutesWatcher:
         previous, self.table = self.table, table
         self.history = [*self.history[-19:], (table.loaded_at, table.version)]
         log.info("routes reloaded: version %s -> %s", previous.version, table.version)
-        if self._on_swap is not None:
-            self._on_swap(table)
+        if self.on_swap is not None:
+            self.on_swap(table)
         return True
 
     def changed(self) -> bool:
         return self._file_stat() != self._stat
-
-    async def watch(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            if self.changed():
-                self.reload()

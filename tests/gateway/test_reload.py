@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from harness import Gateway, Recorder, get, raw_request, serve_gateway, serve_upstream, write_routes
 
-from gateway.reload import RoutesWatcher
+from gateway.app import GatewayApp
+from gateway.config import RouteTable
 
 pytestmark = pytest.mark.anyio
 
@@ -114,15 +115,23 @@ async def test_no_request_sees_a_half_loaded_table(tmp_path: Path) -> None:
 async def test_watch_loop_picks_up_an_edit(tmp_path: Path, upstream: Recorder) -> None:
     routes = tmp_path / "routes.yaml"
     write_routes(routes, routes_text("legacy", upstream.url, upstream.url))
+    app = GatewayApp(routes, reload_interval=0.01)
     swapped = asyncio.Event()
-    watcher = RoutesWatcher(routes, on_swap=lambda _table: swapped.set())
-    task = asyncio.create_task(watcher.watch(0.01))
+    swap = app.watcher.on_swap
+    assert swap is not None
+
+    def on_swap(table: RouteTable) -> None:
+        swap(table)
+        swapped.set()
+
+    app.watcher.on_swap = on_swap
+    await app.startup()
     try:
         write_routes(routes, routes_text("search", upstream.url, upstream.url))
         await asyncio.wait_for(swapped.wait(), timeout=10)
     finally:
-        task.cancel()
-    route = watcher.table.match("/search", "GET")
+        await app.shutdown()
+    route = app.watcher.table.match("/search", "GET")
     assert route is not None and route.upstream == "search"
 
 
