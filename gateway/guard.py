@@ -35,6 +35,7 @@ class Verdict:
     identity: Identity | None
     decision: Decision | None
     authz_ms: float
+    denial: Forbidden | None = None  # set when the request must not pass
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -105,7 +106,8 @@ class Guard:
         target: str,
         fail_open: bool,
     ) -> Verdict:
-        """Who is asking and whether they may; raises Unauthorized or Forbidden."""
+        """Who is asking and whether they may. Raises Unauthorized (or BadRequest); a denial
+        comes back in the verdict, so that it is logged with who was denied and why."""
         token = bearer_token(scope["headers"])
         identity = None
         if mode != "none" and token is not None:
@@ -134,14 +136,18 @@ class Guard:
         try:
             decision = await self.engine.decide(document)
         except PolicyError as exc:
-            if not fail_open:
-                raise Forbidden("authorization is unavailable (fail-closed)") from exc
-            log.warning("policy failed, route %s fails open: %r", route, exc)
-            decision = Decision(allow=True, reason=f"fail-open: {exc}")
+            log.warning(
+                "policy failed (route %s fails %s): %r",
+                route,
+                "open" if fail_open else "closed",
+                exc,
+            )
+            decision = Decision(allow=fail_open, reason=f"policy unavailable: {exc}")
         elapsed = (time.perf_counter() - started) * 1000
+        denial = None
         if not decision.allow:
-            raise Forbidden(decision.reason or "denied by policy")
-        return Verdict(identity, decision, elapsed)
+            denial = Forbidden(decision.reason or "denied by policy")
+        return Verdict(identity, decision, elapsed, denial)
 
 
 class Guards:

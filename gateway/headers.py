@@ -4,8 +4,8 @@
   header the `Connection` header names, before the gateway adds its own.
 - `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) are set by the gateway. What a
   client sent is kept (and appended to) only when the peer is a trusted proxy.
-- Identity (`X-User-*`) and gateway (`X-Strangler-*`) headers from clients never reach an
-  upstream: only the gateway sets them.
+- Identity (`X-User-*`), gateway (`X-Strangler-*`) and other `X-Forwarded-*` headers from
+  clients (`X-Forwarded-User`, ...) never reach an upstream: only the gateway sets them.
 - `Host` is the upstream's; the client's host travels in `X-Forwarded-Host`.
 """
 
@@ -44,7 +44,8 @@ _GATEWAY_OWNED = frozenset(
         b"x-request-id",
     }
 )
-_OWNED_PREFIXES = (b"x-user-", b"x-strangler-")
+# ... and whatever else claims to come from a proxy: X-Forwarded-User, -Prefix, -Port.
+_OWNED_PREFIXES = (b"x-user-", b"x-strangler-", b"x-forwarded-")
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 

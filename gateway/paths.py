@@ -8,8 +8,8 @@ Rules (RFC 3986 sections 2 and 6.2.2 where they apply):
 - percent-encoding must be valid; hex digits are upper-cased; encoded unreserved characters
   (letters, digits, ``-._~``) are decoded;
 - rejected (400): encoded ``/`` (%2F), ``\\`` (%5C), NUL and other controls (%00-%1F, %7F),
-  encoded dot-segments (``%2e``, ``.%2E``), a literal backslash, ``;`` path parameters, and
-  dot-segments that would climb above the root;
+  encoded dot-segments (``%2e``, ``.%2E``), a literal backslash, ``;`` path parameters,
+  literal or encoded (%3B), and dot-segments that would climb above the root;
 - literal ``.`` and ``..`` segments inside the root are resolved (RFC 3986 5.2.4);
 - empty segments (``//``) collapse to one ``/``; a trailing ``/`` is kept;
 - other characters outside RFC 3986's ``pchar`` (and bytes above 0x7F) are percent-encoded.
@@ -76,6 +76,8 @@ def _segment(segment: bytes) -> tuple[str, bool]:
                 raise PathError("encoded '/' or '\\' is not allowed in the path")
             if value < 0x20 or value == 0x7F:
                 raise PathError("encoded control characters are not allowed in the path")
+            if value == 0x3B:  # servers that split path parameters after decoding see ';'
+                raise PathError("encoded ';' is not allowed in the path")
             if value in _UNRESERVED:
                 encoded_dot |= value == 0x2E
                 out.append(value)

@@ -106,6 +106,8 @@ class Gateway:
                 if path != ADMIN_HEALTH:  # liveness stays open to load balancers
                     mode = table.auth.default  # the policy decides who may (default: admin)
                     verdict = await guard.check(scope, path, mode, None, "gateway", False)
+                    if verdict.denial is not None:
+                        raise verdict.denial
                 status = await self.admin.handle(path, scope, send, request_id)
                 return
             route, upstream = self._target(table, path, scope["method"])
@@ -117,6 +119,8 @@ class Gateway:
                 upstream.name,
                 route is not None and route.authz_failure == "open",
             )
+            if verdict.denial is not None:
+                raise verdict.denial
             status, sent = await self._proxy(
                 scope, receive, send, table, route, upstream, path, request_id, verdict.identity
             )
