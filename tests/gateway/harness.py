@@ -39,7 +39,8 @@ def listening_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, lifespan: str = "off") -> AsyncIterator[str]:
+async def serve(app: Any, lifespan: str = "off", **tls: Any) -> AsyncIterator[str]:
+    """`tls`: uvicorn's ssl_* options; the URL is then https."""
     sock = listening_socket()
     port = sock.getsockname()[1]
     config = uvicorn.Config(
@@ -51,11 +52,12 @@ async def serve(app: Any, lifespan: str = "off") -> AsyncIterator[str]:
         proxy_headers=False,
         server_header=False,
         date_header=False,
+        **tls,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         await task
@@ -137,9 +139,9 @@ class Recorder:
 
 
 @contextlib.asynccontextmanager
-async def serve_upstream(name: str = "upstream") -> AsyncIterator[Recorder]:
+async def serve_upstream(name: str = "upstream", **tls: Any) -> AsyncIterator[Recorder]:
     recorder = Recorder(name)
-    async with serve(recorder) as url:
+    async with serve(recorder, **tls) as url:
         recorder.url = url
         yield recorder
 
@@ -156,10 +158,10 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def serve_gateway(
-    routes: Path, access_log: AccessLog | None = None
+    routes: Path, access_log: AccessLog | None = None, **tls: Any
 ) -> AsyncIterator[Gateway]:
     app = GatewayApp(routes, reload_interval=0, access_log=access_log)
-    async with serve(app, lifespan="on") as url:
+    async with serve(app, lifespan="on", **tls) as url:
         yield Gateway(url, app)
 
 
