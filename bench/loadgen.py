@@ -44,8 +44,9 @@ class LoadResult:
     p99: float
 
 
-LoadGenerator = Callable[[str, int, int], LoadResult]
-"""``(url, connections, duration_seconds) -> LoadResult``."""
+Headers = tuple[tuple[str, str], ...]
+LoadGenerator = Callable[[str, int, int, Headers], LoadResult]
+"""``(url, connections, duration_seconds, request_headers) -> LoadResult``."""
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ def wrk_binary() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, connections: int, duration: int) -> LoadResult:
+def run_wrk(url: str, connections: int, duration: int, headers: Headers = ()) -> LoadResult:
     executable = wrk_binary()
     if executable is None:
         raise BenchError("wrk is not on PATH; install it or use --loadgen python")
@@ -113,6 +114,7 @@ def run_wrk(url: str, connections: int, duration: int) -> LoadResult:
         f"-d{duration}s",
         f"--timeout={_REQUEST_TIMEOUT_SECONDS}s",
         "--latency",
+        *(f"-H{name}: {value}" for name, value in headers),
         url,
     ]
     try:
@@ -164,11 +166,15 @@ async def _connection_loop(
             tally.errors += 1
 
 
-async def _drive(url: str, connections: int, duration: float, max_requests: int) -> LoadResult:
+async def _drive(
+    url: str, connections: int, duration: float, max_requests: int, headers: Headers
+) -> LoadResult:
     tally = _Tally(max_requests)
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, timeout=timeout, headers=dict(headers)
+    ) as session:
         start = time.perf_counter()
         deadline = start + duration
         await asyncio.gather(
@@ -186,11 +192,15 @@ async def _drive(url: str, connections: int, duration: float, max_requests: int)
 
 
 def run_python(
-    url: str, connections: int, duration: float, max_requests: int = MAX_PYTHON_REQUESTS
+    url: str,
+    connections: int,
+    duration: float,
+    headers: Headers = (),
+    max_requests: int = MAX_PYTHON_REQUESTS,
 ) -> LoadResult:
     """Load ``url`` from ``connections`` keep-alive connections until ``duration`` seconds
     have passed or ``max_requests`` requests were sent, whichever comes first."""
-    return uvloop.run(_drive(url, connections, duration, max_requests))
+    return uvloop.run(_drive(url, connections, duration, max_requests, headers))
 
 
 GENERATORS: dict[str, LoadGenerator] = {"wrk": run_wrk, "python": run_python}

@@ -31,6 +31,7 @@ class Target:
 
     name: str
     url: str
+    headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. a token)
 
 
 def free_port() -> int:
@@ -94,6 +95,7 @@ def running(
     ready_path: str,
     url_path: str,
     log_dir: Path,
+    headers: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[Target]:
     """Start ``argv``, wait until GET ``ready_path`` on ``port`` answers 200, stop it on exit.
 
@@ -110,6 +112,6 @@ def running(
             raise BenchError(f"{name} could not be started ({' '.join(argv)}): {exc}") from exc
     try:
         _wait_ready(name, child, log, port, ready_path)
-        yield Target(name=name, url=f"http://127.0.0.1:{port}{url_path}")
+        yield Target(name=name, url=f"http://127.0.0.1:{port}{url_path}", headers=headers)
     finally:
         _stop(child)

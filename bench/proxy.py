@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bench import loadgen, nginx, upstream
 from bench.errors import BenchError
@@ -38,6 +43,40 @@ routes:
     path: {path}
     upstream: backend
 """
+
+
+# The same routing with identity on: an RS256 token on every request, verified, and the
+# embedded policy asked. "auth" keeps the token and decision caches on, "auth-nocache" turns
+# both off, so the two show what the caches buy.
+AUTH_PATH = "/search"  # a public read in policies/authz.rego: allowed for a signed-in user
+POLICIES = Path(__file__).resolve().parent.parent / "policies"
+_AUTH_ROUTES = """\
+upstreams:
+  backend: {{url: "http://127.0.0.1:{port}", timeout: 5s}}
+default: backend
+auth:
+  default: required
+  cache_size: {token_cache}
+  keys:
+    - {{id: bench, algorithm: RS256, public_key_file: bench.pem}}
+authz: {{engine: embedded, policies: "{policies}", cache: {decision_cache}}}
+routes:
+  - name: search
+    path: {path}
+    upstream: backend
+"""
+
+
+def auth_token(workdir: Path) -> str:
+    """A fresh RS256 key pair: the public half for the gateway, a token signed by the other."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    (workdir / "bench.pem").write_bytes(public)
+    now = int(time.time())
+    claims = {"sub": "bench-user", "roles": ["buyer"], "iat": now, "exp": now + 3600}
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "bench"})
 
 
 @dataclass(frozen=True)
@@ -102,6 +141,35 @@ def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
         gateway_port = free_port()
         gateway_argv = gateway_command(routes, gateway_port)
         targets.append(start("gateway", gateway_argv, gateway_port, GATEWAY_HEALTH_PATH))
+        bearer = (("Authorization", f"Bearer {auth_token(workdir)}"),)
+        for name, token_cache, decision_cache in (
+            ("auth", 10000, "5s"),
+            ("auth-nocache", 0, "off"),
+        ):
+            auth_routes = workdir / f"{name}.yaml"
+            auth_routes.write_text(
+                _AUTH_ROUTES.format(
+                    port=upstream_port,
+                    path=AUTH_PATH,
+                    policies=POLICIES,
+                    token_cache=token_cache,
+                    decision_cache=decision_cache,
+                )
+            )
+            port = free_port()
+            targets.append(
+                stack.enter_context(
+                    running(
+                        name,
+                        gateway_command(auth_routes, port),
+                        port=port,
+                        ready_path=GATEWAY_HEALTH_PATH,
+                        url_path=AUTH_PATH,
+                        log_dir=workdir,
+                        headers=bearer,
+                    )
+                )
+            )
         executable = nginx.binary()
         skipped: str | None = None
         if not options.nginx:
@@ -118,8 +186,9 @@ def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
 
 
 def _measure(generate: LoadGenerator, target: Target, options: Options) -> Measurement:
-    generate(target.url, options.connections, WARMUP_SECONDS)
-    return Measurement(target.name, generate(target.url, options.connections, options.duration))
+    generate(target.url, options.connections, WARMUP_SECONDS, target.headers)
+    result = generate(target.url, options.connections, options.duration, target.headers)
+    return Measurement(target.name, result)
 
 
 def _milliseconds(seconds: float) -> str:
@@ -172,6 +241,8 @@ def run(options: Options) -> int:
     print(f"ratio gateway/direct={ratio(by_target['gateway'], by_target['direct']):.3f}")
     if "nginx" in by_target:
         print(f"ratio gateway/nginx={ratio(by_target['gateway'], by_target['nginx']):.3f}")
+    print(f"ratio auth/plain={ratio(by_target['auth'], by_target['gateway']):.3f}")
+    print(f"ratio auth-nocache/plain={ratio(by_target['auth-nocache'], by_target['gateway']):.3f}")
     failed = _too_many_errors(measurements)
     if failed:
         print(

@@ -6,6 +6,7 @@
       audience: shop                     # exact match when set
       leeway: 30s                        # for exp, nbf, iat
       roles_claim: roles
+      cache_size: 10000                  # verified tokens kept until their exp; 0: none
       keys:                              # each key: one id, one algorithm
         - {id: dev, algorithm: HS256, secret: "dev-only-secret", dev: true}
         - {id: main, algorithm: RS256, public_key_file: keys/main.pem}
@@ -40,7 +41,7 @@ from gateway.tokens import (
     JwksSource,
     StaticKey,
 )
-from gateway.validation import NodeReader, parse_duration, positive_int
+from gateway.validation import NodeReader, non_negative_int, parse_duration, positive_int
 
 AUTH_MODES = ("required", "optional", "none")
 ENGINES = ("embedded", "opa")
@@ -90,7 +91,7 @@ def read_auth(reader: NodeReader, node: Node, base: Path) -> AuthSettings | None
         else "roles",
         keys=tuple(keys),
         jwks=jwks,
-        cache_size=reader.optional(fields, "cache_size", "auth", positive_int, 10_000),
+        cache_size=reader.optional(fields, "cache_size", "auth", non_negative_int, 10_000),
     )
     return settings
 

@@ -218,9 +218,10 @@ class Authenticator:
             self._cache.move_to_end(token)
         else:
             identity = await self._verify(token)
-            self._cache[token] = identity
-            if len(self._cache) > self.settings.cache_size:
-                self._cache.popitem(last=False)
+            if self.settings.cache_size:
+                self._cache[token] = identity
+                if len(self._cache) > self.settings.cache_size:
+                    self._cache.popitem(last=False)
         if identity.jti is not None and await self.revocations.is_revoked(identity.jti):
             raise InvalidToken("the token has been revoked")
         return identity

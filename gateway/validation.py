@@ -83,6 +83,12 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"{text!r} must be a whole number, 0 or more")
+    return int(text)
+
+
 def line_of(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
