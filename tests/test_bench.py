@@ -201,7 +201,7 @@ def test_a_target_is_stopped_when_the_block_raises(tmp_path: Path) -> None:
     assert result.errors == 1
 
 
-def test_bench_proxy_end_to_end_prints_the_gateway_direct_ratio_last() -> None:
+def test_bench_proxy_end_to_end_ends_with_the_ratio_lines() -> None:
     done = subprocess.run(
         [
             sys.executable,
@@ -222,9 +222,13 @@ def test_bench_proxy_end_to_end_prints_the_gateway_direct_ratio_last() -> None:
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-2] == "nginx: skipped (turned off with --no-nginx)"
-    match = re.fullmatch(r"ratio gateway/direct=([0-9]+\.[0-9]{3})", lines[-1])
-    assert match is not None, done.stdout
-    ratio = float(match.group(1))
-    assert math.isfinite(ratio)
-    assert ratio > 0
+    assert lines[-4] == "nginx: skipped (turned off with --no-nginx)"
+    names = ["gateway/direct", "auth/plain", "auth-nocache/plain"]
+    for name, line in zip(names, lines[-3:], strict=True):
+        match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
+        assert match is not None, done.stdout
+        ratio = float(match.group(1))
+        assert math.isfinite(ratio) and ratio > 0
+    # every target, the authenticated ones included, answered without errors
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("auth", "gateway"))}
+    assert rows["auth"][-1] == "0" and rows["auth-nocache"][-1] == "0"
