@@ -17,6 +17,7 @@ from gateway.config import RouteTable
 from gateway.decision_input import build_input
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.policy import (
+    VOLATILE_HEADERS,
     CachedPolicy,
     Decision,
     EmbeddedPolicy,
@@ -28,6 +29,7 @@ from gateway.tokens import Authenticator, AuthSettings, Identity, InvalidToken, 
 from gateway.types import Scope
 
 log = logging.getLogger("strangler.guard")
+_VOLATILE = frozenset(name.encode() for name in VOLATILE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,20 +123,33 @@ class Guard:
             return Verdict(identity, None, 0.0)
         await self._ensure_started()
         client = scope.get("client")
-        document = build_input(
-            method=scope["method"],
-            path=path,
-            query=scope.get("query_string", b""),
-            headers=scope["headers"],
-            scheme=scope.get("scheme", "http"),
-            peer=client[0] if client else None,
-            claims=identity.claims if identity else {},
-            route=route,
-            target=target,
-        )
+        peer = client[0] if client else None
+        query = scope.get("query_string", b"")
+        scheme = scope.get("scheme", "http")
+
+        def document() -> dict[str, object]:
+            return build_input(
+                method=scope["method"],
+                path=path,
+                query=query,
+                headers=scope["headers"],
+                scheme=scheme,
+                peer=peer,
+                claims=identity.claims if identity else {},
+                route=route,
+                target=target,
+            )
+
         started = time.perf_counter()
         try:
-            decision = await self.engine.decide(document)
+            if isinstance(self.engine, CachedPolicy):
+                # Everything the input is built from, the token (in the headers) included:
+                # hashing this is several times cheaper than serialising the input.
+                headers = tuple(h for h in scope["headers"] if h[0] not in _VOLATILE)
+                key = (scope["method"], path, query, scheme, peer, route, target, headers)
+                decision = await self.engine.decide_keyed(key, document)
+            else:
+                decision = await self.engine.decide(document())
         except PolicyError as exc:
             log.warning(
                 "policy failed (route %s fails %s): %r",
