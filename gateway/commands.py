@@ -10,6 +10,7 @@ from typing import Any
 
 from gateway import config, tokens
 from gateway.settings import Settings
+from gateway.shadow_config import SAFE_METHODS
 from gateway.validation import ConfigError, parse_duration
 
 
@@ -90,6 +91,18 @@ def routes_check(ns: argparse.Namespace) -> int:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5]]))
     authz = table.authz
     print(f"authz: {authz.engine} ({authz.policies or authz.url})" if authz else "authz: none")
+    for route in table.routes:
+        if route.shadow is None:
+            continue
+        shadow = route.shadow
+        methods = ",".join(sorted(shadow.methods))
+        print(f"shadow: {route.name} -> {shadow.upstream} ({shadow.sample:.0%} of {methods})")
+        if shadow.methods - SAFE_METHODS:
+            print(
+                f"warning: route {route.name!r} mirrors writes to {shadow.upstream!r}: the "
+                "candidate must not share state with the primary, or data changes twice",
+                file=sys.stderr,
+            )
     return 0
 
 

@@ -35,6 +35,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.paths import PathError, normalise
+from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
 from gateway.validation import (
     ConfigError,
@@ -86,6 +87,7 @@ class Route:
     max_body: int | None = None
     auth: str | None = None  # required | optional | none; None: the table's default
     authz_failure: str = "closed"  # open: let requests through when the policy engine fails
+    shadow: ShadowSettings | None = None  # mirror to a candidate and compare the answers
     line: int = 0
 
     def allows(self, method: str) -> bool:
@@ -109,6 +111,7 @@ class RouteTable:
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     auth: AuthSettings
     authz: AuthzSettings | None  # None: `authz: none`, no policy check
+    shadow_store: ShadowStoreSettings
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
@@ -207,7 +210,16 @@ class _Validator(NodeReader):
         top = self.mapping(
             root,
             "routes file",
-            {"upstreams", "default", "routes", "max_body", "trusted_proxies", "auth", "authz"},
+            {
+                "upstreams",
+                "default",
+                "routes",
+                "max_body",
+                "trusted_proxies",
+                "auth",
+                "authz",
+                "shadow_store",
+            },
         )
         if top is None:
             return None
@@ -234,10 +246,20 @@ class _Validator(NodeReader):
         routes: tuple[Route, ...] = ()
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
+        store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
         if auth is None:
             return None
         return RouteTable(
-            upstreams, routes, default, max_body, trusted, auth, authz, source, version
+            upstreams,
+            routes,
+            default,
+            max_body,
+            trusted,
+            auth,
+            authz,
+            store or ShadowStoreSettings(),
+            source,
+            version,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -351,6 +373,7 @@ class _Validator(NodeReader):
                 "max_body",
                 "auth",
                 "authz_failure",
+                "shadow",
             },
         )
         if fields is None:
@@ -382,9 +405,14 @@ class _Validator(NodeReader):
                 self.choice(fields["authz_failure"], f"{what}: authz_failure", ("closed", "open"))
                 or failure
             )
+        shadow = None
+        if "shadow" in fields:
+            shadow = read_shadow(self, fields["shadow"], what, self.declared)
         if name is None or path is None or upstream is None:
             return None
-        return Route(name, path, upstream, methods, rewrite, max_body, auth, failure, line_of(node))
+        return Route(
+            name, path, upstream, methods, rewrite, max_body, auth, failure, shadow, line_of(node)
+        )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:
         if not isinstance(node, SequenceNode) or not node.value:

@@ -261,3 +261,93 @@ def test_routes_check_prints_the_table_or_every_error(tmp_path: Path) -> None:
     assert f"{bad}:4: route 'r': unknown upstream 'x'" in failed.stderr
     missing = run_check(tmp_path / "absent.yaml")
     assert missing.returncode == 1 and "cannot read" in missing.stderr
+
+
+SHADOWED = b"""\
+upstreams:
+  legacy: {url: "http://legacy"}
+  search: {url: "http://search"}
+routes:
+  - name: search
+    path: /search
+    upstream: legacy
+    shadow:
+      upstream: search
+      sample: 25%
+      max_body: 64KiB
+      timeout: 500ms
+      compare:
+        ignore: [$.took_ms, "$.results[*].score"]
+        unordered: [$.results]
+        numeric_tolerance: 0.01
+        headers: [Content-Type, ETag]
+        normalise: [timestamps]
+      noise: auto
+      redact: [$.email]
+shadow_store: {url: "sqlite:///tmp/shadow.db", retain: 500, max_age: 2d}
+"""
+
+
+def test_shadow_block_parses_into_compare_rules() -> None:
+    table = parse(SHADOWED)
+    shadow = table.routes[0].shadow
+    assert shadow is not None
+    assert (shadow.upstream, shadow.sample, shadow.max_body, shadow.timeout) == (
+        "search",
+        0.25,
+        64 * 1024,
+        0.5,
+    )
+    assert shadow.methods == {"GET", "HEAD"} and shadow.noise
+    assert shadow.compare.ignore == ("$.took_ms", "$.results[*].score")
+    assert shadow.compare.headers == ("content-type", "etag")
+    assert shadow.redact == ("$.email",)
+    assert (table.shadow_store.retain, table.shadow_store.max_age) == (500, 2 * 86400)
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "expected"),
+    [
+        (
+            b"upstream: search\n      sample",
+            b"upstream: nowhere\n      sample",
+            "line 9: route 'search': shadow: unknown upstream 'nowhere'",
+        ),
+        (
+            b"sample: 25%",
+            b"sample: 125%",
+            "line 10: route 'search': shadow: sample: '125%' must be between 0 and 1",
+        ),
+        (
+            b"noise: auto",
+            b"methods: [GET, POST]",
+            "line 19: route 'search': shadow: POST change data; mirroring them needs writes: true",
+        ),
+        (
+            b"[$.took_ms,",
+            b"[took_ms,",
+            "line 14: route 'search': shadow: compare: ignore: JSON path 'took_ms' must start with '$'",
+        ),
+        (
+            b"normalise: [timestamps]",
+            b"normalise: [dates]",
+            "line 18: route 'search': shadow: compare: normalise must be one of",
+        ),
+        (b"sqlite:///tmp/shadow.db", b"mysql://x", "line 21: shadow_store: url must be sqlite"),
+    ],
+)
+def test_shadow_errors(replace: bytes, by: bytes, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(SHADOWED.replace(replace, by))
+    assert any(expected in str(i) for i in info.value.issues), info.value.issues
+
+
+def test_routes_check_warns_about_mirrored_writes(tmp_path: Path) -> None:
+    routes = tmp_path / "routes.yaml"
+    routes.write_bytes(
+        SHADOWED.replace(b"noise: auto", b"methods: [GET, POST]\n      writes: true") + OPEN
+    )
+    checked = run_check(routes)
+    assert checked.returncode == 0, checked.stderr
+    assert "shadow: search -> search (25% of GET,POST)" in checked.stdout
+    assert "mirrors writes" in checked.stderr
