@@ -2,22 +2,30 @@
 
 `GET /_strangler/health` answers 200 once the gateway serves; `GET /_strangler/routes` shows
 the active routes.yaml version (hash, loaded-at, source), the resolved table, the reload
-history and the last rejected reload's errors.
+history and the last rejected reload's errors; `GET /_strangler/shadow[?route=&since=1h]`
+the shadow comparisons per route (the same numbers as `strangler shadow report`).
 """
 
 from __future__ import annotations
 
-from gateway.errors import MethodNotAllowed, NotFound, send_json
+import time
+from urllib.parse import parse_qs
+
+from gateway.errors import BadRequest, MethodNotAllowed, NotFound, send_json
 from gateway.reload import RoutesWatcher
+from gateway.shadow import Mirror
+from gateway.shadow_report import report_json
 from gateway.types import Scope, Send
+from gateway.validation import parse_duration
 
 ADMIN_PREFIX = "/_strangler/"
 ADMIN_HEALTH = ADMIN_PREFIX + "health"
 
 
 class Admin:
-    def __init__(self, watcher: RoutesWatcher) -> None:
+    def __init__(self, watcher: RoutesWatcher, mirror: Mirror) -> None:
         self.watcher = watcher
+        self.mirror = mirror
 
     async def handle(self, path: str, scope: Scope, send: Send, request_id: str) -> int:
         if scope["method"] not in ("GET", "HEAD"):
@@ -33,6 +41,17 @@ class Admin:
                     {"at": failure.at, "errors": failure.errors} if failure else None
                 ),
             }
+        elif path == ADMIN_PREFIX + "shadow":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            route = query.get("route", [None])[0]
+            since = None
+            if "since" in query:
+                try:
+                    since = time.time() - parse_duration(query["since"][0])
+                except ValueError as exc:
+                    raise BadRequest(f"since: {exc}") from None
+            await self.mirror.flush()  # what was compared so far, not what the last batch held
+            body = report_json(await self.mirror.store.summary(route=route, since=since))
         else:
             raise NotFound(f"no admin endpoint {path}")
         extra = [(b"x-request-id", request_id.encode())]

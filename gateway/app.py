@@ -13,6 +13,8 @@ from gateway.guard import Guards
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
+from gateway.shadow import Mirror
+from gateway.shadow_store import create_store
 from gateway.tokens import InMemoryRevocations, RevocationStore
 from gateway.types import Receive, Scope, Send
 
@@ -33,7 +35,9 @@ class GatewayApp:
         self.guards = Guards(revocations or InMemoryRevocations())
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         self.access_log = access_log
-        self.gateway = Gateway(self.watcher, self.pools, self.guards, access_log)
+        # The store is read at start-up; it is opened (and its schema made) on first use.
+        self.mirror = Mirror(create_store(self.watcher.table.shadow_store.url))
+        self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -68,6 +72,7 @@ class GatewayApp:
                 await self._watch_task
         self.pools.close()
         await self.guards.close()
+        await self.mirror.close()
         if self.access_log is not None:
             self.access_log.flush()
 

@@ -51,6 +51,14 @@ def register(sub: Any) -> None:
     token.add_argument("--routes", default=settings.routes)
     token.set_defaults(handler=mint_token)
 
+    shadow = sub.add_parser("shadow", help="shadow traffic results")
+    shadow_sub = shadow.add_subparsers(dest="shadow_command", required=True)
+    report = shadow_sub.add_parser("report", help="per route: mirrored, identical, top diffs")
+    report.add_argument("--route", help="only this route")
+    report.add_argument("--since", type=parse_duration, help="only the last ... (e.g. 1h)")
+    report.add_argument("--routes", default=settings.routes, help="where shadow_store is set")
+    report.set_defaults(handler=shadow_report)
+
     demo = sub.add_parser("demo", help="walk through moving /search from the monolith")
     demo.add_argument("--check", action="store_true", help="verify every step and exit")
     demo.add_argument("--workdir", help="where the databases and routes.yaml go (default: temp)")
@@ -125,6 +133,31 @@ def mint_token(ns: argparse.Namespace) -> int:
     roles = [r for r in ns.roles.split(",") if r]
     claims = {k: v for k, v in (("iss", table.auth.issuer), ("aud", table.auth.audience)) if v}
     print(tokens.mint(dev[0], ns.sub, roles, ns.ttl, **claims))
+    return 0
+
+
+def shadow_report(ns: argparse.Namespace) -> int:
+    import asyncio
+    import time
+
+    from gateway.shadow_report import format_report
+    from gateway.shadow_store import create_store
+
+    try:
+        table = config.load(ns.routes)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+    async def summaries() -> str:
+        store = create_store(table.shadow_store.url)
+        try:
+            since = time.time() - ns.since if ns.since is not None else None
+            return format_report(await store.summary(route=ns.route, since=since))
+        finally:
+            await store.close()
+
+    print(asyncio.run(summaries()))
     return 0
 
 

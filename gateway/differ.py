@@ -5,9 +5,9 @@ JSON bodies (both content types `application/json` or `+json`, both parseable) a
 structurally; anything else by equality and size. A truncated body (the gateway keeps a copy
 up to a cap) is not compared at all: the verdict says `status_only`.
 
-JSON paths (a subset of RFC 9535): `$`, `.name`, `["any key"]`, `[n]`, and the wildcards
-`.*` / `[*]` (any member or element). `ignore` and `unordered` paths cover their whole subtree;
-a learned noisy path covers a difference reported at exactly that path.
+JSON paths (a subset of RFC 9535): `$`, `.name` (letters, digits, `_`, `-`), `["any key"]`,
+`[n]`, and the wildcards `.*` / `[*]` (any member or element). `ignore` and `unordered` paths
+cover their whole subtree; a learned noisy path covers a difference at exactly that path.
 
 Normalisation, always on: header names are compared lower-case, media types without case or
 spacing differences, numbers by value (`1`, `1.0` and `1e0` are equal; `numeric_tolerance`
@@ -448,8 +448,10 @@ class _Differ:
                 self.value(x, y, path + _member(key), child)
         if len(b) > len(a) - missing:
             for key, y in b.items():
+                if key in a:
+                    continue
                 child = _step(state, key)
-                if key not in a and not any(node.ignore for node in child):
+                if not any(node.ignore for node in child):
                     self.report(child, path + _member(key), "extra_field", None, render(y))
 
     def elements(self, a: list[object], b: list[object], path: str, state: State) -> None:

@@ -15,6 +15,7 @@ from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
+from gateway.differ import Answer
 from gateway.errors import (
     BadPath,
     BadRequest,
@@ -27,6 +28,8 @@ from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
+from gateway.shadow import Exchange, Mirror, Tee
+from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
 
@@ -45,9 +48,10 @@ class RequestBody:
     complete request) and the client gets 413.
     """
 
-    def __init__(self, receive: Receive, limit: int) -> None:
+    def __init__(self, receive: Receive, limit: int, tee: Tee | None = None) -> None:
         self._receive = receive
         self._limit = limit
+        self.tee = tee  # a copy for the shadow request
 
     async def chunks(self) -> AsyncIterator[bytes]:
         received = 0
@@ -60,6 +64,8 @@ class RequestBody:
             if received > self._limit:
                 raise _too_large(self._limit)
             if chunk:
+                if self.tee is not None:
+                    self.tee.add(chunk)
                 yield chunk
             if not message.get("more_body", False):
                 return
@@ -73,13 +79,15 @@ class Gateway:
         watcher: RoutesWatcher,
         pools: Pools,
         guards: Guards,
+        mirror: Mirror,
         access_log: AccessLog | None = None,
     ) -> None:
         self.watcher = watcher
         self.pools = pools
         self.guards = guards
+        self.mirror = mirror
         self.access_log = access_log
-        self.admin = Admin(watcher)
+        self.admin = Admin(watcher, mirror)
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
     def _guard(self, table: RouteTable) -> Guard:
@@ -178,6 +186,7 @@ class Gateway:
         request_id: str,
         identity: Identity | None,
     ) -> tuple[int, int]:
+        started = time.perf_counter()
         limit = route.max_body if route and route.max_body is not None else table.max_body
         client = scope.get("client")
         peer = client[0] if client else None
@@ -195,6 +204,9 @@ class Gateway:
         query = scope.get("query_string", b"")
         if query:
             target += b"?" + query
+        shadow = self._shadow(route, scope["method"], request_id, length)
+        if shadow is not None and body is not None:
+            body.tee = Tee(shadow.max_body)
         pool = self.pools.get(upstream)
         try:
             response = await pool.request(
@@ -204,10 +216,50 @@ class Gateway:
             if isinstance(exc.__cause__, BodyTooLarge):
                 raise exc.__cause__ from None
             return 499, 0  # nginx's code for "client closed request"; nothing to send
+        copy = Tee(shadow.response_cap) if shadow is not None else None
         try:
-            return await self._relay(response, send, upstream, route, scope, request_id)
+            status, sent = await self._relay(
+                response, send, upstream, route, scope, request_id, copy
+            )
         finally:
             response.release()
+        if shadow is not None and copy is not None and route is not None:
+            body_copy = body.tee if body is not None else None
+            if body_copy is not None and body_copy.truncated:
+                self.mirror.dropped(route, "the request body is larger than shadow max_body")
+            else:
+                exchange = Exchange(
+                    route=route,
+                    settings=shadow,
+                    primary=upstream,
+                    candidate=table.upstreams[shadow.upstream],
+                    method=scope["method"],
+                    path=path,
+                    target=target,
+                    headers=outgoing,
+                    body=bytes(body_copy.data) if body_copy is not None else None,
+                )
+                primary = Answer(
+                    response.status,
+                    [(name.lower(), value) for name, value in response.headers],
+                    bytes(copy.data),
+                    copy.truncated,
+                )
+                self.mirror.launch(exchange, primary, (time.perf_counter() - started) * 1000)
+        return status, sent
+
+    def _shadow(
+        self, route: Route | None, method: str, request_id: str, length: int | None
+    ) -> ShadowSettings | None:
+        """The shadow settings when this request is to be mirrored, else None."""
+        if route is None or route.shadow is None:
+            return None
+        if not Mirror.sampled(route.shadow, method, request_id):
+            return None
+        if length is not None and length > route.shadow.max_body:
+            self.mirror.dropped(route, "the request body is larger than shadow max_body")
+            return None
+        return route.shadow
 
     @staticmethod
     def _body(
@@ -235,6 +287,7 @@ class Gateway:
         route: Route | None,
         scope: Scope,
         request_id: str,
+        copy: Tee | None,
     ) -> tuple[int, int]:
         """Stream the upstream's answer to the client; returns (status, body bytes)."""
         public_origin = f"{scope.get('scheme', 'http')}://{_host(scope)}"
@@ -258,6 +311,8 @@ class Gateway:
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
                     break
                 sent += len(chunk)
+                if copy is not None:
+                    copy.add(chunk)
                 last = response.at_eof
                 await send({"type": "http.response.body", "body": chunk, "more_body": not last})
                 if last:
@@ -266,6 +321,8 @@ class Gateway:
             # Headers are out: all that is left is to end the response short, which the
             # server does by closing the connection, so the client sees the truncation.
             log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
+            if copy is not None:
+                copy.truncated = True  # a shadow compares status and headers only
             return 502, sent
         return response.status, sent
 

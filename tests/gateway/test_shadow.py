@@ -1,0 +1,244 @@
+"""Shadow traffic end to end: the client's answer is the primary's; the candidate is compared."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import Gateway, get, raw_request, serve, serve_gateway, write_routes
+
+pytestmark = pytest.mark.anyio
+
+Behaviour = Callable[[int, bytes], tuple[int, dict[str, Any] | bytes]]
+
+
+@dataclass
+class Service:
+    """A JSON service whose answer is a function of (call number, request body)."""
+
+    behaviour: Behaviour
+    url: str = ""
+    calls: int = 0
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    stall: asyncio.Event | None = None  # when set: wait for it before answering
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.calls += 1
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        self.seen.append({"method": scope["method"], "path": scope["path"], "headers": headers})
+        if self.stall is not None:
+            await self.stall.wait()
+        status, answer = self.behaviour(self.calls, body)
+        payload = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+        content_type = (
+            b"application/octet-stream" if isinstance(answer, bytes) else b"application/json"
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", content_type),
+                    (b"content-length", b"%d" % len(payload)),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+@contextlib.asynccontextmanager
+async def service(behaviour: Behaviour) -> AsyncIterator[Service]:
+    app = Service(behaviour)
+    async with serve(app) as url:
+        app.url = url
+        yield app
+
+
+def catalogue(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+    return 200, {"results": [{"id": 1, "price": "9.99"}, {"id": 2, "price": "5.00"}], "total": 2}
+
+
+@contextlib.asynccontextmanager
+async def shadowed(
+    tmp_path: Path, primary: Service, candidate: Service, shadow: str = ""
+) -> AsyncIterator[Gateway]:
+    routes = tmp_path / "routes.yaml"
+    write_routes(
+        routes,
+        f'upstreams:\n  legacy: {{url: "{primary.url}"}}\n  search: {{url: "{candidate.url}"}}\n'
+        "default: legacy\n"
+        f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"}}\n'
+        "routes:\n  - name: search\n    path: /search\n    upstream: legacy\n"
+        "    shadow:\n      upstream: search\n      timeout: 300ms\n" + shadow,
+    )
+    async with serve_gateway(routes) as gw:
+        yield gw
+
+
+async def report(gw: Gateway) -> dict[str, Any]:
+    await gw.app.mirror.drain()
+    response = await raw_request(gw.port, get("/_strangler/shadow"))
+    assert response.status == 200
+    (route,) = response.json()["routes"]
+    assert isinstance(route, dict)
+    return route
+
+
+async def test_identical_answers_are_counted_and_the_candidate_sees_a_marked_copy(
+    tmp_path: Path,
+) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            for _ in range(3):
+                answer = await raw_request(gw.port, get("/search?q=lamp", "X-User-Id: spoof"))
+                assert answer.status == 200 and answer.header("x-strangler-upstream") == "legacy"
+            summary = await report(gw)
+    assert (summary["mirrored"], summary["compared"], summary["identical"]) == (3, 3, 3)
+    assert summary["identical_pct"] == 100.0
+    copy = candidate.seen[0]
+    assert copy["path"] == "/search" and copy["headers"]["x-strangler-shadow"] == "1"
+    assert "x-user-id" not in copy["headers"]  # the same header rules as the primary's copy
+    assert "x-strangler-shadow" not in primary.seen[0]["headers"]
+
+
+async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path) -> None:
+    def rounded(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = catalogue(calls, body)
+        answer["results"][1]["price"] = "5.0"
+        return status, answer
+
+    async with service(catalogue) as primary, service(rounded) as candidate:
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            await raw_request(gw.port, get("/search"))
+            await raw_request(gw.port, get("/search"))
+            summary = await report(gw)
+    assert (summary["compared"], summary["different"]) == (2, 2)
+    top = summary["top_differences"][0]
+    assert (top["path"], top["kind"], top["count"]) == ("$.results[*].price", "value_changed", 2)
+
+
+@pytest.mark.parametrize("failure", ["stall", "500", "garbage", "refused"])
+async def test_a_failing_candidate_never_changes_the_clients_answer(
+    tmp_path: Path, failure: str
+) -> None:
+    def broken(calls: int, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
+        return (500, {"error": "boom"}) if failure == "500" else (200, b"\x00\xff not json")
+
+    async with service(catalogue) as primary, service(broken) as candidate:
+        if failure == "stall":
+            candidate.stall = asyncio.Event()
+        if failure == "refused":
+            candidate.url = "http://127.0.0.1:9"
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            answer = await raw_request(gw.port, get("/search"))
+            assert answer.status == 200
+            assert answer.json() == catalogue(1, b"")[1]
+            summary = await report(gw)
+            if candidate.stall is not None:
+                candidate.stall.set()
+    if failure in ("stall", "refused"):
+        assert (summary["candidate_errors"], summary["compared"]) == (1, 0)
+    else:
+        assert (summary["different"], summary["compared"]) == (1, 1)
+
+
+async def test_unsafe_methods_are_not_mirrored_by_default(tmp_path: Path) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            post = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
+            assert (await raw_request(gw.port, post)).status == 200
+            await gw.app.mirror.drain()
+    assert candidate.calls == 0 and primary.calls == 1
+
+
+async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path) -> None:
+    shadow = "      methods: [POST]\n      writes: true\n      max_body: 10B\n"
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, primary, candidate, shadow) as gw:
+            small = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
+            big = get("/search", "Content-Length: 20").replace(b"GET", b"POST", 1) + b"x" * 20
+            chunked = (
+                get("/search", "Transfer-Encoding: chunked").replace(b"GET", b"POST", 1)
+                + b"14\r\n"
+                + b"y" * 20
+                + b"\r\n0\r\n\r\n"
+            )
+            for request in (small, big, chunked):
+                assert (await raw_request(gw.port, request)).status == 200
+            await gw.app.mirror.drain()
+            stats = gw.app.mirror.stats["search"]
+    assert candidate.calls == 1  # only the small body was mirrored
+    assert (stats.mirrored, stats.dropped) == (3, 2)
+
+
+async def test_noise_learning_marks_a_field_that_changes_on_every_call(tmp_path: Path) -> None:
+    def clock(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = catalogue(calls, body)
+        return status, {**answer, "generated_at": f"call-{calls}"}
+
+    async with service(clock) as primary, service(clock) as candidate:
+        async with shadowed(tmp_path, primary, candidate, "      noise: auto\n") as gw:
+            for _ in range(3):
+                await raw_request(gw.port, get("/search"))
+                await gw.app.mirror.drain()  # one at a time: the learned noise applies next
+            summary = await report(gw)
+    assert gw.app.mirror.noisy["search"] == {"$.generated_at"}
+    assert summary["noise_only"] >= 2
+    assert [n["path"] for n in summary["top_noisy"]] == ["$.generated_at"]
+
+
+async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        candidate.stall = asyncio.Event()
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            gw.app.mirror.concurrency = 2
+            answers = await asyncio.gather(
+                *(raw_request(gw.port, get("/search")) for _ in range(5))
+            )
+            assert [a.status for a in answers] == [200] * 5
+            stats = gw.app.mirror.stats["search"]
+            assert (stats.mirrored, stats.dropped, gw.app.mirror.in_flight) == (5, 3, 2)
+            candidate.stall.set()
+            summary = await report(gw)
+    assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (5, 3, 2)
+
+
+async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            await raw_request(gw.port, get("/search"))
+            await report(gw)
+    printed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "shadow",
+            "report",
+            "--routes",
+            str(tmp_path / "routes.yaml"),
+            "--since",
+            "1h",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert "search" in printed.stdout and "100" in printed.stdout
