@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import proxy
+from bench import proxy, shadow
 from bench.errors import BenchError
 
 
@@ -63,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="skip the nginx reference even when nginx is installed",
     )
+    bench_shadow = sub.add_parser(
+        "shadow",
+        help="what mirroring every request costs the primary",
+        description=shadow.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
+    bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
+    bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     return parser
 
 
@@ -74,13 +83,15 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    options = proxy.Options(
-        duration=args.duration,
-        connections=args.connections,
-        loadgen=args.loadgen,
-        nginx=args.nginx,
-    )
     try:
+        if args.command == "shadow":
+            return shadow.run(shadow.Options(args.duration, args.connections, args.loadgen))
+        options = proxy.Options(
+            duration=args.duration,
+            connections=args.connections,
+            loadgen=args.loadgen,
+            nginx=args.nginx,
+        )
         return proxy.run(options)
     except BenchError as exc:
         print(f"bench {args.command}: {exc}", file=sys.stderr)

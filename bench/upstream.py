@@ -67,8 +67,9 @@ class _Connection(asyncio.Protocol):
 
     _transport: asyncio.Transport
 
-    def __init__(self, responses: _Responses) -> None:
+    def __init__(self, responses: _Responses, delay: float) -> None:
         self._responses = responses
+        self._delay = delay
         self._parser = httptools.HttpRequestParser(self)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,23 +84,35 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def on_message_complete(self) -> None:
-        if self._parser.should_keep_alive():
+        keep_alive = self._parser.should_keep_alive()
+        if self._delay:  # a slow service (the shadow benchmark's slow candidate)
+            asyncio.get_running_loop().call_later(self._delay, self._answer, keep_alive)
+        else:
+            self._answer(keep_alive)
+
+    def _answer(self, keep_alive: bool) -> None:
+        if self._transport.is_closing():
+            return
+        if keep_alive:
             self._transport.write(self._responses.keep_alive)
         else:
             self._transport.write(self._responses.close)
             self._transport.close()
 
 
-def command(port: int) -> list[str]:
+def command(port: int, delay_ms: float = 0.0) -> list[str]:
     """The argv that serves the upstream on 127.0.0.1:``port`` in a child process."""
-    return [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    argv = [sys.executable, "-m", "bench.upstream", "--port", str(port)]
+    return [*argv, "--delay-ms", str(delay_ms)] if delay_ms else argv
 
 
-async def serve(host: str, port: int) -> None:
+async def serve(host: str, port: int, delay: float = 0.0) -> None:
     responses = _Responses()
     responses.refresh_every_second()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(responses), host, port, backlog=1024)
+    server = await loop.create_server(
+        lambda: _Connection(responses, delay), host, port, backlog=1024
+    )
     async with server:
         await server.serve_forever()
 
@@ -107,9 +120,10 @@ async def serve(host: str, port: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.upstream", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--delay-ms", type=float, default=0.0, help="answer this much later")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is stopped by hand
-        uvloop.run(serve("127.0.0.1", args.port))
+        uvloop.run(serve("127.0.0.1", args.port, args.delay_ms / 1000))
     return 0
 
 

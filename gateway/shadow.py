@@ -86,6 +86,7 @@ class Mirror:
         self.concurrency = concurrency
         self.flush_interval = flush_interval
         self.pools = Pools()  # never the primary's: a slow candidate cannot take its slots
+        self._upstreams: dict[tuple[Upstream, float], Upstream] = {}
         self.in_flight = 0
         self.stats: dict[str, RouteStats] = {}
         self.noisy: dict[str, set[str]] = {}
@@ -171,7 +172,11 @@ class Mirror:
 
     async def _ask(self, exchange: Exchange, upstream: Upstream) -> Answer:
         """One exchange with `upstream`, on the mirror's pools with the shadow's timeout."""
-        pool = self.pools.get(dataclasses.replace(upstream, timeout=exchange.settings.timeout))
+        key = (upstream, exchange.settings.timeout)
+        shadowed = self._upstreams.get(key)
+        if shadowed is None:  # the upstream with the shadow's timeout: its own pool
+            shadowed = self._upstreams[key] = dataclasses.replace(upstream, timeout=key[1])
+        pool = self.pools.get(shadowed)
         payload = exchange.body
 
         async def body() -> AsyncIterator[bytes]:

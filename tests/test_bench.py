@@ -232,3 +232,25 @@ def test_bench_proxy_end_to_end_ends_with_the_ratio_lines() -> None:
     # every target, the authenticated ones included, answered without errors
     rows = {line.split()[0]: line.split() for line in lines if line.startswith(("auth", "gateway"))}
     assert rows["auth"][-1] == "0" and rows["auth-nocache"][-1] == "0"
+
+
+def test_bench_shadow_end_to_end_ends_with_the_four_ratio_lines() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "shadow", "--duration", "1", "--loadgen", "python"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    names = [
+        "shadow-fast/off-p99",
+        "shadow-slow/off-p99",
+        "shadow-fast/off-rps",
+        "shadow-slow/off-rps",
+    ]
+    for name, line in zip(names, lines[-4:], strict=True):
+        match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
+        assert match is not None, done.stdout
+        assert float(match.group(1)) > 0
