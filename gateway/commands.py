@@ -68,11 +68,18 @@ def register(sub: Any) -> None:
     demo.set_defaults(handler=run_demo)
 
 
-def routes_check(ns: argparse.Namespace) -> int:
+def _load(path: str) -> config.RouteTable | None:
+    """The routes file's table, or None after printing every error."""
     try:
-        table = config.load(ns.file)
+        return config.load(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def routes_check(ns: argparse.Namespace) -> int:
+    table = _load(ns.file)
+    if table is None:
         return 1
     print(f"{table.source}: OK, version {table.version}")
     rows = [("ROUTE", "PATH", "METHODS", "AUTH", "UPSTREAM", "FORWARDS TO")]
@@ -121,10 +128,8 @@ def mint_token(ns: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    try:
-        table = config.load(ns.routes)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    table = _load(ns.routes)
+    if table is None:
         return 1
     dev = [k for k in table.auth.keys if k.dev]
     if not dev:
@@ -143,10 +148,8 @@ def shadow_report(ns: argparse.Namespace) -> int:
     from gateway.shadow_report import format_report
     from gateway.shadow_store import create_store
 
-    try:
-        table = config.load(ns.routes)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    table = _load(ns.routes)
+    if table is None:
         return 1
 
     async def summaries() -> str:
