@@ -36,7 +36,8 @@ class GatewayApp:
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
-        self.mirror = Mirror(create_store(self.watcher.table.shadow_store.url))
+        store = self.watcher.table.shadow_store
+        self.mirror = Mirror(create_store(store.url), store)
         self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None

@@ -24,7 +24,7 @@ from gateway.config import Route, Upstream
 from gateway.differ import Answer, Comparison, diff, noisy_paths
 from gateway.errors import GatewayError
 from gateway.pools import Pools
-from gateway.shadow_config import ShadowSettings
+from gateway.shadow_config import ShadowSettings, ShadowStoreSettings
 from gateway.shadow_store import Record, ShadowStore, Verdict, redact
 
 log = logging.getLogger("strangler.shadow")
@@ -32,6 +32,7 @@ log = logging.getLogger("strangler.shadow")
 SHADOW_HEADER = (b"x-strangler-shadow", b"1")
 NOISE_EVERY = 10  # with noise: auto, one mirrored request in this many asks the primary twice
 _FLUSH_BATCH = 100
+_RETAIN_EVERY = 100  # flushes between retention sweeps (and one at the first)
 # A 5 KB JSON diff takes 0.15-0.7 ms; a 1 MiB one 30-90 ms, which must not stall the loop.
 _INLINE_DIFF = 64 * 1024
 
@@ -80,9 +81,15 @@ class RouteStats:
 
 class Mirror:
     def __init__(
-        self, store: ShadowStore, concurrency: int = 64, flush_interval: float = 1.0
+        self,
+        store: ShadowStore,
+        retention: ShadowStoreSettings,
+        concurrency: int = 64,
+        flush_interval: float = 1.0,
     ) -> None:
         self.store = store
+        self.retention = retention
+        self._flushes = 0
         self.concurrency = concurrency
         self.flush_interval = flush_interval
         self.pools = Pools()  # never the primary's: a slow candidate cannot take its slots
@@ -250,11 +257,15 @@ class Mirror:
     async def flush(self) -> None:
         self._flusher = None
         batch, self._records = self._records, []
-        if batch:
-            try:
-                await self.store.record(batch)
-            except Exception:
-                log.exception("could not store %d shadow comparisons", len(batch))
+        if not batch:
+            return
+        try:
+            await self.store.record(batch)
+            self._flushes += 1
+            if self._flushes % _RETAIN_EVERY == 1:
+                await self.store.retain(self.retention.retain, self.retention.max_age)
+        except Exception:
+            log.exception("could not store %d shadow comparisons", len(batch))
 
     async def drain(self) -> None:
         """Wait for comparisons in flight and store everything (shutdown, tests)."""
