@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import subprocess
 import sys
@@ -242,3 +243,13 @@ async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -
     )
     assert printed.returncode == 0, printed.stderr
     assert "search" in printed.stdout and "100" in printed.stdout
+
+
+async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, primary, candidate) as gw:
+            gw.app.mirror.retention = dataclasses.replace(gw.app.mirror.retention, retain=2)
+            await asyncio.gather(*(raw_request(gw.port, get("/search")) for _ in range(5)))
+            summary = await report(gw)
+    assert gw.app.mirror.stats["search"].mirrored == 5
+    assert summary["mirrored"] == 2  # the first flush swept the store down to `retain`
