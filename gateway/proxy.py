@@ -112,26 +112,36 @@ class Gateway:
             guard = self._guard(table)
             if path.startswith(ADMIN_PREFIX):
                 if path != ADMIN_HEALTH:  # liveness stays open to load balancers
-                    mode = table.auth.default  # the policy decides who may (default: admin)
-                    verdict = await guard.check(scope, path, mode, None, "gateway", False)
-                    if verdict.denial is not None:
-                        raise verdict.denial
-                status = await self.admin.handle(path, scope, send, request_id)
-                return
-            route, upstream = self._target(table, path, scope["method"])
-            verdict = await guard.check(
-                scope,
-                path,
-                table.auth_mode(route),
-                route.name if route else None,
-                upstream.name,
-                route is not None and route.authz_failure == "open",
-            )
-            if verdict.denial is not None:
+                    # the routes file's default mode; the policy decides who (default: admin)
+                    verdict = await guard.check(
+                        scope, path, table.auth.default, None, "gateway", False
+                    )
+            else:
+                route, upstream = self._target(table, path, scope["method"])
+                verdict = await guard.check(
+                    scope,
+                    path,
+                    table.auth_mode(route),
+                    route.name if route else None,
+                    upstream.name,
+                    route is not None and route.authz_failure == "open",
+                )
+            if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
-            status, sent = await self._proxy(
-                scope, receive, send, table, route, upstream, path, request_id, verdict.identity
-            )
+            if upstream is None:  # an admin path
+                status = await self.admin.handle(path, scope, send, request_id)
+            else:
+                status, sent = await self._proxy(
+                    scope,
+                    receive,
+                    send,
+                    table,
+                    route,
+                    upstream,
+                    path,
+                    request_id,
+                    verdict.identity if verdict else None,
+                )
         except GatewayError as exc:
             status = exc.status
             await send_error(send, exc, request_id)
