@@ -23,7 +23,6 @@ Errors:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -212,13 +211,6 @@ class EmbeddedPolicy:
 
     def changed(self) -> bool:
         return self._files_stat() != self._stat
-
-    async def watch(self, interval: float) -> None:
-        """Poll the files' stat every `interval` seconds and reload when it moved."""
-        while True:
-            await asyncio.sleep(interval)
-            if self.changed():
-                self.reload()
 
     def _files(self) -> list[Path]:
         return sorted(

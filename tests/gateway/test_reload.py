@@ -11,6 +11,7 @@ from harness import Gateway, Recorder, get, raw_request, serve_gateway, serve_up
 
 from gateway.app import GatewayApp
 from gateway.config import RouteTable
+from gateway.policy import EmbeddedPolicy
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +160,26 @@ async def test_removed_upstream_pool_is_closed(tmp_path: Path, gateway: Gateway)
     assert (await raw_request(gateway.port, get("/search"))).header(
         "x-strangler-upstream"
     ) == "renamed"
+
+
+async def test_watch_loop_reloads_changed_policy_files(tmp_path: Path, upstream: Recorder) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (policies / "authz.rego").write_text("package strangler.authz\n\ndefault allow := false\n")
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n'
+        "auth: {default: none}\nauthz: {engine: embedded, policies: policies, cache: off}\n"
+    )
+    app = GatewayApp(routes, reload_interval=0.01)
+    policy = app.guards.get(app.watcher.table).policy
+    assert isinstance(policy, EmbeddedPolicy)
+    swapped = asyncio.Event()
+    policy.on_swap = lambda _version: swapped.set()
+    await app.startup()
+    try:
+        (policies / "authz.rego").write_text("package strangler.authz\n\ndefault allow := true\n")
+        await asyncio.wait_for(swapped.wait(), timeout=10)
+    finally:
+        await app.shutdown()
+    assert (await policy.decide({})).allow is True
