@@ -27,14 +27,23 @@ class Service:
     migrate: Callable[[str], str]
     metadata: sa.MetaData
     version_table: str
+    head: str
 
 
 SERVICES = {
     "monolith": Service(
-        "legacy_monolith.manage", monolith.migrate, MonolithBase.metadata, "legacy_alembic_version"
+        "legacy_monolith.manage",
+        monolith.migrate,
+        MonolithBase.metadata,
+        "legacy_alembic_version",
+        "0001",
     ),
     "search": Service(
-        "new_services.search.manage", search.migrate, SearchBase.metadata, "search_alembic_version"
+        "new_services.search.manage",
+        search.migrate,
+        SearchBase.metadata,
+        "search_alembic_version",
+        "0002",  # 0002: the CDC bridge's positions and joined categories (issue 5)
     ),
 }
 
@@ -79,8 +88,8 @@ def _is_version_table(change: object) -> bool:
 
 
 def test_migrate_reaches_head_and_matches_the_models(service: Service, database_url: str) -> None:
-    assert service.migrate(database_url) == "0001"
-    assert versions(database_url, service.version_table) == ["0001"]
+    assert service.migrate(database_url) == service.head
+    assert versions(database_url, service.version_table) == [service.head]
     assert schema_drift(database_url, service.metadata) == []
 
 
@@ -89,11 +98,11 @@ def test_migrating_twice_changes_nothing(service: Service, database_url: str) ->
     engine = sa.create_engine(database_url)
     before = sorted(sa.inspect(engine).get_table_names())
     engine.dispose()
-    assert service.migrate(database_url) == "0001"
+    assert service.migrate(database_url) == service.head
     engine = sa.create_engine(database_url)
     assert sorted(sa.inspect(engine).get_table_names()) == before
     engine.dispose()
-    assert versions(database_url, service.version_table) == ["0001"]
+    assert versions(database_url, service.version_table) == [service.head]
 
 
 def test_both_services_can_share_one_database(pg_url: str) -> None:
@@ -108,7 +117,8 @@ def test_both_services_can_share_one_database(pg_url: str) -> None:
         "legacy_alembic_version",
         "search_alembic_version",
     } <= tables
-    assert versions(pg_url, "legacy_alembic_version") == versions(pg_url, "search_alembic_version")
+    for service in SERVICES.values():
+        assert versions(pg_url, service.version_table) == [service.head]
 
 
 # Each replica imports everything first, says it is ready, then waits for the go file, so
@@ -140,6 +150,6 @@ def test_concurrent_replicas_migrate_once(service: Service, pg_url: str, tmp_pat
     go.touch()
     results = [replica.communicate(timeout=60) for replica in replicas]
     assert [r.returncode for r in replicas] == [0] * REPLICAS, [err for _, err in results]
-    assert [out for out, _ in results] == ["0001\n"] * REPLICAS
-    assert versions(pg_url, service.version_table) == ["0001"]
+    assert [out for out, _ in results] == [f"{service.head}\n"] * REPLICAS
+    assert versions(pg_url, service.version_table) == [service.head]
     assert schema_drift(pg_url, service.metadata) == []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DateTime, Index, Integer, MetaData, String, Text
+from sqlalchemy import BigInteger, DateTime, Index, Integer, MetaData, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING_CONVENTION = {
@@ -19,6 +19,8 @@ NAMING_CONVENTION = {
 # gives PostgreSQL what SQLite's BINARY collation and lower() do, as the monolith does.
 SEARCH_NAME = String(200).with_variant(String(200, collation="C"), "postgresql")
 SEARCH_TEXT = Text().with_variant(Text(collation="C"), "postgresql")
+# A CDC source position (see cdc/envelope.py), compared as bytes on every dialect.
+SOURCE_POSITION = String(33).with_variant(String(33, collation="C"), "postgresql")
 
 
 class Base(DeclarativeBase):
@@ -37,3 +39,28 @@ class SearchDocument(Base):
     category_slug: Mapped[str] = mapped_column(String(64), index=True)
     category_name: Mapped[str] = mapped_column(String(100))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Written by the CDC bridge (issue 5); empty for rows from the one-off backfill.
+    category_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    source_position: Mapped[str | None] = mapped_column(SOURCE_POSITION)
+
+
+class SearchCategory(Base):
+    """The CDC bridge's copy of the monolith's categories, joined into documents."""
+
+    __tablename__ = "search_categories"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    slug: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(100))
+    source_position: Mapped[str | None] = mapped_column(SOURCE_POSITION)
+
+
+class CdcPosition(Base):
+    """The last source position the CDC bridge applied, per topic (for read-your-writes)."""
+
+    __tablename__ = "cdc_positions"
+
+    topic: Mapped[str] = mapped_column(String(249), primary_key=True)
+    position: Mapped[str | None] = mapped_column(SOURCE_POSITION)
+    source_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
+    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

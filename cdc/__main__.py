@@ -1,0 +1,187 @@
+"""`strangler cdc run | status | check`: the CDC bridge's command line.
+
+    strangler cdc run --bootstrap-servers HOST:PORT   # production: Kafka fed by Debezium
+    strangler cdc run --embedded                      # in-process Kafka + the SQLite dev capture
+    strangler cdc status                              # what the running bridge reports
+    strangler cdc check [MAPPING] [--database-url URL]
+
+Defaults come from the environment: CDC_BOOTSTRAP_SERVERS, SEARCH_DATABASE_URL (the target),
+DATABASE_URL (the monolith's SQLite file, for --embedded), CDC_MAPPING, CDC_GROUP_ID,
+CDC_STATUS_FILE.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from cdc import mapping as mappings
+from cdc.capture import Capture
+from cdc.cluster import MockCluster
+from cdc.consumer import Bridge, Options
+from cdc.errors import CdcError, MappingError
+from cdc.metrics import render
+from cdc.settings import settings
+from cdc.sink import SqlSink, create_engine
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = settings()
+    parser = argparse.ArgumentParser(
+        prog="strangler cdc",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="consume change events and apply them")
+    where = run.add_mutually_exclusive_group()
+    where.add_argument("--bootstrap-servers", default=env.bootstrap_servers)
+    where.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start the in-process mock Kafka and the SQLite dev capture (a Debezium stand-in)",
+    )
+    run.add_argument("--database-url", default=env.database_url, help="the target database")
+    run.add_argument("--source-database-url", default=env.source_database_url)
+    run.add_argument("--mapping", type=Path, default=env.mapping_path)
+    run.add_argument("--group-id", default=env.group_id)
+    run.add_argument("--status-file", type=Path, default=env.status_file)
+    run.add_argument("--max-batch", type=int, default=5000)
+    run.add_argument(
+        "--assign-all",
+        action="store_true",
+        help="take every partition, no group rebalancing (one bridge; restarts resume at once)",
+    )
+    run.add_argument(
+        "--kafka-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for the consumer and the dead-letter producer (repeatable)",
+    )
+    status = sub.add_parser("status", help="print the running bridge's status")
+    status.add_argument("--status-file", type=Path, default=env.status_file)
+    status.add_argument("--json", action="store_true")
+    check = sub.add_parser("check", help="validate a mapping file (and the target's tables)")
+    check.add_argument("mapping", type=Path, nargs="?", default=env.mapping_path)
+    check.add_argument("--database-url", default=None)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    mapping = mappings.load(args.mapping)
+    engine = create_engine(args.database_url)
+    stack: list[threading.Thread] = []
+    stop_capture = threading.Event()
+    try:
+        sink = SqlSink(engine, mapping)
+        sink.open()
+        servers = args.bootstrap_servers
+        cluster = None
+        if servers is None and not args.embedded:
+            print("strangler cdc: give --bootstrap-servers or --embedded", file=sys.stderr)
+            return 2
+        if args.embedded:
+            cluster = MockCluster()
+            servers = cluster.bootstrap_servers
+            stack.append(_start_capture(args, mapping, sink, cluster, stop_capture))
+        bridge = Bridge(
+            mapping,
+            sink,
+            Options(servers, args.group_id, args.max_batch, status_file=args.status_file),
+        )
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            bridge.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"strangler cdc: consuming {', '.join(mapping.topics)} from {servers}", flush=True)
+        bridge.run()
+        print("strangler cdc: stopped", flush=True)
+        return 0
+    finally:
+        stop_capture.set()
+        for thread in stack:
+            thread.join(timeout=10)
+        engine.dispose()
+
+
+def _start_capture(
+    args: argparse.Namespace,
+    mapping: mappings.Mapping,
+    sink: SqlSink,
+    cluster: MockCluster,
+    stop: threading.Event,
+) -> threading.Thread:
+    tables = [topic.rsplit(".", 1)[1] for topic in mapping.topics]
+    capture = Capture(args.source_database_url, mapping.topic_prefix, tables)
+    capture.install()
+    producer = cluster.producer()
+    capture.create_topics(producer)
+    # The mock cluster forgets everything when this process ends: start from a snapshot
+    # whenever the target has not seen this source yet (Debezium's snapshot.mode=initial).
+    if not sink.positions_applied():
+        sent = capture.snapshot(producer)
+        print(f"strangler cdc: dev capture snapshot, {sent} rows (op r)", flush=True)
+
+    def relay() -> None:
+        try:
+            capture.run(producer, stop)
+        finally:
+            capture.close()
+
+    thread = threading.Thread(target=relay, name="sqlite-dev-capture", daemon=True)
+    thread.start()
+    return thread
+
+
+def status(args: argparse.Namespace) -> int:
+    try:
+        data = json.loads(args.status_file.read_text())
+    except (OSError, ValueError) as exc:
+        print(f"strangler cdc: no status at {args.status_file}: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(data, indent=1) if args.json else render(data))
+    return 0
+
+
+def check(args: argparse.Namespace) -> int:
+    mapping = mappings.load(args.mapping)
+    if args.database_url:
+        engine = create_engine(args.database_url)
+        try:
+            SqlSink(engine, mapping).open()
+        finally:
+            engine.dispose()
+    for table in mapping.tables:
+        join = f" + join {table.join.target} on {table.join.on}" if table.join else ""
+        print(f"{table.topic} -> {table.target} key {list(table.key)}{join}")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "status":
+            return status(args)
+        return check(args)
+    except MappingError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except CdcError as exc:
+        print(f"strangler cdc: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,262 @@
+"""The Kafka loop: consume a batch, apply it in one transaction, then store its offsets.
+
+Delivery is at least once and the sink is idempotent, so every change takes effect once:
+
+- `enable.auto.offset.store=false`: an offset is stored only after the batch's database
+  transaction committed (and its poison messages reached the dead-letter topic); the
+  auto-committer then commits stored offsets, and revocation and shutdown commit them
+  synchronously. A crash anywhere replays from the last committed offset.
+- A database outage (`SinkUnavailable`) retries the same batch with exponential backoff;
+  nothing is stored meanwhile. SIGTERM stops the loop after the batch in hand.
+- A poison message (`EventError`) goes to the dead-letter topic with Kafka Connect's
+  `__connect.errors.*` headers (origin topic, partition, offset, the error), and the bridge
+  moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from cdc import envelope
+from cdc.envelope import Change, Heartbeat, Tombstone, TransactionBoundary
+from cdc.errors import CdcError, EventError, Origin, SinkUnavailable
+from cdc.mapping import Mapping
+from cdc.metrics import Metrics
+from cdc.sink import Outcome, SqlSink
+
+log = logging.getLogger("strangler.cdc")
+
+BACKOFF_INITIAL_SECONDS = 0.05
+BACKOFF_MAX_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Options:
+    bootstrap_servers: str
+    group_id: str = "strangler-cdc"
+    max_batch: int = 5000
+    max_wait: float = 0.02  # seconds a batch waits to fill: the latency floor
+    status_file: Path | None = None
+    extra: tuple[tuple[str, str], ...] = ()  # more librdkafka settings
+    # Take every partition of the mapped topics without joining the group's rebalancing
+    # (offsets are still committed to the group): for a single bridge, a restart resumes at
+    # once instead of waiting for the dead member's session to time out.
+    assign_all: bool = False
+
+
+class Bridge:
+    """One consumer of the mapped topics, applying to one sink."""
+
+    def __init__(self, mapping: Mapping, sink: SqlSink, options: Options) -> None:
+        self.mapping = mapping
+        self.sink = sink
+        self.options = options
+        self.metrics = Metrics()
+        self._stop = threading.Event()
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, and leave (safe from a signal handler)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def topics(self) -> list[str]:
+        prefix = self.mapping.topic_prefix.replace(".", r"\.")
+        # Regex subscriptions tolerate topics that do not exist (yet): heartbeats and the
+        # transaction topic are optional in Debezium.
+        return [*self.mapping.topics, rf"^(__debezium-heartbeat\.{prefix}|{prefix}\.transaction)$"]
+
+    def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        common = {"bootstrap.servers": self.options.bootstrap_servers, **dict(self.options.extra)}
+        self._consumer = Consumer(
+            {
+                **common,
+                "group.id": self.options.group_id,
+                "enable.auto.offset.store": False,
+                "enable.auto.commit": True,
+                "auto.commit.interval.ms": 1000,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                "topic.metadata.refresh.interval.ms": 5000,
+            }
+        )
+        self._producer = Producer({**common, "linger.ms": 5})
+        self.metrics.state = "running"
+        if self.options.assign_all:
+            self._consumer.assign(self._all_partitions())
+        else:
+            self._consumer.subscribe(self.topics(), on_revoke=self._on_revoke)
+        if on_ready is not None:
+            on_ready()
+        try:
+            while not self.stopping:
+                messages = self._consumer.consume(self.options.max_batch, self.options.max_wait)
+                if messages:
+                    self.handle(messages)
+                self.metrics.publish(self.options.status_file)
+        finally:
+            self.metrics.state = "stopped"
+            self._commit()
+            self._consumer.close()
+            self._producer.flush(10)
+            self.metrics.publish(self.options.status_file, force=True)
+
+    def _all_partitions(self) -> list[TopicPartition]:
+        assert self._consumer is not None
+        partitions = []
+        for topic in self.mapping.topics:
+            metadata = self._consumer.list_topics(topic, timeout=30).topics.get(topic)
+            if metadata is None or metadata.error is not None:
+                raise CdcError(f"topic {topic} is not available")
+            # No offset given: each partition resumes at the group's committed offset.
+            partitions += [TopicPartition(topic, p) for p in metadata.partitions]
+        return partitions
+
+    def _on_revoke(self, consumer: Consumer, _partitions: list[TopicPartition]) -> None:
+        # Batches are applied synchronously inside the loop, so whatever is stored is final.
+        self._commit()
+
+    def _commit(self) -> None:
+        assert self._consumer is not None
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                log.warning("offset commit failed (the batch will be replayed): %s", exc)
+
+    def handle(self, messages: list[Message]) -> None:
+        started = time.perf_counter()
+        changes: list[Change] = []
+        dead: list[tuple[Message, EventError]] = []
+        by_origin: dict[Origin, Message] = {}
+        prefix = self.mapping.topic_prefix
+        metrics = self.metrics
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise CdcError(f"Kafka consumer failed: {error}")
+                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    log.debug("Kafka: %s", error)  # optional heartbeat/transaction topics
+                else:
+                    log.warning("Kafka: %s", error)  # transient: the client retries
+                continue
+            topic = message.topic() or ""
+            origin = Origin(topic, message.partition() or 0, message.offset() or 0)
+            try:
+                event = envelope.parse(origin, message.key(), message.value(), prefix)
+            except EventError as exc:
+                dead.append((message, exc))
+                continue
+            if isinstance(event, Change):
+                changes.append(event)
+                by_origin[origin] = message
+            elif isinstance(event, Tombstone):
+                metrics.topic(topic).tombstones += 1
+            elif isinstance(event, Heartbeat):
+                metrics.topic(topic).heartbeats += 1
+            elif isinstance(event, TransactionBoundary):
+                metrics.topic(topic).transactions += 1
+        outcome = self._apply(changes) if changes else None
+        if outcome is None and changes:
+            return  # stopping during an outage: nothing stored, the batch is replayed later
+        if outcome is not None:
+            dead.extend((by_origin[e.origin], e) for e in outcome.rejected)
+        if dead:
+            self._dead_letter(dead)
+        self._store(messages)
+        self._count(changes, outcome, dead)
+        metrics.batch_done(time.perf_counter() - started)
+
+    def _apply(self, changes: list[Change]) -> Outcome | None:
+        delay = BACKOFF_INITIAL_SECONDS
+        while True:
+            try:
+                outcome = self.sink.apply(changes)
+                self.metrics.state = "running"
+                return outcome
+            except SinkUnavailable as exc:
+                self.metrics.state = "waiting-for-database"
+                self.metrics.publish(self.options.status_file)
+                log.warning("%s; retrying in %.2fs", exc, delay)
+                # Waiting on the stop event, not sleeping: SIGTERM ends the wait at once.
+                if self._stop.wait(delay):
+                    return None
+                delay = min(delay * 2, BACKOFF_MAX_SECONDS)
+
+    def _dead_letter(self, dead: list[tuple[Message, EventError]]) -> None:
+        assert self._producer is not None
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        for message, error in dead:
+            log.warning("dead-lettered %s", error)
+            self._producer.produce(
+                self.mapping.dead_letter_topic,
+                key=message.key(),
+                value=message.value(),
+                headers=[
+                    ("__connect.errors.topic", error.origin.topic.encode()),
+                    ("__connect.errors.partition", str(error.origin.partition).encode()),
+                    ("__connect.errors.offset", str(error.origin.offset).encode()),
+                    ("__connect.errors.exception.class.name", type(error).__name__.encode()),
+                    ("__connect.errors.exception.message", error.reason.encode()),
+                ],
+                on_delivery=delivered,
+            )
+        remaining = self._producer.flush(30)
+        if remaining or failures:
+            # Storing offsets now would lose the messages: fail, and replay them on restart.
+            raise CdcError(f"dead-letter topic unavailable: {failures or 'flush timed out'}")
+
+    def _store(self, messages: list[Message]) -> None:
+        assert self._consumer is not None
+        last: dict[tuple[str, int], int] = {}
+        for message in messages:
+            if message.error() is None:
+                last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
+        if last:
+            self._consumer.store_offsets(
+                offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+            )
+        for (topic, partition), offset in last.items():
+            _, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, partition), cached=True
+            )
+            lag = max(0, high - offset - 1) if high >= 0 else 0
+            self.metrics.topic(topic).partitions[partition] = lag
+
+    def _count(self, changes: list[Change], outcome: Outcome | None, dead: list[Any]) -> None:
+        metrics = self.metrics
+        for _, error in dead:
+            metrics.topic(error.origin.topic).dead_lettered += 1
+        if outcome is None:
+            return
+        for change in changes:
+            stats = metrics.topic(change.origin.topic)
+            if change.source_ts_ms is not None:
+                stats.last_source_ts_ms = max(stats.last_source_ts_ms or 0, change.source_ts_ms)
+            if change.position is not None and (
+                stats.position is None or change.position > stats.position
+            ):
+                stats.position = change.position
+        for topic, counts in outcome.topics.items():
+            stats = metrics.topic(topic)
+            stats.applied += counts.applied
+            stats.skipped += counts.skipped
+            stats.ignored += counts.ignored

@@ -1,0 +1,251 @@
+"""Debezium change events, parsed from a Kafka message's key and value bytes. No I/O.
+
+Follows the Debezium PostgreSQL connector's documented format, as JsonConverter writes it
+with schemas (`{"schema": ..., "payload": ...}`) or without (the bare payload):
+
+- data topics `<prefix>.<schema>.<table>`; the value's payload holds `before`, `after`,
+  `source`, `op` (c create, u update, d delete, r snapshot read, t truncate, m logical
+  message), `ts_ms`, optionally `transaction`. A delete is followed by a tombstone (same key,
+  null value): the delete already did the work, so the tombstone is a no-op.
+- `__debezium-heartbeat.<prefix>` and `<prefix>.transaction` carry no rows: they parse into
+  `Heartbeat` and `TransactionBoundary`, which the bridge counts and commits past.
+- values flattened by the ExtractNewRecordState SMT (the row itself, with `__deleted`,
+  `__op`, `__table`, `__lsn`, `__source_ts_ms` when configured) are accepted too.
+
+Every problem raises `EventError` with the message's origin, so it can be dead-lettered.
+
+Positions. Each change gets a source position that orders it against every other change of
+the same row: Debezium's `source.sequence` is `["<lastCommitLsn>", "<lsn>"]`, and ordering by
+that pair (not by lsn alone) is what keeps interleaved transactions in commit order. It is
+encoded as fixed-width hex, `CCCCCCCCCCCCCCCC/LLLLLLLLLLLLLLLL`, so the database compares
+positions as strings. Snapshot reads (`op: r`) get commit part 0, the snapshot marker: they
+sort before every streamed change, which always reflects a later state of the row.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Final
+
+from cdc.errors import EventError, Origin
+from cdc.values import decode_row
+
+OPS: Final = frozenset({"c", "u", "d", "r", "t", "m"})
+HEARTBEAT_PREFIX: Final = "__debezium-heartbeat."
+SNAPSHOT_MARKER: Final = 0
+
+
+def position(commit: int, lsn: int) -> str:
+    return f"{commit:016x}/{lsn:016x}"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A row event (c, u, d, r), a truncate (t) or a logical message (m)."""
+
+    origin: Origin
+    op: str
+    key: dict[str, Any] | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    position: str | None
+    source_ts_ms: int | None
+    table: str | None  # "schema.table" as the source names it
+
+
+@dataclass(frozen=True, slots=True)
+class Tombstone:
+    origin: Origin
+    key: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    origin: Origin
+    ts_ms: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionBoundary:
+    origin: Origin
+    status: str  # BEGIN or END
+    id: str
+
+
+Event = Change | Tombstone | Heartbeat | TransactionBoundary
+
+
+def parse(origin: Origin, key: bytes | None, value: bytes | None, prefix: str) -> Event:
+    """The event in one Kafka message of a Debezium topic with the given topic prefix."""
+    try:
+        return _parse(origin, key, value, prefix)
+    except EventError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise EventError(origin, f"malformed event: {exc}") from exc
+
+
+def _parse(origin: Origin, key: bytes | None, value: bytes | None, prefix: str) -> Event:
+    topic = origin.topic
+    if topic == f"{HEARTBEAT_PREFIX}{prefix}":
+        payload, _ = _document(origin, value, "value") if value is not None else ({}, None)
+        ts = payload.get("ts_ms") if isinstance(payload, dict) else None
+        return Heartbeat(origin, ts if isinstance(ts, int) else None)
+    if topic == f"{prefix}.transaction":
+        if value is None:
+            raise EventError(origin, "a transaction event without a value")
+        payload, _ = _document(origin, value, "value")
+        if not isinstance(payload, dict) or payload.get("status") not in ("BEGIN", "END"):
+            raise EventError(origin, "transaction event without status BEGIN or END")
+        return TransactionBoundary(origin, payload["status"], str(payload.get("id")))
+    if not topic.startswith(f"{prefix}.") or topic.count(".") < 2:
+        raise EventError(origin, f"not a data topic of prefix {prefix!r}")
+    decoded_key = _key(origin, key)
+    if value is None:
+        return Tombstone(origin, decoded_key)
+    payload, schema = _document(origin, value, "value")
+    if not isinstance(payload, dict):
+        raise EventError(origin, f"the value must be a JSON object, got {_kind(payload)}")
+    if "op" in payload and "source" in payload:
+        return _envelope(origin, decoded_key, payload, schema)
+    return _flattened(origin, decoded_key, payload, schema)
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _document(origin: Origin, data: bytes, what: str) -> tuple[Any, dict[str, Any] | None]:
+    """(payload, schema) of a JsonConverter document, schema None when schemas are off."""
+    try:
+        document = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EventError(origin, f"the {what} is not JSON: {exc}") from exc
+    if isinstance(document, dict) and document.keys() == {"schema", "payload"}:
+        schema = document["schema"]
+        if schema is not None and not isinstance(schema, dict):
+            raise EventError(origin, f"the {what}'s schema must be an object")
+        return document["payload"], schema
+    return document, None
+
+
+def _key(origin: Origin, key: bytes | None) -> dict[str, Any] | None:
+    if key is None:
+        return None  # a table without a primary key
+    payload, schema = _document(origin, key, "key")
+    if payload is None:
+        return None
+    if not isinstance(payload, dict):
+        raise EventError(origin, f"the key must be a JSON object, got {_kind(payload)}")
+    try:
+        return decode_row(payload, schema)
+    except ValueError as exc:
+        raise EventError(origin, f"key: {exc}") from exc
+
+
+def _field_schema(schema: dict[str, Any] | None, name: str) -> dict[str, Any] | None:
+    if schema is None:
+        return None
+    for field in schema.get("fields") or ():
+        if field.get("field") == name:
+            return field  # type: ignore[no-any-return]
+    return None
+
+
+def _row(origin: Origin, payload: dict[str, Any], schema: Any, name: str) -> Any:
+    raw = payload.get(name)
+    if raw is None:
+        return None
+    try:
+        return decode_row(raw, _field_schema(schema, name))
+    except ValueError as exc:
+        raise EventError(origin, f"{name}: {exc}") from exc
+
+
+def _envelope(
+    origin: Origin, key: dict[str, Any] | None, payload: dict[str, Any], schema: Any
+) -> Change:
+    op = payload["op"]
+    if op not in OPS:
+        raise EventError(origin, f"unknown op {op!r} (expected one of c, u, d, r, t, m)")
+    source = payload["source"]
+    if not isinstance(source, dict):
+        raise EventError(origin, "'source' must be an object")
+    before = _row(origin, payload, schema, "before")
+    after = _row(origin, payload, schema, "after")
+    if op in ("c", "u", "r") and after is None:
+        raise EventError(origin, f"op {op!r} without 'after'")
+    if op == "d" and key is None and before is None:
+        raise EventError(origin, "a delete with neither a message key nor 'before'")
+    ts = source.get("ts_ms")
+    table = source.get("table")
+    schema_name = source.get("schema")
+    return Change(
+        origin,
+        op,
+        key,
+        before,
+        after,
+        _source_position(origin, source, op),
+        ts if isinstance(ts, int) else None,
+        f"{schema_name}.{table}" if table else None,
+    )
+
+
+def _source_position(origin: Origin, source: dict[str, Any], op: str) -> str | None:
+    lsn = source.get("lsn")
+    if lsn is None:
+        return None
+    if not isinstance(lsn, int):
+        raise EventError(origin, f"source.lsn must be an integer, got {lsn!r}")
+    commit = 0
+    sequence = source.get("sequence")
+    if sequence is not None:
+        try:
+            pair = json.loads(sequence)
+            last_commit, current = pair
+            commit = int(last_commit) if last_commit is not None else 0
+            lsn = int(current) if current is not None else lsn
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise EventError(
+                origin, f"source.sequence must be a JSON array of two LSNs, got {sequence!r}"
+            ) from exc
+    if op == "r":
+        commit = SNAPSHOT_MARKER
+    return position(commit, lsn)
+
+
+def _flattened(
+    origin: Origin, key: dict[str, Any] | None, payload: dict[str, Any], schema: Any
+) -> Change:
+    """A value rewritten by ExtractNewRecordState: the row plus `__`-prefixed metadata."""
+    meta = {k: v for k, v in payload.items() if k.startswith("__")}
+    try:
+        row = decode_row({k: v for k, v in payload.items() if not k.startswith("__")}, schema)
+    except ValueError as exc:
+        raise EventError(origin, f"row: {exc}") from exc
+    deleted = meta.get("__deleted", "false")
+    if deleted not in ("true", "false", True, False):
+        raise EventError(origin, f'__deleted must be "true" or "false", got {deleted!r}')
+    op = meta.get("__op", "u")
+    if op not in OPS - {"t", "m"}:
+        raise EventError(origin, f"unknown __op {op!r}")
+    if deleted in ("true", True):
+        op = "d"
+    lsn = meta.get("__lsn")
+    if lsn is not None and (isinstance(lsn, bool) or not isinstance(lsn, int)):
+        raise EventError(origin, f"__lsn must be an integer, got {lsn!r}")
+    ts = meta.get("__source_ts_ms")
+    # Without `sequence` the lsn is all there is: (lsn, lsn), or the snapshot marker.
+    where = None if lsn is None else position(SNAPSHOT_MARKER if op == "r" else lsn, lsn)
+    return Change(
+        origin,
+        op,
+        key,
+        row if op == "d" else None,
+        None if op == "d" else row,
+        where,
+        ts if isinstance(ts, int) else None,
+        meta.get("__table") if isinstance(meta.get("__table"), str) else None,
+    )

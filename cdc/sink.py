@@ -1,0 +1,380 @@
+"""Applying a batch to the target database: SQLAlchemy Core, one transaction per batch.
+
+The same code serves SQLite and PostgreSQL: both speak `INSERT ... ON CONFLICT (key) DO
+UPDATE ... WHERE`, so upserts are batched `executemany` calls whose WHERE clause skips rows
+the target already has at a newer (or the same) source position; deletes are guarded the
+same way. That guard is what makes redelivery harmless: replaying any suffix of a topic
+finds every row at its position and changes nothing.
+
+Errors are sorted at this edge: a lost or locked database raises `SinkUnavailable` (the
+consumer retries the whole batch later, committing nothing); a batch that violates a
+constraint is retried one event per transaction, and the events that still fail come back
+as `EventError`s for the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+
+from cdc.batch import Delete, Plan, Segment, TableBatch, Upsert, plan
+from cdc.envelope import Change
+from cdc.errors import EventError, MappingError, MappingIssue, SinkUnavailable
+from cdc.mapping import Mapping, TableMapping
+
+POSITIONS_TABLE = "cdc_positions"
+# Short: a locked SQLite file is an outage like any other, retried by the consumer's backoff.
+SQLITE_BUSY_TIMEOUT_SECONDS = 1.0
+
+
+def create_engine(database_url: str) -> Engine:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return sa.create_engine(url, pool_pre_ping=True)
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+    event.listen(engine, "connect", _configure_sqlite)
+    return engine
+
+
+def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL: searches keep reading while a batch is written. NORMAL is durable in WAL mode
+    # across application crashes (only an OS crash can lose the last commits).
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Counts:
+    applied: int = 0  # events whose effect is in the database (coalesced ones included)
+    skipped: int = 0  # events older than (or as old as) the row: already reflected
+    ignored: int = 0  # truncates not enabled, logical messages, unmapped topics
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.applied + other.applied,
+            self.skipped + other.skipped,
+            self.ignored + other.ignored,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    topics: dict[str, Counts]
+    rejected: tuple[EventError, ...]  # for the dead-letter topic
+
+    @property
+    def applied(self) -> int:
+        return sum(c.applied for c in self.topics.values())
+
+    @property
+    def skipped(self) -> int:
+        return sum(c.skipped for c in self.topics.values())
+
+    @property
+    def ignored(self) -> int:
+        return sum(c.ignored for c in self.topics.values())
+
+
+def _merge(into: dict[str, Counts], more: dict[str, Counts]) -> None:
+    for topic, counts in more.items():
+        into[topic] = into.get(topic, Counts()) + counts
+
+
+class SqlSink:
+    """The target database, SQLite or PostgreSQL, through SQLAlchemy Core."""
+
+    def __init__(self, engine: Engine, mapping: Mapping) -> None:
+        self.engine = engine
+        self.mapping = mapping
+        self.tables: dict[str, sa.Table] = {}
+        self.positions: sa.Table | None = None
+        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        self._statements: dict[tuple[Any, ...], Any] = {}
+
+    def open(self) -> None:
+        """Reflect the target tables and check the mapping against them (every problem)."""
+        metadata = sa.MetaData()
+        names = sorted({t.target for t in self.mapping.tables} | {POSITIONS_TABLE})
+        try:
+            with self.engine.connect() as connection:
+                existing = set(sa.inspect(connection).get_table_names())
+                metadata.reflect(connection, only=[n for n in names if n in existing])
+        except (OperationalError, InterfaceError) as exc:
+            raise SinkUnavailable(f"cannot reach the target database: {exc.orig}") from exc
+        issues = []
+        for table in self.mapping.tables:
+            if table.target not in metadata.tables:
+                issues.append(MappingIssue(table.line, f"no table {table.target!r} in the target"))
+                continue
+            target = metadata.tables[table.target]
+            wanted = [(c.target, c.line) for c in table.columns]
+            wanted += (
+                [(name, table.join.line) for name, _ in table.join.columns] if table.join else []
+            )
+            wanted += [(table.position, table.line)] if table.position else []
+            for name, line in wanted:
+                if name not in target.c:
+                    issues.append(MappingIssue(line, f"{table.target!r} has no column {name!r}"))
+            if tuple(c.name for c in target.primary_key) != table.key:
+                issues.append(
+                    MappingIssue(table.line, f"key is not {table.target!r}'s primary key")
+                )
+            self.tables[table.target] = target
+        if issues:
+            raise MappingError(self.mapping.source, issues)
+        self.positions = metadata.tables.get(POSITIONS_TABLE)
+
+    def apply(self, changes: Sequence[Change]) -> Outcome:
+        """Apply the changes in one transaction; if one of them violates a constraint, apply
+        them one at a time and return those that fail as rejected."""
+        whole = plan(changes, self.mapping)
+        try:
+            return Outcome(self._transaction(whole), tuple(whole.rejected))
+        except SinkUnavailable:
+            raise
+        except StatementError:
+            pass  # a constraint or a value: find the culprits below
+        topics: dict[str, Counts] = {}
+        rejected = list(whole.rejected)
+        failed = {e.origin for e in rejected}
+        for change in changes:
+            if change.origin in failed:
+                continue
+            single = plan([change], self.mapping)
+            try:
+                _merge(topics, self._transaction(single))
+            except SinkUnavailable:
+                raise
+            except StatementError as exc:
+                reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+                rejected.append(EventError(change.origin, f"rejected by the database: {reason}"))
+        return Outcome(topics, tuple(rejected))
+
+    def _transaction(self, work: Plan) -> dict[str, Counts]:
+        topics = {topic: Counts(ignored=n) for topic, n in work.ignored.items()}
+        try:
+            with self.engine.begin() as connection:
+                for batch in work.tables.values():
+                    if not batch.events and not any(s.truncate for s in batch.segments):
+                        continue
+                    changed = 0
+                    for segment in batch.segments:
+                        changed += self._segment(connection, batch, segment)
+                    # Coalesced events count as applied: their effect is the last one's.
+                    ops = sum(len(s.ops) for s in batch.segments)
+                    counts = Counts(changed + batch.events - ops, ops - changed)
+                    _merge(topics, {batch.mapping.topic: counts})
+                self._progress(connection, work)
+        except (OperationalError, InterfaceError) as exc:
+            raise SinkUnavailable(f"target database: {exc.orig}") from exc
+        return topics
+
+    def _segment(self, connection: Connection, batch: TableBatch, segment: Segment) -> int:
+        mapping, table = batch.mapping, self.tables[batch.mapping.target]
+        if segment.truncate:
+            connection.execute(sa.delete(table))
+        deletes = [op for op in segment.ops.values() if isinstance(op, Delete)]
+        upserts = [op for op in segment.ops.values() if isinstance(op, Upsert)]
+        changed = self._deletes(connection, mapping, table, deletes) if deletes else 0
+        if upserts:
+            if mapping.join is not None:
+                self._fill_join(connection, mapping, upserts)
+            changed += self._upserts(connection, mapping, table, upserts)
+        for follower in self.mapping.joined_by(mapping.target):
+            if upserts:
+                self._propagate(connection, mapping, follower, [op.key for op in upserts])
+        return changed
+
+    def _deletes(
+        self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Delete]
+    ) -> int:
+        changed = 0
+        for guarded in (True, False):
+            group = [op for op in ops if (op.position is not None) == guarded]
+            if not group:
+                continue
+            statement = self._delete_statement(mapping, table, guarded)
+            params = [
+                {f"k_{k}": v for k, v in zip(mapping.key, op.key, strict=True)} for op in group
+            ]
+            if guarded:
+                for param, op in zip(params, group, strict=True):
+                    param["p_position"] = op.position
+            changed += connection.execute(statement, params).rowcount
+        return changed
+
+    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> Any:
+        cache_key = ("delete", mapping.target, guarded)
+        if cache_key not in self._statements:
+            where = [table.c[k] == sa.bindparam(f"k_{k}") for k in mapping.key]
+            if guarded and mapping.position is not None:
+                column = table.c[mapping.position]
+                where.append(sa.or_(column.is_(None), column < sa.bindparam("p_position")))
+            self._statements[cache_key] = sa.delete(table).where(*where)
+        return self._statements[cache_key]
+
+    def _upserts(
+        self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Upsert]
+    ) -> int:
+        # executemany wants one statement: group rows by the columns they carry (a TOASTed
+        # column is left out of its row) and by whether they have a position to guard with.
+        groups: dict[tuple[tuple[str, ...], bool], list[dict[str, Any]]] = {}
+        for op in ops:
+            groups.setdefault((tuple(op.row), op.position is not None), []).append(op.row)
+        changed = 0
+        complete = {c.target for c in mapping.columns}
+        for (columns, guarded), rows in groups.items():
+            if not complete.issubset(columns):
+                # A TOASTed column is missing: the row exists (the source only omits values of
+                # rows it had), and an INSERT of the partial row would fail NOT NULL on SQLite.
+                changed += self._partial_updates(connection, mapping, table, columns, guarded, rows)
+                continue
+            statement = self._upsert_statement(mapping, table, columns, guarded)
+            # RETURNING, not rowcount: executemany's rowcount is -1 on psycopg. The rows a
+            # guard skipped return nothing. (SQLAlchemy sends one multi-row INSERT per page.)
+            changed += len(connection.execute(statement, rows).all())
+        return changed
+
+    def _partial_updates(
+        self,
+        connection: Connection,
+        mapping: TableMapping,
+        table: sa.Table,
+        columns: tuple[str, ...],
+        guarded: bool,
+        rows: list[dict[str, Any]],
+    ) -> int:
+        cache_key = ("update", mapping.target, columns, guarded)
+        if cache_key not in self._statements:
+            where = [table.c[k] == sa.bindparam(f"u_{k}") for k in mapping.key]
+            if guarded and mapping.position is not None:
+                column = table.c[mapping.position]
+                where.append(sa.or_(column.is_(None), column < sa.bindparam(f"u_{column.name}")))
+            values: dict[str, Any] = {
+                c: sa.bindparam(f"u_{c}") for c in columns if c not in mapping.key
+            }
+            self._statements[cache_key] = sa.update(table).where(*where).values(values)
+        params = [{f"u_{k}": v for k, v in row.items()} for row in rows]
+        return int(connection.execute(self._statements[cache_key], params).rowcount)
+
+    def _upsert_statement(
+        self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
+    ) -> Any:
+        cache_key = ("upsert", mapping.target, columns, guarded)
+        if cache_key not in self._statements:
+            insert = self._insert(table)
+            updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
+            if not updates:
+                statement = insert.on_conflict_do_nothing(index_elements=list(mapping.key))
+            else:
+                where = None
+                if guarded and mapping.position is not None:
+                    column = table.c[mapping.position]
+                    where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
+                statement = insert.on_conflict_do_update(
+                    index_elements=list(mapping.key), set_=updates, where=where
+                )
+            self._statements[cache_key] = statement.returning(table.c[mapping.key[0]])
+        return self._statements[cache_key]
+
+    def _lookup(
+        self, connection: Connection, target: str, key: str, names: list[str], keys: set[Any]
+    ) -> dict[Any, dict[str, Any]]:
+        table = self.tables[target]
+        rows = connection.execute(
+            sa.select(table.c[key], *(table.c[n] for n in names)).where(table.c[key].in_(keys))
+        )
+        return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
+
+    def _fill_join(self, connection: Connection, mapping: TableMapping, ops: list[Upsert]) -> None:
+        join = mapping.join
+        assert join is not None
+        keys = {op.row[join.on] for op in ops if op.row.get(join.on) is not None}
+        names = [source for _, source in join.columns]
+        found = self._lookup(connection, join.target, join.lookup_key, names, keys) if keys else {}
+        for op in ops:
+            if join.on not in op.row:
+                continue  # the join key was TOASTed: the joined columns stay as they are
+            values = found.get(op.row[join.on])
+            for column, source in join.columns:
+                op.row[column] = join.missing if values is None else values[source]
+
+    def _propagate(
+        self, connection: Connection, lookup: TableMapping, follower: TableMapping, keys: list[Any]
+    ) -> None:
+        """Rows joined to changed lookup rows take the lookup's current values."""
+        join = follower.join
+        assert join is not None
+        names = [source for _, source in join.columns]
+        current = self._lookup(
+            connection, lookup.target, join.lookup_key, names, {k[0] for k in keys}
+        )
+        if not current:
+            return
+        table = self.tables[follower.target]
+        cache_key = ("propagate", follower.target)
+        if cache_key not in self._statements:
+            self._statements[cache_key] = (
+                sa.update(table)
+                .where(table.c[join.on] == sa.bindparam("j_key"))
+                .values({column: sa.bindparam(f"j_{column}") for column, _ in join.columns})
+            )
+        params = [
+            {"j_key": key, **{f"j_{c}": values[s] for c, s in join.columns}}
+            for key, values in current.items()
+        ]
+        connection.execute(self._statements[cache_key], params)
+
+    def _progress(self, connection: Connection, work: Plan) -> None:
+        if self.positions is None or not work.progress:
+            return
+        table = self.positions
+        insert = self._insert(table)
+        statement = insert.on_conflict_do_update(
+            index_elements=["topic"],
+            set_={
+                "position": insert.excluded.position,
+                "source_ts_ms": insert.excluded.source_ts_ms,
+                "applied_at": insert.excluded.applied_at,
+            },
+            where=sa.or_(table.c.position.is_(None), table.c.position <= insert.excluded.position),
+        )
+        now = datetime.now(UTC)
+        connection.execute(
+            statement,
+            [
+                {
+                    "topic": topic,
+                    "position": p.position,
+                    "source_ts_ms": p.source_ts_ms,
+                    "applied_at": now,
+                }
+                for topic, p in work.progress.items()
+            ],
+        )
+
+    def positions_applied(self) -> dict[str, tuple[str | None, int | None]]:
+        """The last applied source position and source timestamp per topic."""
+        if self.positions is None:
+            return {}
+        with self.engine.connect() as connection:
+            rows = connection.execute(
+                sa.select(
+                    self.positions.c.topic, self.positions.c.position, self.positions.c.source_ts_ms
+                )
+            )
+            return {row[0]: (row[1], row[2]) for row in rows}

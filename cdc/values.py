@@ -1,0 +1,233 @@
+"""Column values as Debezium's JsonConverter writes them, decoded into Python values.
+
+With schemas (`value.converter.schemas.enable=true`) each field's schema names its logical
+type and the value is decoded from it. Without schemas the JSON value passes through, and
+the mapping may declare a column's type (`decode_declared`), which uses the same decoders.
+
+Encodings follow Debezium's PostgreSQL connector documentation ("Data type mappings"):
+- `org.apache.kafka.connect.data.Decimal`: base64 of the big-endian two's-complement
+  unscaled integer; the scale is `parameters.scale`, a string.
+- `io.debezium.data.VariableScaleDecimal`: a struct `{"scale": int, "value": base64}`.
+- `io.debezium.time.Date` days since the epoch; `Timestamp` ms, `MicroTimestamp` µs,
+  `NanoTimestamp` ns since the epoch (no zone: the column was `timestamp`);
+  `ZonedTimestamp` an ISO-8601 string with zone; `Time` ms, `MicroTime` µs, `NanoTime` ns
+  since midnight; `ZonedTime` an ISO-8601 time with zone.
+- `io.debezium.data.Uuid` a canonical string, `io.debezium.data.Json` a JSON document in a
+  string.
+An unchanged TOASTed column arrives as `__debezium_unavailable_value` (base64 of it for
+binary columns): it becomes `UNAVAILABLE`, and the mapper leaves the column out.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any, Final
+
+TOAST_PLACEHOLDER: Final = "__debezium_unavailable_value"
+_TOAST_PLACEHOLDER_B64: Final = base64.b64encode(TOAST_PLACEHOLDER.encode()).decode()
+_EPOCH_DATE: Final = date(1970, 1, 1)
+_EPOCH: Final = datetime(1970, 1, 1)
+
+
+class _Unavailable:
+    """The TOAST placeholder: the column did not change and its value was not sent."""
+
+    _instance: _Unavailable | None = None
+
+    def __new__(cls) -> _Unavailable:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNAVAILABLE"
+
+
+UNAVAILABLE: Final = _Unavailable()
+
+Decoder = Callable[[Any, dict[str, Any]], Any]
+
+
+def _b64(value: Any) -> bytes:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a base64 string, got {type(value).__name__}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except binascii.Error as exc:
+        raise ValueError(f"invalid base64 {value!r}") from exc
+
+
+def _scaled(unscaled: bytes, scale: int) -> Decimal:
+    return Decimal(int.from_bytes(unscaled, "big", signed=True)).scaleb(-scale)
+
+
+def _decimal(value: Any, schema: dict[str, Any]) -> Decimal:
+    try:
+        scale = int(schema.get("parameters", {})["scale"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError("Decimal schema without an integer 'scale' parameter") from exc
+    return _scaled(_b64(value), scale)
+
+
+def _variable_decimal(value: Any, _schema: dict[str, Any]) -> Decimal:
+    if not isinstance(value, dict) or not isinstance(value.get("scale"), int):
+        raise ValueError("VariableScaleDecimal must be {'scale': int, 'value': base64}")
+    return _scaled(_b64(value.get("value")), value["scale"])
+
+
+def _integer(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected an integer, got {value!r}")
+    return value
+
+
+def _days(value: Any, _schema: dict[str, Any]) -> date:
+    return _EPOCH_DATE + timedelta(days=_integer(value))
+
+
+def _epoch(divisor: int) -> Decoder:
+    def decode(value: Any, _schema: dict[str, Any]) -> datetime:
+        # Integer arithmetic, then microseconds: floats would round µs away.
+        return _EPOCH + timedelta(microseconds=_integer(value) * 1_000_000 // divisor)
+
+    return decode
+
+
+def _midnight(divisor: int) -> Decoder:
+    def decode(value: Any, _schema: dict[str, Any]) -> time:
+        micros = _integer(value) * 1_000_000 // divisor
+        if not 0 <= micros < 86_400_000_000:
+            raise ValueError(f"time of day out of range: {value!r}")
+        return (datetime.min + timedelta(microseconds=micros)).time()
+
+    return decode
+
+
+def _iso_text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO-8601 string, got {value!r}")
+    return value
+
+
+def _zoned_timestamp(value: Any, _schema: dict[str, Any]) -> datetime:
+    parsed = datetime.fromisoformat(_iso_text(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _zoned_time(value: Any, _schema: dict[str, Any]) -> time:
+    return time.fromisoformat(_iso_text(value))
+
+
+def _uuid(value: Any, _schema: dict[str, Any]) -> str:
+    return str(uuid.UUID(_iso_text(value)))
+
+
+def _json(value: Any, _schema: dict[str, Any]) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"io.debezium.data.Json must be a string, got {type(value).__name__}")
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"io.debezium.data.Json is not JSON: {exc.msg}") from exc
+
+
+def _bytes(value: Any, _schema: dict[str, Any]) -> bytes:
+    return _b64(value)
+
+
+LOGICAL: Final[dict[str, Decoder]] = {
+    "org.apache.kafka.connect.data.Decimal": _decimal,
+    "io.debezium.data.VariableScaleDecimal": _variable_decimal,
+    "io.debezium.time.Date": _days,
+    "org.apache.kafka.connect.data.Date": _days,
+    "io.debezium.time.Timestamp": _epoch(1000),
+    "org.apache.kafka.connect.data.Timestamp": _epoch(1000),
+    "io.debezium.time.MicroTimestamp": _epoch(1_000_000),
+    "io.debezium.time.NanoTimestamp": _epoch(1_000_000_000),
+    "io.debezium.time.ZonedTimestamp": _zoned_timestamp,
+    "io.debezium.time.Time": _midnight(1000),
+    "org.apache.kafka.connect.data.Time": _midnight(1000),
+    "io.debezium.time.MicroTime": _midnight(1_000_000),
+    "io.debezium.time.NanoTime": _midnight(1_000_000_000),
+    "io.debezium.time.ZonedTime": _zoned_time,
+    "io.debezium.data.Uuid": _uuid,
+    "io.debezium.data.Json": _json,
+}
+
+
+def _plain_decimal(value: Any, _schema: dict[str, Any]) -> Decimal:
+    # decimal.handling.mode=string gives "12.34"; =double gives 12.34 (already lossy).
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"expected a decimal number, got {value!r}")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal number: {value!r}") from exc
+
+
+def _timestamp(value: Any, schema: dict[str, Any]) -> datetime:
+    # Schemaless: epoch milliseconds (Timestamp) or an ISO string (ZonedTimestamp).
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _epoch(1000)(value, schema)  # type: ignore[no-any-return]
+    return _zoned_timestamp(value, schema)
+
+
+def _date(value: Any, schema: dict[str, Any]) -> date:
+    if isinstance(value, str):
+        return date.fromisoformat(value)
+    return _days(value, schema)
+
+
+# The names a mapping may give in `type:` for schemaless topics.
+DECLARED: Final[dict[str, Decoder]] = {
+    "decimal": _plain_decimal,
+    "date": _date,
+    "timestamp": _timestamp,
+    "timestamp_ms": _epoch(1000),
+    "timestamp_us": _epoch(1_000_000),
+    "time_us": _midnight(1_000_000),
+    "uuid": _uuid,
+    "json": _json,
+    "bytes": _bytes,
+}
+
+
+def is_placeholder(value: Any) -> bool:
+    return isinstance(value, str) and value in (TOAST_PLACEHOLDER, _TOAST_PLACEHOLDER_B64)
+
+
+def decode_row(row: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A `before`/`after` struct as a dict of Python values; raises ValueError."""
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    if schema is None:
+        return {k: UNAVAILABLE if v == TOAST_PLACEHOLDER else v for k, v in row.items()}
+    fields = schema.get("fields")
+    if not isinstance(fields, list):
+        raise ValueError("a struct schema without 'fields'")
+    result = dict(row)
+    for field in fields:
+        name = field.get("field")
+        if name not in result:
+            continue
+        value = result[name]
+        if value is None:
+            continue
+        if is_placeholder(value):
+            result[name] = UNAVAILABLE
+            continue
+        decoder = LOGICAL.get(field.get("name", ""))
+        if decoder is None and field.get("type") == "bytes":
+            decoder = _bytes
+        if decoder is not None:
+            try:
+                result[name] = decoder(value, field)
+            except ValueError as exc:
+                raise ValueError(f"column {name!r} ({field.get('name', 'bytes')}): {exc}") from exc
+    return result

@@ -1,0 +1,256 @@
+"""The sink contract, on SQLite and PostgreSQL: every test runs against both adapters."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from cdc import envelope, mapping
+from cdc.envelope import Change
+from cdc.errors import Origin
+from cdc.record import Field, Source
+from cdc.sink import SqlSink, create_engine
+from new_services.search import manage as search
+
+PRODUCTS = Source(
+    "legacy",
+    "public",
+    "products",
+    (
+        Field("id", "int32", optional=False),
+        Field("name", "string"),
+        Field("description", "string"),
+        Field("price_cents", "int32"),
+        Field("category_id", "int32"),
+        Field("stock", "int32"),
+        Field("updated_at", "string", "io.debezium.time.ZonedTimestamp"),
+    ),
+    ("id",),
+)
+CATEGORIES = Source(
+    "legacy",
+    "public",
+    "categories",
+    (Field("id", "int32", optional=False), Field("slug", "string"), Field("name", "string")),
+    ("id",),
+)
+
+
+class Topic:
+    """Writes Debezium records for one table and parses them back, as the consumer would."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.offset = 0
+
+    def event(
+        self,
+        op: str,
+        row: dict[str, Any] | None,
+        lsn: int,
+        before: dict[str, Any] | None = None,
+    ) -> Change:
+        key_row = row if row is not None else before
+        assert key_row is not None
+        value = self.source.value_bytes(
+            op,
+            before,
+            None if op == "d" else row,
+            lsn=lsn,
+            last_commit=lsn,
+            ts_ms=1_700_000_000_000,
+            snapshot="true" if op == "r" else "false",
+        )
+        origin = Origin(self.source.topic, 0, self.offset)
+        self.offset += 1
+        parsed = envelope.parse(origin, self.source.key_bytes(key_row), value, "legacy")
+        assert isinstance(parsed, Change)
+        return parsed
+
+
+def product(pid: int, name: str = "Lamp", category: int = 1, **extra: Any) -> dict[str, Any]:
+    row = {
+        "id": pid,
+        "name": name,
+        "description": f"about {name}",
+        "price_cents": 100 * pid,
+        "category_id": category,
+        "stock": 1,
+        "updated_at": "2025-01-01T00:00:00Z",
+    }
+    return {**row, **extra}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'search.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    search.migrate(url)
+    return url
+
+
+@pytest.fixture
+def sink(database_url: str) -> Iterator[SqlSink]:
+    engine = create_engine(database_url)
+    target = SqlSink(engine, mapping.load())
+    target.open()
+    yield target
+    engine.dispose()
+
+
+def documents(sink: SqlSink) -> dict[int, tuple[Any, ...]]:
+    with sink.engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT product_id, name, description, price_cents, category_slug, category_name"
+                " FROM search_documents ORDER BY product_id"
+            )
+        )
+        return {row[0]: tuple(row[1:]) for row in rows}
+
+
+@pytest.fixture
+def categories(sink: SqlSink) -> Topic:
+    topic = Topic(CATEGORIES)
+    sink.apply([topic.event("r", {"id": 1, "slug": "lighting", "name": "Lighting"}, 10)])
+    return topic
+
+
+def test_upsert_inserts_then_updates(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    outcome = sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2), 101)])
+    assert (outcome.applied, outcome.skipped, outcome.rejected) == (2, 0, ())
+    sink.apply([topic.event("u", product(1, "Big Lamp"), 102, before=product(1))])
+    assert documents(sink) == {
+        1: ("Big Lamp", "about Big Lamp", 100, "lighting", "Lighting"),
+        2: ("Lamp", "about Lamp", 200, "lighting", "Lighting"),
+    }
+
+
+def test_delete_takes_the_key_from_the_message_key(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2), 101)])
+    # REPLICA IDENTITY DEFAULT: `before` holds only the key.
+    outcome = sink.apply([topic.event("d", None, 102, before={"id": 1})])
+    assert outcome.applied == 1
+    assert list(documents(sink)) == [2]
+
+
+def test_truncate_empties_the_table(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100)])
+    truncate = topic.event("t", None, 101, before={"id": 0})
+    sink.apply([truncate, topic.event("c", product(3), 102)])
+    assert list(documents(sink)) == [3]
+
+
+def test_a_stale_event_is_skipped(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("u", product(1, "New"), 200)])
+    outcome = sink.apply([topic.event("u", product(1, "Old"), 150)])
+    assert (outcome.applied, outcome.skipped) == (0, 1)
+    stale_delete = sink.apply([topic.event("d", None, 180, before={"id": 1})])
+    assert stale_delete.skipped == 1
+    assert documents(sink)[1][0] == "New"
+
+
+def test_a_snapshot_read_never_overwrites_a_streamed_change(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("u", product(1, "Streamed"), 200)])
+    # The snapshot marker sorts before every streamed change, whatever the lsn.
+    assert sink.apply([topic.event("r", product(1, "Snapshot"), 500)]).skipped == 1
+    assert documents(sink)[1][0] == "Streamed"
+
+
+def test_delete_then_reinsert_in_one_batch_leaves_the_row(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100)])
+    sink.apply(
+        [
+            topic.event("d", None, 101, before={"id": 1}),
+            topic.event("c", product(1, "Again"), 102),
+            topic.event("d", None, 103, before={"id": 2}),
+        ]
+    )
+    assert documents(sink)[1][0] == "Again"
+
+
+def test_replaying_the_whole_topic_changes_nothing(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    events = [
+        topic.event("r", product(1), 50),
+        topic.event("r", product(2), 50),
+        topic.event("c", product(3), 100),
+        topic.event("u", product(1, "Renamed"), 101),
+        topic.event("d", None, 102, before={"id": 2}),
+        topic.event("u", product(3, price_cents=7), 103),
+    ]
+    for start in range(0, len(events), 2):
+        sink.apply(events[start : start + 2])
+    expected = documents(sink)
+    for start in range(len(events)):  # every suffix, as redelivery after a crash gives
+        sink.apply(events[start:])
+        assert documents(sink) == expected
+
+
+def test_a_toasted_column_keeps_its_value(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1, description="long text"), 100)])
+    unchanged = product(1, "Renamed", description="__debezium_unavailable_value")
+    sink.apply([topic.event("u", unchanged, 101)])
+    assert documents(sink)[1][:2] == ("Renamed", "long text")
+
+
+def test_a_category_change_updates_its_documents(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2, category=2), 101)])
+    # Category 2 is not known yet (topics are not ordered together): empty until it comes.
+    assert documents(sink)[2][3:] == ("", "")
+    sink.apply(
+        [
+            categories.event("c", {"id": 2, "slug": "garden", "name": "Garden"}, 102),
+            categories.event("u", {"id": 1, "slug": "lights", "name": "Lights"}, 103),
+        ]
+    )
+    assert documents(sink)[1][3:] == ("lights", "Lights")
+    assert documents(sink)[2][3:] == ("garden", "Garden")
+
+
+def test_a_constraint_violation_rejects_only_that_event(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    bad = topic.event("c", product(2, name=None), 101)  # name is NOT NULL in the target
+    outcome = sink.apply(
+        [topic.event("c", product(1), 100), bad, topic.event("c", product(3), 102)]
+    )
+    assert [e.origin for e in outcome.rejected] == [bad.origin]
+    assert "rejected by the database" in outcome.rejected[0].reason
+    assert list(documents(sink)) == [1, 3]
+
+
+def test_positions_are_published_per_topic(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2), 0x1234)])
+    published = sink.positions_applied()
+    assert published["legacy.public.products"] == (
+        envelope.position(0x1234, 0x1234),
+        1_700_000_000_000,
+    )
+    assert published["legacy.public.categories"][0] == envelope.position(0, 10)
+
+
+def test_updated_at_arrives_as_a_datetime(sink: SqlSink, categories: Topic) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1, updated_at="2025-03-04T05:06:07.123456Z"), 100)])
+    with sink.engine.connect() as connection:
+        value = connection.scalar(sa.text("SELECT updated_at FROM search_documents"))
+    expected = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
+    assert value in (expected, "2025-03-04 05:06:07.123456")  # PostgreSQL / SQLite storage
