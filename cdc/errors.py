@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.validation import ConfigIssue
+
 
 @dataclass(frozen=True, slots=True)
 class Origin:
@@ -43,19 +45,10 @@ class EventError(CdcError):
         super().__init__(f"{origin}: {reason}")
 
 
-@dataclass(frozen=True, slots=True)
-class MappingIssue:
-    line: int  # 1-based; 0 when the file could not be read at all
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}" if self.line else self.message
-
-
 class MappingError(CdcError):
     """A mapping file was rejected; `issues` holds every problem found, with its line."""
 
-    def __init__(self, source: str, issues: list[MappingIssue]) -> None:
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
         self.source = source
         self.issues = issues
         lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)

@@ -34,11 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode, SequenceNode
 
-from cdc.errors import MappingError, MappingIssue
+from cdc.errors import MappingError
 from cdc.values import DECLARED
+from gateway.validation import ConfigError, ConfigIssue, NodeReader, compose, line_of
 
 DEFAULT_DEAD_LETTER_TOPIC = "strangler.cdc.dlq"
 DEFAULT_PATH = Path(__file__).with_name("mappings.yaml")
@@ -105,19 +105,15 @@ def load(path: str | Path = DEFAULT_PATH) -> Mapping:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise MappingError(source, [MappingIssue(0, f"cannot read: {exc.strerror}")]) from exc
+        raise MappingError(source, [ConfigIssue(0, f"cannot read: {exc.strerror}")]) from exc
     return parse(data, source)
 
 
 def parse(data: bytes, source: str = "<mapping>") -> Mapping:
     try:
-        root = yaml.compose(data.decode("utf-8"), Loader=yaml.SafeLoader)
-    except UnicodeDecodeError as exc:
-        raise MappingError(source, [MappingIssue(0, f"not UTF-8: {exc.reason}")]) from exc
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 0
-        raise MappingError(source, [MappingIssue(line, f"invalid YAML: {exc.problem}")]) from exc
+        root = compose(data, source)
+    except ConfigError as exc:
+        raise MappingError(source, exc.issues) from exc
     checker = _Checker()
     mapping = checker.document(root, source, hashlib.sha256(data).hexdigest()[:12])
     if checker.issues or mapping is None:
@@ -125,42 +121,8 @@ def parse(data: bytes, source: str = "<mapping>") -> Mapping:
     return mapping
 
 
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-class _Checker:
+class _Checker(NodeReader):
     """Walks the node tree once, recording every problem with its line."""
-
-    def __init__(self) -> None:
-        self.issues: list[MappingIssue] = []
-
-    def error(self, node: Node, message: str) -> None:
-        self.issues.append(MappingIssue(_line(node), message))
-
-    def entries(self, node: Node, what: str, allowed: set[str] | None) -> dict[str, Node] | None:
-        if not isinstance(node, MappingNode):
-            self.error(node, f"{what} must be a mapping")
-            return None
-        result: dict[str, Node] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, ScalarNode) else None
-            if not isinstance(key, str):
-                self.error(key_node, f"{what}: keys must be strings")
-            elif key in result:
-                self.error(key_node, f"{what}: duplicate key {key!r}")
-            elif allowed is not None and key not in allowed:
-                expected = ", ".join(sorted(allowed))
-                self.error(key_node, f"{what}: unknown key {key!r} (expected one of: {expected})")
-            else:
-                result[key] = value_node
-        return result
-
-    def scalar(self, node: Node, what: str) -> str | None:
-        if not isinstance(node, ScalarNode) or node.tag == "tag:yaml.org,2002:null":
-            self.error(node, f"{what} must be a single value")
-            return None
-        return str(node.value)
 
     def identifier(self, node: Node, what: str) -> str | None:
         text = self.scalar(node, what)
@@ -177,9 +139,9 @@ class _Checker:
 
     def document(self, root: Node | None, source: str, version: str) -> Mapping | None:
         if root is None:
-            self.issues.append(MappingIssue(1, "the file is empty"))
+            self.issues.append(ConfigIssue(1, "the file is empty"))
             return None
-        top = self.entries(root, "mapping file", {"topic_prefix", "dead_letter_topic", "tables"})
+        top = self.mapping(root, "mapping file", {"topic_prefix", "dead_letter_topic", "tables"})
         if top is None:
             return None
         prefix = None
@@ -211,7 +173,7 @@ class _Checker:
     def table(
         self, node: Node, prefix: str | None, earlier: list[TableMapping]
     ) -> TableMapping | None:
-        fields = self.entries(
+        fields = self.mapping(
             node,
             "table",
             {"topic", "target", "key", "columns", "position", "truncate", "join"},
@@ -250,10 +212,10 @@ class _Checker:
                     self.error(fields["join"], f"{what}: join column {column!r} is also a column")
         if topic is None or target is None or not columns or not key:
             return None
-        return TableMapping(topic, target, key, columns, position, truncate, join, _line(node))
+        return TableMapping(topic, target, key, columns, position, truncate, join, line_of(node))
 
     def columns(self, node: Node, what: str) -> tuple[Column, ...]:
-        entries = self.entries(node, f"{what}: columns", None)
+        entries = self.mapping(node, f"{what}: columns", None)
         if entries is None:
             return ()
         if not entries:
@@ -271,8 +233,8 @@ class _Checker:
     def column(self, target: str, node: Node, what: str) -> Column | None:
         if isinstance(node, ScalarNode):
             source = self.identifier(node, f"{what}: column {target!r}")
-            return None if source is None else Column(target, source, None, _line(node))
-        fields = self.entries(node, f"{what}: column {target!r}", {"from", "type"})
+            return None if source is None else Column(target, source, None, line_of(node))
+        fields = self.mapping(node, f"{what}: column {target!r}", {"from", "type"})
         if fields is None:
             return None
         source = target
@@ -284,7 +246,7 @@ class _Checker:
             if kind is not None and kind not in DECLARED:
                 known = ", ".join(sorted(DECLARED))
                 self.error(fields["type"], f"{what}: unknown type {kind!r} (one of: {known})")
-        return Column(target, source, kind, _line(node)) if source else None
+        return Column(target, source, kind, line_of(node)) if source else None
 
     def key(self, node: Node, what: str, names: set[str]) -> tuple[str, ...]:
         if not isinstance(node, SequenceNode) or not node.value:
@@ -303,7 +265,7 @@ class _Checker:
     def join(
         self, node: Node, what: str, names: set[str], earlier: list[TableMapping]
     ) -> Join | None:
-        fields = self.entries(node, f"{what}: join", {"target", "on", "columns", "missing"})
+        fields = self.mapping(node, f"{what}: join", {"target", "on", "columns", "missing"})
         if fields is None:
             return None
         for required in ("target", "on", "columns"):
@@ -345,10 +307,10 @@ class _Checker:
                 missing = str(missing_node.value)
         if target is None or on is None or not columns:
             return None
-        return Join(target, on[0], on[1], tuple(columns), missing, _line(node))
+        return Join(target, on[0], on[1], tuple(columns), missing, line_of(node))
 
     def pairs(self, node: Node, what: str) -> list[tuple[str, str]]:
-        entries = self.entries(node, what, None)
+        entries = self.mapping(node, what, None)
         result = []
         for name, value in (entries or {}).items():
             other = self.identifier(value, f"{what}: {name!r}")

@@ -29,8 +29,9 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, Stateme
 
 from cdc.batch import Delete, Plan, Segment, TableBatch, Upsert, plan
 from cdc.envelope import Change
-from cdc.errors import EventError, MappingError, MappingIssue, SinkUnavailable
+from cdc.errors import EventError, MappingError, SinkUnavailable
 from cdc.mapping import Mapping, TableMapping
+from gateway.validation import ConfigIssue
 
 POSITIONS_TABLE = "cdc_positions"
 # Short: a locked SQLite file is an outage like any other, retried by the consumer's backoff.
@@ -118,7 +119,7 @@ class SqlSink:
         issues = []
         for table in self.mapping.tables:
             if table.target not in metadata.tables:
-                issues.append(MappingIssue(table.line, f"no table {table.target!r} in the target"))
+                issues.append(ConfigIssue(table.line, f"no table {table.target!r} in the target"))
                 continue
             target = metadata.tables[table.target]
             wanted = [(c.target, c.line) for c in table.columns]
@@ -128,11 +129,9 @@ class SqlSink:
             wanted += [(table.position, table.line)] if table.position else []
             for name, line in wanted:
                 if name not in target.c:
-                    issues.append(MappingIssue(line, f"{table.target!r} has no column {name!r}"))
+                    issues.append(ConfigIssue(line, f"{table.target!r} has no column {name!r}"))
             if tuple(c.name for c in target.primary_key) != table.key:
-                issues.append(
-                    MappingIssue(table.line, f"key is not {table.target!r}'s primary key")
-                )
+                issues.append(ConfigIssue(table.line, f"key is not {table.target!r}'s primary key"))
             self.tables[table.target] = target
         if issues:
             raise MappingError(self.mapping.source, issues)
