@@ -99,7 +99,9 @@ def _parse(origin: Origin, key: bytes | None, value: bytes | None, prefix: str) 
         if not isinstance(payload, dict) or payload.get("status") not in ("BEGIN", "END"):
             raise EventError(origin, "transaction event without status BEGIN or END")
         return TransactionBoundary(origin, payload["status"], str(payload.get("id")))
-    if not topic.startswith(f"{prefix}.") or topic.count(".") < 2:
+    # Logical decoding messages (op m) go to `<prefix>.message`, not to a table's topic.
+    is_messages = topic == f"{prefix}.message"
+    if not is_messages and (not topic.startswith(f"{prefix}.") or topic.count(".") < 2):
         raise EventError(origin, f"not a data topic of prefix {prefix!r}")
     decoded_key = _key(origin, key)
     if value is None:
@@ -109,6 +111,9 @@ def _parse(origin: Origin, key: bytes | None, value: bytes | None, prefix: str) 
         raise EventError(origin, f"the value must be a JSON object, got {_kind(payload)}")
     if "op" in payload and "source" in payload:
         return _envelope(origin, decoded_key, payload, schema)
+    if "before" in payload and "after" in payload and ("op" in payload or "source" in payload):
+        missing = "source" if "op" in payload else "op"
+        raise EventError(origin, f"a change event envelope without {missing!r}")
     return _flattened(origin, decoded_key, payload, schema)
 
 
@@ -127,6 +132,10 @@ def _document(origin: Origin, data: bytes, what: str) -> tuple[Any, dict[str, An
         if schema is not None and not isinstance(schema, dict):
             raise EventError(origin, f"the {what}'s schema must be an object")
         return document["payload"], schema
+    if isinstance(document, dict) and "payload" not in document:
+        schema = document.get("schema")
+        if isinstance(schema, dict) and ("fields" in schema or "type" in schema):
+            raise EventError(origin, f"the {what} has a 'schema' but no 'payload'")
     return document, None
 
 
@@ -197,7 +206,7 @@ def _source_position(origin: Origin, source: dict[str, Any], op: str) -> str | N
     lsn = source.get("lsn")
     if lsn is None:
         return None
-    if not isinstance(lsn, int):
+    if isinstance(lsn, bool) or not isinstance(lsn, int):
         raise EventError(origin, f"source.lsn must be an integer, got {lsn!r}")
     commit = 0
     sequence = source.get("sequence")

@@ -207,7 +207,7 @@ def decode_row(row: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(row, dict):
         raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
     if schema is None:
-        return {k: UNAVAILABLE if v == TOAST_PLACEHOLDER else v for k, v in row.items()}
+        return {k: UNAVAILABLE if is_placeholder(v) else v for k, v in row.items()}
     fields = schema.get("fields")
     if not isinstance(fields, list):
         raise ValueError("a struct schema without 'fields'")
