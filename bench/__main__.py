@@ -13,7 +13,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import proxy, shadow
+from bench import cdc, proxy, shadow
 from bench.errors import BenchError
 
 
@@ -72,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
     bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
     bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    bench_cdc = sub.add_parser(
+        "cdc",
+        help="the CDC bridge against a raw executemany upsert, and its lag",
+        description=cdc.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_cdc.add_argument("--events", type=_positive, default=200_000, metavar="N")
+    bench_cdc.add_argument("--rate", type=_positive, default=5000, metavar="EVENTS_PER_SECOND")
+    bench_cdc.add_argument("--lag-seconds", type=_positive, default=5, metavar="SECONDS")
     return parser
 
 
@@ -84,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if args.command == "cdc":
+            return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
         if args.command == "shadow":
             return shadow.run(shadow.Options(args.duration, args.connections, args.loadgen))
         options = proxy.Options(

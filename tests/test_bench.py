@@ -254,3 +254,31 @@ def test_bench_shadow_end_to_end_ends_with_the_four_ratio_lines() -> None:
         match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
         assert match is not None, done.stdout
         assert float(match.group(1)) > 0
+
+
+def test_bench_cdc_end_to_end_ends_with_the_two_ratio_lines() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "cdc",
+            "--events",
+            "2000",
+            "--rate",
+            "500",
+            "--lag-seconds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert any(re.match(r"lag sqlite at 500 events/s .* p50=.* ms p99=.* ms$", x) for x in lines)
+    for name, line in zip(["cdc-sqlite/raw", "cdc-postgres/raw"], lines[-2:], strict=True):
+        match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
+        assert match is not None, done.stdout
+        assert float(match.group(1)) > 0
