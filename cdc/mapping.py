@@ -38,7 +38,7 @@ from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from cdc.errors import MappingError
 from cdc.values import DECLARED
-from gateway.validation import ConfigError, ConfigIssue, NodeReader, compose, line_of
+from gateway.validation import ConfigError, ConfigIssue, NodeReader, compose, line_of, read
 
 DEFAULT_DEAD_LETTER_TOPIC = "strangler.cdc.dlq"
 DEFAULT_PATH = Path(__file__).with_name("mappings.yaml")
@@ -101,12 +101,11 @@ class Mapping:
 
 
 def load(path: str | Path = DEFAULT_PATH) -> Mapping:
-    source = str(path)
     try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise MappingError(source, [ConfigIssue(0, f"cannot read: {exc.strerror}")]) from exc
-    return parse(data, source)
+        data = read(path)
+    except ConfigError as exc:
+        raise MappingError(exc.source, exc.issues) from exc
+    return parse(data, str(path))
 
 
 def parse(data: bytes, source: str = "<mapping>") -> Mapping:

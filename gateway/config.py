@@ -38,7 +38,6 @@ from gateway.paths import PathError, normalise
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
 from gateway.validation import (
-    ConfigError,
     ConfigIssue,
     NodeReader,
     compose,
@@ -46,6 +45,7 @@ from gateway.validation import (
     parse_duration,
     parse_size,
     positive_int,
+    read,
 )
 
 DEFAULT_TIMEOUT = 30.0
@@ -178,12 +178,7 @@ class RouteTable:
 
 def load(path: str | Path) -> RouteTable:
     """Read and validate a routes file; raise ConfigError listing every problem."""
-    source = str(path)
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError(source, [ConfigIssue(0, f"cannot read: {exc.strerror}")]) from exc
-    return parse(data, source)
+    return parse(read(path), str(path))
 
 
 def parse(data: bytes, source: str = "<routes>") -> RouteTable:

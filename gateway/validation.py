@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -49,6 +50,14 @@ class ConfigError(Exception):
         self.issues = issues
         lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
         super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+
+
+def read(path: str | Path) -> bytes:
+    """A config file's bytes; an unreadable file is a ConfigError like any other problem."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), [ConfigIssue(0, f"cannot read: {exc.strerror}")]) from exc
 
 
 def compose(data: bytes, source: str) -> Node | None:
