@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from gateway.config import Route, Upstream
@@ -133,7 +134,7 @@ def response_headers(
     *,
     upstream: Upstream,
     route: Route | None,
-    public_origin: str,
+    public_origin: Callable[[], str],  # called only for a Location header
     request_id: str,
 ) -> Headers:
     """Upstream response headers as sent to the client."""
@@ -144,7 +145,7 @@ def response_headers(
         if lowered in dropped or lowered == b"x-request-id":
             continue
         if lowered == b"location":
-            value = rewrite_location(value, upstream, route, public_origin)
+            value = rewrite_location(value, upstream, route, public_origin())
         out.append((lowered, value))
     out.append((b"x-request-id", request_id.encode("ascii")))
     out.append((b"x-strangler-upstream", upstream.name.encode("ascii")))

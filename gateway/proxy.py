@@ -300,7 +300,6 @@ class Gateway:
         copy: Tee | None,
     ) -> tuple[int, int]:
         """Stream the upstream's answer to the client; returns (status, body bytes)."""
-        public_origin = f"{scope.get('scheme', 'http')}://{_host(scope)}"
         start: Message = {
             "type": "http.response.start",
             "status": response.status,
@@ -308,7 +307,7 @@ class Gateway:
                 response.headers,
                 upstream=upstream,
                 route=route,
-                public_origin=public_origin,
+                public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
                 request_id=request_id,
             ),
         }
