@@ -10,12 +10,13 @@ from pathlib import Path
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
 from gateway.guard import Guards
+from gateway.limits import Limits
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
 from gateway.shadow import Mirror
 from gateway.shadow_store import create_store
-from gateway.tokens import InMemoryRevocations, RevocationStore
+from gateway.tokens import RevocationStore
 from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("strangler.gateway")
@@ -32,19 +33,24 @@ class GatewayApp:
         revocations: RevocationStore | None = None,
     ) -> None:
         self.pools = Pools()
-        self.guards = Guards(revocations or InMemoryRevocations())
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
+        # rate limits, idempotency keys and (unless given) revoked tokens, on `store:`
+        self.limits = Limits(self.watcher.table.store)
+        self.guards = Guards(revocations or self.limits)
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
         store = self.watcher.table.shadow_store
         self.mirror = Mirror(create_store(store.url), store)
-        self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
+        self.gateway = Gateway(
+            self.watcher, self.pools, self.guards, self.mirror, access_log, limits=self.limits
+        )
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 
     def _swapped(self, table: RouteTable) -> None:
         self.pools.retain_only(table)
         self.guards.retain_only(table)
+        self.limits.retain_only(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -74,6 +80,7 @@ class GatewayApp:
         self.pools.close()
         await self.guards.close()
         await self.mirror.close()
+        await self.limits.close()
         if self.access_log is not None:
             self.access_log.flush()
 

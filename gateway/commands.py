@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from gateway import config, tokens
+from gateway import config, revocations, tokens
 from gateway.settings import Settings
 from gateway.shadow_config import SAFE_METHODS
 from gateway.validation import ConfigError, parse_duration
@@ -45,11 +45,12 @@ def register(sub: Any) -> None:
     token = sub.add_parser(
         "token", help="DEVELOPMENT ONLY: mint a token with the dev key from routes.yaml"
     )
-    token.add_argument("--sub", required=True, help="the user (sent upstream as X-User-Id)")
+    token.add_argument("--sub", help="the user (sent upstream as X-User-Id); required to mint")
     token.add_argument("--roles", default="", help="comma-separated, e.g. admin,buyer")
     token.add_argument("--ttl", type=parse_duration, default=3600.0, help="e.g. 15m, 1h")
     token.add_argument("--routes", default=settings.routes)
     token.set_defaults(handler=mint_token)
+    revocations.add_revoke_command(token, settings.routes)  # strangler token revoke
 
     shadow = sub.add_parser("shadow", help="shadow traffic results")
     shadow_sub = shadow.add_subparsers(dest="shadow_command", required=True)
@@ -128,6 +129,9 @@ def mint_token(ns: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if ns.sub is None:
+        print("strangler token: --sub is required to mint a token", file=sys.stderr)
+        return 2
     table = _load(ns.routes)
     if table is None:
         return 1

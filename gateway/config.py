@@ -34,6 +34,7 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
+from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.paths import PathError, normalise
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
@@ -89,6 +90,7 @@ class Route:
     authz_failure: str = "closed"  # open: let requests through when the policy engine fails
     shadow: ShadowSettings | None = None  # mirror to a candidate and compare the answers
     line: int = 0
+    limits: RouteLimits | None = None  # rate_limit and idempotency (gateway.limits_config)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -115,6 +117,7 @@ class RouteTable:
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
+    store: StoreSettings = field(default_factory=StoreSettings)  # rate limits, idempotency, jtis
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -214,6 +217,7 @@ class _Validator(NodeReader):
                 "auth",
                 "authz",
                 "shadow_store",
+                "store",
             },
         )
         if top is None:
@@ -242,6 +246,7 @@ class _Validator(NodeReader):
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
+        shared = read_shared_store(self, top["store"]) if "store" in top else StoreSettings()
         if auth is None:
             return None
         return RouteTable(
@@ -255,6 +260,7 @@ class _Validator(NodeReader):
             store or ShadowStoreSettings(),
             source,
             version,
+            store=shared,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -369,6 +375,8 @@ class _Validator(NodeReader):
                 "auth",
                 "authz_failure",
                 "shadow",
+                "rate_limit",
+                "idempotency",
             },
         )
         if fields is None:
@@ -403,10 +411,21 @@ class _Validator(NodeReader):
         shadow = None
         if "shadow" in fields:
             shadow = read_shadow(self, fields["shadow"], what, self.declared)
+        limits = read_route_limits(self, fields, what)
         if name is None or path is None or upstream is None:
             return None
         return Route(
-            name, path, upstream, methods, rewrite, max_body, auth, failure, shadow, line_of(node)
+            name,
+            path,
+            upstream,
+            methods,
+            rewrite,
+            max_body,
+            auth,
+            failure,
+            shadow,
+            line_of(node),
+            limits=limits,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

@@ -6,8 +6,12 @@
      +-- Forbidden             403 forbidden (the policy's reason in `detail`)
      +-- NotFound              404 no_route, not_found
  +-- MethodNotAllowed      405 method_not_allowed
+     +-- IdempotencyConflict   409 idempotency_conflict, idempotency_response_not_kept
      +-- BodyTooLarge          413 body_too_large
+     +-- IdempotencyMismatch   422 idempotency_key_reused
+     +-- TooManyRequests       429 rate_limited (with Retry-After and RateLimit headers)
      +-- UpstreamUnavailable   502 upstream_unavailable (refused, reset, bad response)
+     +-- StoreUnavailable      503 store_unavailable (shared store down, failure policy closed)
      +-- UpstreamTimeout       504 upstream_timeout
 
 Foreign errors (aiohttp's, asyncio's) are translated into this tree in one place,
@@ -74,14 +78,38 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class IdempotencyConflict(GatewayError):
+    status = 409
+    code = "idempotency_conflict"
+
+
+class ResponseNotKept(IdempotencyConflict):
+    code = "idempotency_response_not_kept"
+
+
 class BodyTooLarge(GatewayError):
     status = 413
     code = "body_too_large"
 
 
+class IdempotencyMismatch(GatewayError):
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+    code = "rate_limited"
+
+
 class UpstreamUnavailable(GatewayError):
     status = 502
     code = "upstream_unavailable"
+
+
+class StoreUnavailable(GatewayError):
+    status = 503
+    code = "store_unavailable"
 
 
 class UpstreamTimeout(GatewayError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from gateway import headers as header_rules
 from gateway.accesslog import AccessLog
@@ -32,6 +33,9 @@ from gateway.shadow import Exchange, Mirror, Tee
 from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from gateway.limits import Limits  # which imports RequestBody from here
 
 log = logging.getLogger("strangler.proxy")
 
@@ -81,12 +85,15 @@ class Gateway:
         guards: Guards,
         mirror: Mirror,
         access_log: AccessLog | None = None,
+        *,
+        limits: Limits,
     ) -> None:
         self.watcher = watcher
         self.pools = pools
         self.guards = guards
         self.mirror = mirror
         self.access_log = access_log
+        self.limits = limits  # rate limits and idempotency keys, for routes that have them
         self.admin = Admin(watcher, mirror)
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
@@ -128,8 +135,24 @@ class Gateway:
                 )
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
+            identity = verdict.identity if verdict else None
             if upstream is None:  # an admin path
                 status = await self.admin.handle(path, scope, send, request_id)
+            elif route is not None and route.limits is not None:  # rate_limit, idempotency
+                target = upstream
+                status, sent = await self.limits.apply(
+                    route,
+                    table,
+                    scope,
+                    path,
+                    identity,
+                    request_id,
+                    receive,
+                    send,
+                    lambda receive, send: self._proxy(
+                        scope, receive, send, table, route, target, path, request_id, identity
+                    ),
+                )
             else:
                 status, sent = await self._proxy(
                     scope,
@@ -140,7 +163,7 @@ class Gateway:
                     upstream,
                     path,
                     request_id,
-                    verdict.identity if verdict else None,
+                    identity,
                 )
         except GatewayError as exc:
             status = exc.status

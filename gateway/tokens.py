@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -85,7 +86,7 @@ class Identity:
 
 
 class RevocationStore(Protocol):
-    """The `jti` denylist port (in memory here; a Redis adapter is planned)."""
+    """The `jti` denylist port (in memory here; Redis in gateway.revocations)."""
 
     async def is_revoked(self, jti: str) -> bool: ...
 
@@ -103,7 +104,7 @@ class InMemoryRevocations:
         until = self._until.get(jti)
         if until is None:
             return False
-        if until < self.clock():
+        if until <= self.clock():  # as Redis's PXAT: gone at the instant itself
             del self._until[jti]
             return False
         return True
@@ -317,7 +318,15 @@ def _header_safe(value: str) -> bool:
 
 
 def mint(key: StaticKey, sub: str, roles: list[str], ttl: float, **claims: Any) -> str:
-    """A token signed with `key` (the development key: `strangler token`)."""
+    """A token signed with `key` (the development key: `strangler token`); its random jti
+    is what `strangler token revoke` denies."""
     now = int(time.time())
-    payload = {"sub": sub, "roles": roles, "iat": now, "exp": now + int(ttl), **claims}
+    payload = {
+        "sub": sub,
+        "roles": roles,
+        "iat": now,
+        "exp": now + int(ttl),
+        "jti": secrets.token_hex(16),
+        **claims,
+    }
     return jwt.encode(payload, key.material, algorithm=key.algorithm, headers={"kid": key.id})

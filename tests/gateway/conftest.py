@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis_server
 from harness import Gateway, Recorder, serve_gateway, serve_upstream, write_routes
 
 
@@ -52,3 +53,26 @@ routes:
     )
     async with serve_gateway(routes) as gw:
         yield gw
+
+
+# -- Redis, for the shared store's adapters (tests/gateway/redis_server.py) ---------------
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[tuple[str, str]]:
+    """(url, key prefix) on the shared Redis; the prefix's keys are deleted afterwards."""
+    url = redis_server.shared_url()
+    prefix = redis_server.unique_prefix()
+    yield url, prefix
+    redis_server.delete_prefix(url, prefix)
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[redis_server.OwnRedis]:
+    """A redis-server of this test's own, started; the test may kill and restart it."""
+    server = redis_server.OwnRedis(redis_server.redis_server_binary())
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
