@@ -2,6 +2,7 @@
 
     python -m bench proxy [--duration SECONDS] [--connections N]
                           [--loadgen auto|wrk|python] [--no-nginx]
+    python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
 
 (``strangler bench ...`` is the same command.)
 """
@@ -13,7 +14,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, proxy, shadow
+from bench import cdc, limits, proxy, shadow
 from bench.errors import BenchError
 
 
@@ -72,6 +73,15 @@ def _parser() -> argparse.ArgumentParser:
     bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
     bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
     bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    bench_limits = sub.add_parser(
+        "limits",
+        help="what a rate-limited route costs, in memory and in Redis",
+        description=limits.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_limits.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
+    bench_limits.add_argument("--connections", type=_positive, default=32, metavar="N")
+    bench_limits.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
     bench_cdc = sub.add_parser(
         "cdc",
         help="the CDC bridge against a raw executemany upsert, and its lag",
@@ -95,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cdc":
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
+        if args.command == "limits":
+            return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
         if args.command == "shadow":
             return shadow.run(shadow.Options(args.duration, args.connections, args.loadgen))
         options = proxy.Options(

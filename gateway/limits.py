@@ -201,7 +201,7 @@ class Limits:
         if not usage.allowed:
             self.stats.add("rate_limit", route, "limited")
             raise TooManyRequests(
-                f"more than {rule.limit} requests in {rule.window:g}s",
+                f"more than {rule.limit} requests in {rule.window}s",
                 ratelimit.headers(route, usage),
             )
         self.stats.add("rate_limit", route, "allowed")
@@ -327,7 +327,7 @@ def _api_key(scope: Scope, header: bytes) -> str | None:
         headers: list[tuple[bytes, bytes]] = scope["headers"]
         for name, value in headers:
             if name == header:
-                return "key:" + value.decode("latin-1")
+                return ratelimit.api_key_client(value)
     return None
 
 

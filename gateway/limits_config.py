@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from yaml.nodes import Node
 
@@ -75,15 +75,15 @@ class StoreSettings:
 @dataclass(frozen=True, slots=True)
 class RateLimitSettings:
     limit: int
-    window: float  # seconds, whole
+    window: int  # whole seconds
     algorithm: str = "token_bucket"
     key: str = "ip"  # user | ip | header
     header: bytes = b""  # lower-case header name for key: header:NAME
     failure: str | None = None  # None: the store's default
+    window_us: int = field(init=False, repr=False)  # what the counters count in
 
-    @property
-    def window_us(self) -> int:
-        return round(self.window * 1_000_000)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "window_us", self.window * 1_000_000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,12 +231,12 @@ def _key(text: str) -> tuple[str, bytes]:
     raise ValueError(f"{text!r} must be user, ip or header:NAME (e.g. header:X-API-Key)")
 
 
-def _whole_seconds(text: str) -> float:
+def _whole_seconds(text: str) -> int:
     # RateLimit-Policy's w is whole seconds (draft-ietf-httpapi-ratelimit-headers-11 3.1.3)
     seconds = parse_duration(text)
     if seconds < 1 or not math.isclose(seconds, round(seconds)):
         raise ValueError(f"{text!r} must be a whole number of seconds, at least 1s")
-    return float(round(seconds))
+    return round(seconds)
 
 
 def _positive_duration(text: str) -> float:

@@ -22,8 +22,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gateway.limits_config import RateLimitSettings
 from gateway.store import RedisStore
@@ -31,8 +30,7 @@ from gateway.store import RedisStore
 _US = 1_000_000
 
 
-@dataclass(frozen=True, slots=True)
-class Usage:
+class Usage(NamedTuple):
     """One check's answer, in the units of the response headers (whole seconds)."""
 
     allowed: bool
@@ -50,21 +48,26 @@ class RateLimiter(Protocol):
 
 
 def bucket_name(route: str, rule: RateLimitSettings, client: str) -> str:
-    """The counter's name: a changed rule starts new counters; API keys are not stored."""
-    digest = hashlib.blake2b(client.encode(), digest_size=12).hexdigest()
-    return f"{route}:{rule.algorithm}:{rule.limit}:{rule.window_us}:{digest}"
+    """The counter's name: a changed rule starts new counters."""
+    return f"{route}:{rule.algorithm}:{rule.limit}:{rule.window}:{client}"
+
+
+def api_key_client(value: bytes) -> str:
+    """An API key as a client name: hashed, so that no store holds the key itself."""
+    return "key:" + hashlib.blake2b(value, digest_size=16).hexdigest()
 
 
 def headers(route: str, usage: Usage) -> list[tuple[bytes, bytes]]:
+    name = route.encode()
     out = [
-        (b"ratelimit-policy", f'"{route}";q={usage.limit};w={usage.window}'.encode()),
-        (b"ratelimit", f'"{route}";r={usage.remaining};t={usage.reset}'.encode()),
-        (b"ratelimit-limit", str(usage.limit).encode()),
-        (b"ratelimit-remaining", str(usage.remaining).encode()),
-        (b"ratelimit-reset", str(usage.reset).encode()),
+        (b"ratelimit-policy", b'"%s";q=%d;w=%d' % (name, usage.limit, usage.window)),
+        (b"ratelimit", b'"%s";r=%d;t=%d' % (name, usage.remaining, usage.reset)),
+        (b"ratelimit-limit", b"%d" % usage.limit),
+        (b"ratelimit-remaining", b"%d" % usage.remaining),
+        (b"ratelimit-reset", b"%d" % usage.reset),
     ]
     if not usage.allowed:
-        out.append((b"retry-after", str(usage.retry_after).encode()))
+        out.append((b"retry-after", b"%d" % usage.retry_after))
     return out
 
 
@@ -96,7 +99,7 @@ def bucket_usage(rule: RateLimitSettings, allowed: bool, level: int) -> Usage:
     remaining = level // window
     # the next token arrives when the level reaches (remaining + 1) x window
     wait = _seconds(-(-((remaining + 1) * window - level) // rule.limit))
-    return Usage(allowed, rule.limit, int(rule.window), remaining, wait, 0 if allowed else wait)
+    return Usage(allowed, rule.limit, rule.window, remaining, wait, 0 if allowed else wait)
 
 
 _BUCKET_LUA = """
@@ -162,7 +165,7 @@ def sliding_usage(
     remaining = max(0, (limit * window - used) // window)
     wait = _seconds(_sliding_wait(limit, window, previous, current, elapsed))
     reset = _seconds(window - elapsed) if remaining else wait
-    return Usage(allowed, limit, int(rule.window), remaining, reset, 0 if allowed else wait)
+    return Usage(allowed, limit, rule.window, remaining, reset, 0 if allowed else wait)
 
 
 _SLIDING_LUA = """
