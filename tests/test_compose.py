@@ -325,6 +325,16 @@ def test_every_upstream_is_a_service_on_the_port_it_listens_on(gateway_env: dict
         assert rule_for(stack["gateway"], host) == "service_healthy"
 
 
+def test_the_shared_store_is_the_redis_service(gateway_env: dict[str, str]) -> None:
+    stack = services()
+    store = config.load(COMPOSE_ROUTES).store
+    assert store.backend == "redis" and store.url is not None
+    url = urlsplit(store.url)
+    assert image_repository(stack[str(url.hostname)]) == "redis"
+    assert url.port == 6379 and "--port" not in command_text(stack[str(url.hostname)])
+    assert rule_for(stack["gateway"], str(url.hostname)) == "service_healthy"
+
+
 def test_the_policy_engine_is_the_opa_service_with_the_gateways_package(
     gateway_env: dict[str, str],
 ) -> None:
