@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from gateway import config, revocations, tokens
+from gateway import config, limits_config, revocations, tokens
 from gateway.settings import Settings
 from gateway.shadow_config import SAFE_METHODS
 from gateway.validation import ConfigError, parse_duration
@@ -119,6 +119,11 @@ def routes_check(ns: argparse.Namespace) -> int:
                 "candidate must not share state with the primary, or data changes twice",
                 file=sys.stderr,
             )
+    lines, warnings = limits_config.summary(table)  # store, rate limits, idempotency keys
+    for line in lines:
+        print(line)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
     return 0
 
 

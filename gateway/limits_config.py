@@ -3,7 +3,7 @@
 
 store:                          # where rate limits, idempotency keys and revoked tokens live
   backend: redis                # memory (default: one replica) | redis (shared by all replicas)
-  url: redis://127.0.0.1:6379/0
+  url: redis://127.0.0.1:6379/0 # or url_env: NAME (a URL with a password, from the environment)
   timeout: 100ms                # connect and every command; a slower answer is a failure
   cooldown: 1s                  # after a failure, the store is left alone this long
   prefix: "strangler:"          # every key starts with it
@@ -30,12 +30,18 @@ routes:
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 from yaml.nodes import Node
 
 from gateway.validation import NodeReader, parse_duration, parse_size, positive_int
+
+if TYPE_CHECKING:
+    from gateway.config import RouteTable  # which reads its sections with this module
 
 FAILURE_MODES = ("open", "closed")
 BACKENDS = ("memory", "redis")
@@ -104,7 +110,7 @@ class RouteLimits:
 
 def read_shared_store(reader: NodeReader, node: Node) -> StoreSettings:
     fields = reader.mapping(
-        node, "store", {"backend", "url", "timeout", "cooldown", "prefix", "failure"}
+        node, "store", {"backend", "url", "url_env", "timeout", "cooldown", "prefix", "failure"}
     )
     if fields is None:
         return StoreSettings()
@@ -112,12 +118,24 @@ def read_shared_store(reader: NodeReader, node: Node) -> StoreSettings:
     if "backend" in fields:
         backend = reader.choice(fields["backend"], "store: backend", BACKENDS) or backend
     url = None
-    if "url" in fields:
+    sources = [key for key in ("url", "url_env") if key in fields]
+    if len(sources) > 1:
+        reader.error(node, "store: give either url or url_env")
+    elif sources and backend != "redis":
+        reader.error(fields[sources[0]], f"store: {sources[0]} is for backend: redis")
+    elif sources == ["url"]:
         url = reader.converted(fields["url"], "store: url", _redis_url)
-        if backend != "redis":
-            reader.error(fields["url"], "store: url is for backend: redis")
+    elif sources == ["url_env"]:
+        # a URL with a password stays out of the routes file (a ConfigMap, a repository)
+        name = reader.scalar(fields["url_env"], "store: url_env") or ""
+        if name not in os.environ:
+            reader.error(fields["url_env"], f"store: environment variable {name!r} is not set")
+        else:
+            url = reader.converted(
+                fields["url_env"], f"store: ${name}", lambda _: _redis_url(os.environ[name])
+            )
     elif backend == "redis":
-        reader.error(node, "store: backend redis needs a url (redis://host:port/db)")
+        reader.error(node, "store: backend redis needs a url (redis://host:port/db) or url_env")
     failure = FailurePolicy()
     if "failure" in fields:
         failure = _failure_policy(reader, fields["failure"])
@@ -248,5 +266,44 @@ def _positive_duration(text: str) -> float:
 
 def _redis_url(text: str) -> str:
     if not text.startswith(("redis://", "rediss://", "unix://")):
-        raise ValueError(f"{text!r} must be a redis://, rediss:// or unix:// URL")
+        raise ValueError(f"{redacted(text)!r} must be a redis://, rediss:// or unix:// URL")
     return text
+
+
+def redacted(url: str) -> str:
+    """The URL as logs and `routes check` show it: without its password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def summary(table: RouteTable) -> tuple[list[str], list[str]]:
+    """For `strangler routes check`: (lines, warnings) about the store and the routes' limits."""
+    store, lines, warnings = table.store, [], []
+    for route in table.routes:
+        if route.limits is None:
+            continue
+        failure = store.failure
+        rule, keys = route.limits.rate_limit, route.limits.idempotency
+        if rule is not None:
+            by = f"header {rule.header.decode()}" if rule.key == "header" else rule.key
+            lines.append(
+                f"rate limit: {route.name} {rule.limit} per {rule.window}s, {rule.algorithm},"
+                f" by {by} (store down: {rule.failure or failure.rate_limit})"
+            )
+            if rule.key == "user" and table.auth_mode(route) == "none":
+                warnings.append(
+                    f"warning: route {route.name!r} limits by user but takes no token "
+                    "(auth: none): every request is counted by client IP"
+                )
+        if keys is not None:
+            lines.append(
+                f"idempotency: {route.name} {','.join(sorted(keys.methods))}, answers kept"
+                f" {keys.ttl:g}s (store down: {keys.failure or failure.idempotency})"
+            )
+    if lines or store.backend != "memory":
+        where = f"redis ({redacted(store.url or '')})" if store.url else "memory (one replica)"
+        lines.insert(0, f"store: {where}")
+    return lines, warnings

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from gateway.errors import StoreUnavailable
-from gateway.limits_config import StoreSettings
+from gateway.limits_config import StoreSettings, redacted
 
 log = logging.getLogger("strangler.store")
 T = TypeVar("T")
@@ -81,7 +81,7 @@ class RedisStore:
             self._failed(feature, exc)
             raise StoreUnavailable(f"the shared store is unavailable ({exc!r})") from None
         if not self.health.up:
-            log.warning("shared store %s is back", self.settings.url)
+            log.warning("shared store %s is back", redacted(self.settings.url or ""))
             self.health.up, self.health.since = True, time.time()
         return result
 
@@ -92,7 +92,7 @@ class RedisStore:
         if self.health.up:
             log.error(
                 "shared store %s failed (%s); features follow their failure policy: %r",
-                self.settings.url,
+                redacted(self.settings.url or ""),
                 feature,
                 exc,
             )

@@ -202,7 +202,7 @@ def routes_file(tmp_path: Path, upstream: str, store: str, keys: str = "{}") -> 
         f"authz: none\n{store}"
         "routes:\n"
         f"  - {{name: orders, path: /orders, upstream: shop, idempotency: {keys}}}\n"
-        "  - name: strict\n    path: /strict\n    upstream: shop\n"
+        "  - name: strict\n    path: /strict\n    upstream: shop\n    max_body: 1KiB\n"
         "    idempotency: {required: true, methods: [POST]}\n"
     )
     return routes
@@ -368,3 +368,19 @@ async def test_without_a_key_requests_pass_unless_it_is_required(
         too_long = await send(gw, post("/strict", b"{}", "Idempotency-Key: " + "k" * 300))
         assert too_long.status == 400
         assert orders.runs == 4
+
+
+async def test_a_body_over_the_routes_max_body_is_413_and_claims_nothing(
+    tmp_path: Path, store_section: str
+) -> None:
+    async with shop(tmp_path, store_section) as (orders, gw):
+        chunked = (
+            b"POST /strict HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            b"Idempotency-Key: big\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"800\r\n" + b"x" * 2048 + b"\r\n0\r\n\r\n"
+        )
+        too_large = await send(gw, chunked)
+        assert (too_large.status, too_large.json()["error"]) == (413, "body_too_large")
+        assert orders.runs == 0
+        fits = await send(gw, post("/strict", b"{}", "Idempotency-Key: big"))
+        assert fits.status == 201 and orders.runs == 1  # the key was never taken

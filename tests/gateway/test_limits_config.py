@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import parse
-from gateway.limits_config import FailurePolicy, StoreSettings
+from gateway.limits_config import FailurePolicy, StoreSettings, summary
 from gateway.validation import ConfigError
 
 HEAD = """\
@@ -168,6 +168,41 @@ def test_each_error_is_reported_with_its_line(text: str, expected: list[str]) ->
     assert len(errors) == len(expected), errors
     for error, start in zip(errors, expected, strict=True):
         assert error.startswith(start), errors
+
+
+def test_the_url_can_come_from_the_environment_and_is_shown_without_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOP_REDIS", "redis://:s3cret@redis.internal:6379/1")
+    table = parse((HEAD + "store: {backend: redis, url_env: SHOP_REDIS}\n").encode())
+    assert table.store.url == "redis://:s3cret@redis.internal:6379/1"
+    assert summary(table) == (["store: redis (redis://:***@redis.internal:6379/1)"], [])
+    monkeypatch.setenv("SHOP_REDIS", "http://:s3cret@x")
+    assert errors_of("store: {backend: redis, url_env: SHOP_REDIS}\n") == [
+        "line 5: store: $SHOP_REDIS: 'http://:***@x' must be a redis://, rediss:// or unix:// URL"
+    ]
+    assert errors_of("store: {backend: redis, url_env: NOT_SET_ANYWHERE}\n") == [
+        "line 5: store: environment variable 'NOT_SET_ANYWHERE' is not set"
+    ]
+    assert errors_of("store: {backend: redis, url: redis://x, url_env: SHOP_REDIS}\n") == [
+        "line 5: store: give either url or url_env"
+    ]
+
+
+def test_routes_check_summary_lists_the_limits_and_warns_about_user_keys_without_tokens() -> None:
+    table = parse(GOOD.encode())
+    lines, warnings = summary(table)
+    assert lines == [
+        "store: redis (redis://127.0.0.1:6379/2)",
+        "rate limit: orders 100 per 60s, sliding_window, by header x-api-key (store down: closed)",
+        "idempotency: orders POST, answers kept 3600s (store down: closed)",
+        "rate limit: search 5 per 1s, token_bucket, by user (store down: open)",
+    ]
+    assert warnings == [
+        "warning: route 'search' limits by user but takes no token (auth: none): every"
+        " request is counted by client IP"
+    ]
+    assert summary(parse(HEAD.encode())) == ([], [])  # nothing to say, nothing said
 
 
 def test_every_error_is_reported_not_just_the_first() -> None:

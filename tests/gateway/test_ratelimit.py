@@ -11,10 +11,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from harness import Recorder, get, raw_request, serve_gateway
 
+from gateway.config import RouteTable, parse
+from gateway.errors import TooManyRequests
+from gateway.limits import Limits
 from gateway.limits_config import RateLimitSettings, StoreSettings
 from gateway.ratelimit import (
     MemoryRateLimiter,
@@ -302,3 +306,48 @@ async def test_two_gateways_on_redis_share_the_limit(
             statuses.append((await raw_request(gw.port, get("/orders"))).status)
     assert statuses == [200, 200, 200, 200, 429, 429]
     assert len(upstream.seen) == 4
+
+
+async def test_a_reload_keeps_the_counters_unless_it_names_another_store(
+    redis_prefix: tuple[str, str],
+) -> None:
+    url, prefix = redis_prefix
+
+    def table(store: str) -> RouteTable:
+        return parse(
+            b'upstreams:\n  b: {url: "http://127.0.0.1:9"}\nauth: {default: none}\nauthz: none\n'
+            + store.encode()
+            + b"routes:\n  - {name: r, path: /r, upstream: b, rate_limit: {limit: 1, window: 1h}}\n"
+        )
+
+    async def status(limits: Limits, table: RouteTable) -> int:
+        scope = {"method": "GET", "headers": [], "client": ("192.0.2.1", 1)}
+
+        async def forward(receive: Any, send: Any) -> tuple[int, int]:
+            return 200, 0
+
+        async def unused(*_: Any) -> Any:
+            raise AssertionError("a rate limit reads no body and sends nothing itself")
+
+        try:
+            await limits.apply(
+                table.routes[0], table, scope, "/r", None, "i", unused, unused, forward
+            )
+        except TooManyRequests:
+            return 429
+        return 200
+
+    memory = table("")
+    limits = Limits(memory.store)
+    assert [await status(limits, memory) for _ in range(2)] == [200, 429]
+    stricter = table("store: {failure: {rate_limit: closed}}\n")
+    limits.retain_only(stricter)  # the same store: the same counters, the new policy
+    assert await status(limits, stricter) == 429
+    assert limits._backend.settings.failure.rate_limit == "closed"
+    shared = table(f'store: {{backend: redis, url: "{url}", prefix: "{prefix}"}}\n')
+    limits.retain_only(shared)  # another store: its own counters
+    assert [await status(limits, shared) for _ in range(2)] == [200, 429]
+    assert limits.stats.health.backend == "redis"
+    limits.retain_only(memory)  # back in memory, from zero; the Redis client is closed
+    assert await status(limits, memory) == 200
+    await limits.close()
