@@ -33,8 +33,8 @@ from bench.proxy import (
     BENCH_PATH,
     GATEWAY_HEALTH_PATH,
     WARMUP_SECONDS,
-    Measurement,
     gateway_command,
+    measure,
     ratio,
     table,
 )
@@ -131,11 +131,6 @@ def run(options: Options) -> int:
                 running(name, argv, port=port, ready_path=ready, url_path=BENCH_PATH, log_dir=work)
             )
 
-        def measure(target: Target) -> Measurement:
-            generate(target.url, options.connections, WARMUP_SECONDS, ())
-            result = generate(target.url, options.connections, options.duration, ())
-            return Measurement(target.name, result)
-
         def gateway(name: str, store: str, limit: str) -> Target:
             routes = work / f"{name}.yaml"
             routes.write_text(
@@ -148,9 +143,12 @@ def run(options: Options) -> int:
         start("upstream", upstream.command(backend), backend, BENCH_PATH)
         redis_store = f'store: {{backend: redis, url: "{redis_url}"}}\n'
         measurements = [
-            measure(gateway("plain", "", "")),
-            measure(gateway("rl-memory", "", _LIMIT)),
-            measure(gateway("rl-redis", redis_store, _LIMIT)),
+            measure(generate, gateway(name, store, limit), options.connections, options.duration)
+            for name, store, limit in (
+                ("plain", "", ""),
+                ("rl-memory", "", _LIMIT),
+                ("rl-redis", redis_store, _LIMIT),
+            )
         ]
         ping, check = uvloop.run(_per_call(redis_url))
     print(table(measurements))

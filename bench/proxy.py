@@ -185,9 +185,12 @@ def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
         yield targets, skipped
 
 
-def _measure(generate: LoadGenerator, target: Target, options: Options) -> Measurement:
-    generate(target.url, options.connections, WARMUP_SECONDS, target.headers)
-    result = generate(target.url, options.connections, options.duration, target.headers)
+def measure(
+    generate: LoadGenerator, target: Target, connections: int, duration: int
+) -> Measurement:
+    """One target after a warm-up, with the same load as every other target of the run."""
+    generate(target.url, connections, WARMUP_SECONDS, target.headers)
+    result = generate(target.url, connections, duration, target.headers)
     return Measurement(target.name, result)
 
 
@@ -233,7 +236,9 @@ def run(options: Options) -> int:
             f"{options.duration} s per target after a {WARMUP_SECONDS} s warm-up",
             flush=True,
         )
-        measurements = [_measure(generate, target, options) for target in targets]
+        measurements = [
+            measure(generate, target, options.connections, options.duration) for target in targets
+        ]
     by_target = {m.target: m.result for m in measurements}
     print(table(measurements))
     if nginx_skipped is not None:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis_server
+import shared_store
 from harness import Gateway, Recorder, serve_gateway, serve_upstream, write_routes
 
 
@@ -55,22 +55,22 @@ routes:
         yield gw
 
 
-# -- Redis, for the shared store's adapters (tests/gateway/redis_server.py) ---------------
+# -- Redis, for the shared store's adapters (tests/gateway/shared_store.py) ---------------
 
 
 @pytest.fixture
 def redis_prefix() -> Iterator[tuple[str, str]]:
     """(url, key prefix) on the shared Redis; the prefix's keys are deleted afterwards."""
-    url = redis_server.shared_url()
-    prefix = redis_server.unique_prefix()
+    url = shared_store.shared_url()
+    prefix = shared_store.unique_prefix()
     yield url, prefix
-    redis_server.delete_prefix(url, prefix)
+    shared_store.delete_prefix(url, prefix)
 
 
 @pytest.fixture
-async def own_redis() -> AsyncIterator[redis_server.OwnRedis]:
+async def own_redis() -> AsyncIterator[shared_store.OwnRedis]:
     """A redis-server of this test's own, started; the test may kill and restart it."""
-    server = redis_server.OwnRedis(redis_server.redis_server_binary())
+    server = shared_store.OwnRedis(shared_store.redis_server_binary())
     await server.start()
     try:
         yield server

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 import pytest
 from harness import Gateway, RawResponse, raw_request, serve, serve_gateway
+from shared_store import Clock, after, bearer, redis_store, write_routes
 
 from gateway.idempotency import (
     Answer,
@@ -26,37 +27,14 @@ from gateway.idempotency import (
     fingerprint,
     request_key,
 )
-from gateway.limits_config import StoreSettings
-from gateway.store import RedisStore, StoreHealth
-from gateway.tokens import StaticKey, mint
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
 class Adapter:
     store: IdempotencyStore
     clock: Clock | None  # None: Redis, whose own expiry counts
-
-    async def until(self, seconds: float, done: Callable[[], Awaitable[bool]]) -> bool:
-        """Let `seconds` pass (memory), or wait for `done` with a deadline (Redis)."""
-        if self.clock is not None:
-            self.clock.now += seconds
-            return await done()
-        deadline = time.monotonic() + seconds + 5
-        while not await done():
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)  # polling a condition, with a deadline
-        return True
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -65,13 +43,8 @@ async def adapter(request: pytest.FixtureRequest) -> AsyncIterator[Adapter]:
         clock = Clock()
         yield Adapter(MemoryIdempotency(clock), clock)
         return
-    url, prefix = request.getfixturevalue("redis_prefix")
-    settings = StoreSettings(backend="redis", url=url, timeout=2.0, prefix=prefix)
-    store = RedisStore(settings, StoreHealth("redis"))
-    try:
+    async with redis_store(*request.getfixturevalue("redis_prefix")) as store:
         yield Adapter(RedisIdempotency(store), None)
-    finally:
-        await store.close()
 
 
 ANSWER = Answer(201, [(b"content-type", b"application/json"), (b"x-a", b"1")], b'{"id": 7}')
@@ -117,7 +90,7 @@ async def test_a_claim_expires_after_its_lock(adapter: Adapter) -> None:
     async def claimed() -> bool:
         return await store.claim("k", "f", "late", lock=60) is None
 
-    assert await adapter.until(0.2, claimed)
+    assert await after(adapter.clock, 0.2, claimed)
     # the slow first request finishes after its lock: it must not overwrite the new claim
     assert not await store.complete("k", "slow", "f", ANSWER, ttl=60)
     assert await store.claim("k", "f", "y", lock=60) == Held("f", None)
@@ -132,7 +105,7 @@ async def test_a_kept_answer_expires_after_its_ttl(adapter: Adapter) -> None:
     async def gone() -> bool:
         return await store.claim("k", "f", "v", lock=60) is None
 
-    assert await adapter.until(0.2, gone)
+    assert await after(adapter.clock, 0.2, gone)
 
 
 def test_keys_and_fingerprints() -> None:
@@ -189,23 +162,15 @@ class Orders:
         await send({"type": "http.response.body", "body": content})
 
 
-SECRET = "idempotency-test-secret-0123456789abcdef"
-KEY = StaticKey("k", "HS256", SECRET.encode())
-
-
 def routes_file(tmp_path: Path, upstream: str, store: str, keys: str = "{}") -> Path:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f'upstreams:\n  shop: {{url: "{upstream}", timeout: 5s}}\n'
-        "auth:\n  default: optional\n"
-        f'  keys: [{{id: k, algorithm: HS256, secret: "{SECRET}"}}]\n'
-        f"authz: none\n{store}"
-        "routes:\n"
-        f"  - {{name: orders, path: /orders, upstream: shop, idempotency: {keys}}}\n"
-        "  - name: strict\n    path: /strict\n    upstream: shop\n    max_body: 1KiB\n"
-        "    idempotency: {required: true, methods: [POST]}\n"
+    return write_routes(
+        tmp_path / "routes.yaml",
+        upstream,
+        f"{store}routes:\n"
+        f"  - {{name: orders, path: /orders, upstream: legacy, idempotency: {keys}}}\n"
+        "  - name: strict\n    path: /strict\n    upstream: legacy\n    max_body: 1KiB\n"
+        "    idempotency: {required: true, methods: [POST]}\n",
     )
-    return routes
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -251,7 +216,7 @@ async def test_a_repeat_gets_the_first_answer_replayed(tmp_path: Path, store_sec
         assert (again.status, again.body) == (201, first.body)
         assert again.header("idempotent-replayed") == "true"
         assert first.header("idempotent-replayed") is None
-        assert again.header("x-strangler-upstream") == "shop"
+        assert again.header("x-strangler-upstream") == "legacy"
         assert again.header("x-request-id") != first.header("x-request-id")
         assert orders.runs == 1
         other = await send(gw, post("/orders", b'{"item": 1}', "Idempotency-Key: k-2"))
@@ -275,8 +240,7 @@ async def test_same_key_for_another_request_is_422(tmp_path: Path, store_section
 
 
 async def test_keys_are_scoped_per_user(tmp_path: Path, store_section: str) -> None:
-    alice = f"Authorization: Bearer {mint(KEY, 'alice', [], 60)}"
-    bob = f"Authorization: Bearer {mint(KEY, 'bob', [], 60)}"
+    alice, bob = bearer("alice"), bearer("bob")
     async with shop(tmp_path, store_section) as (orders, gw):
         a = await send(gw, post("/orders", b"{}", "Idempotency-Key: same", alice))
         b = await send(gw, post("/orders", b"{}", "Idempotency-Key: same", bob))

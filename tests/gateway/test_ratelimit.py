@@ -5,7 +5,6 @@ timings on the in-memory adapter's injected clock, and the gateway's answers end
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
@@ -15,11 +14,12 @@ from typing import Any
 
 import pytest
 from harness import Recorder, get, raw_request, serve_gateway
+from shared_store import Clock, after, bearer, redis_store, write_routes
 
 from gateway.config import RouteTable, parse
 from gateway.errors import TooManyRequests
 from gateway.limits import Limits
-from gateway.limits_config import RateLimitSettings, StoreSettings
+from gateway.limits_config import RateLimitSettings
 from gateway.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
@@ -28,20 +28,10 @@ from gateway.ratelimit import (
     bucket_name,
     headers,
 )
-from gateway.store import RedisStore, StoreHealth
-from gateway.tokens import StaticKey, mint
 
 pytestmark = pytest.mark.anyio
 
 ALGORITHMS = ["token_bucket", "sliding_window"]
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -49,27 +39,11 @@ class Adapter:
     limiter: RateLimiter
     clock: Clock | None  # None: Redis, whose own TIME counts
 
-    async def wait(self, seconds: int, bucket: str, rule: RateLimitSettings) -> Usage:
-        """Let `seconds` pass (memory) or wait until a request passes (Redis), then hit."""
-        if self.clock is not None:
-            self.clock.now += seconds
-            return await self.limiter.hit(bucket, rule)
-        deadline = time.monotonic() + seconds + 5
-        while True:
-            usage = await self.limiter.hit(bucket, rule)
-            if usage.allowed or time.monotonic() > deadline:
-                return usage
-            await asyncio.sleep(0.05)  # polling a condition, with a deadline
-
 
 @contextlib.asynccontextmanager
 async def redis_limiter(url: str, prefix: str) -> AsyncIterator[RedisRateLimiter]:
-    settings = StoreSettings(backend="redis", url=url, timeout=2.0, prefix=prefix)
-    store = RedisStore(settings, StoreHealth("redis"))
-    try:
+    async with redis_store(url, prefix) as store:
         yield RedisRateLimiter(store)
-    finally:
-        await store.close()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -123,7 +97,11 @@ async def test_quota_comes_back_after_the_wait_it_announced(
     assert (await adapter.limiter.hit("b", limit)).allowed
     denied = await adapter.limiter.hit("b", limit)
     assert not denied.allowed and 1 <= denied.retry_after <= 2
-    assert (await adapter.wait(denied.retry_after, "b", limit)).allowed
+
+    async def passes() -> bool:
+        return (await adapter.limiter.hit("b", limit)).allowed
+
+    assert await after(adapter.clock, denied.retry_after, passes)
 
 
 # -- exact timings on the injected clock --------------------------------------------------
@@ -220,24 +198,15 @@ async def test_replicas_share_one_budget_whatever_their_clocks_say(
 
 # -- the gateway --------------------------------------------------------------------------
 
-SECRET = "ratelimit-test-secret-0123456789abcdef"
-KEY = StaticKey("k", "HS256", SECRET.encode())
-
 
 def limited_routes(tmp_path: Path, upstream: str, limit: str, store: str = "") -> Path:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f'upstreams:\n  legacy: {{url: "{upstream}", timeout: 2s}}\ndefault: legacy\n'
-        "auth:\n  default: optional\n"
-        f'  keys: [{{id: k, algorithm: HS256, secret: "{SECRET}"}}]\n'
-        "authz: none\n"
-        f"{store}"
-        "routes:\n"
-        "  - name: orders\n    path: /orders\n    upstream: legacy\n"
-        f"    rate_limit: {limit}\n"
-        "  - name: free\n    path: /free\n    upstream: legacy\n"
+    return write_routes(
+        tmp_path / "routes.yaml",
+        upstream,
+        f"{store}routes:\n"
+        f"  - {{name: orders, path: /orders, upstream: legacy, rate_limit: {limit}}}\n"
+        "  - {name: free, path: /free, upstream: legacy}\n",
     )
-    return routes
 
 
 async def test_gateway_answers_429_with_the_rate_limit_fields(
@@ -269,8 +238,7 @@ async def test_keys_by_user_with_anonymous_requests_by_address(
     upstream: Recorder, tmp_path: Path
 ) -> None:
     routes = limited_routes(tmp_path, upstream.url, "{limit: 1, window: 1h, key: user}")
-    alice = f"Authorization: Bearer {mint(KEY, 'alice', [], 60)}"
-    bob = f"Authorization: Bearer {mint(KEY, 'bob', [], 60)}"
+    alice, bob = bearer("alice"), bearer("bob")
     async with serve_gateway(routes) as gw:
         statuses = [
             (await raw_request(gw.port, get("/orders", *extra))).status

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import time
@@ -14,21 +13,12 @@ from pathlib import Path
 import jwt
 import pytest
 from harness import Recorder, get, raw_request, serve_gateway
+from shared_store import KEY, Clock, after, redis_store, write_routes
 
-from gateway.limits_config import StoreSettings
 from gateway.revocations import RedisRevocations
-from gateway.store import RedisStore, StoreHealth
-from gateway.tokens import InMemoryRevocations, RevocationStore, StaticKey, mint
+from gateway.tokens import InMemoryRevocations, RevocationStore, mint
 
 pytestmark = pytest.mark.anyio
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -39,31 +29,15 @@ class Adapter:
     def now(self) -> float:
         return self.clock() if self.clock is not None else time.time()
 
-    async def passes(self, seconds: float, jti: str) -> bool:
-        """Whether `jti` stops being revoked once `seconds` have passed."""
-        if self.clock is not None:
-            self.clock.now += seconds
-            return not await self.store.is_revoked(jti)
-        deadline = time.monotonic() + seconds + 5
-        while await self.store.is_revoked(jti):
-            if time.monotonic() > deadline:
-                return False
-            await asyncio.sleep(0.02)  # polling a condition, with a deadline
-        return True
-
 
 @pytest.fixture(params=["memory", "redis"])
 async def adapter(request: pytest.FixtureRequest) -> AsyncIterator[Adapter]:
     if request.param == "memory":
-        clock = Clock()
+        clock = Clock(time.time())  # revocations expire at a token's exp: wall-clock time
         yield Adapter(InMemoryRevocations(clock=clock), clock)
         return
-    url, prefix = request.getfixturevalue("redis_prefix")
-    store = RedisStore(StoreSettings("redis", url, 2.0, prefix=prefix), StoreHealth("redis"))
-    try:
+    async with redis_store(*request.getfixturevalue("redis_prefix")) as store:
         yield Adapter(RedisRevocations(store), None)
-    finally:
-        await store.close()
 
 
 async def test_revoked_until_the_token_would_expire(adapter: Adapter) -> None:
@@ -72,7 +46,11 @@ async def test_revoked_until_the_token_would_expire(adapter: Adapter) -> None:
     await adapter.store.revoke("t-2", until=adapter.now() + 3600)
     assert await adapter.store.is_revoked("t-1")
     assert not await adapter.store.is_revoked("t-3")
-    assert await adapter.passes(0.3, "t-1")  # expired with the token: the entry is gone
+
+    async def expired() -> bool:
+        return not await adapter.store.is_revoked("t-1")
+
+    assert await after(adapter.clock, 0.3, expired)  # expired with the token: entry gone
     assert await adapter.store.is_revoked("t-2")
 
 
@@ -81,19 +59,8 @@ async def test_revoking_an_expired_token_keeps_nothing(adapter: Adapter) -> None
     assert not await adapter.store.is_revoked("old")
 
 
-SECRET = "revocation-test-secret-0123456789abcdef"
-KEY = StaticKey("k", "HS256", SECRET.encode(), dev=True)
-
-
 def routes_file(tmp_path: Path, upstream: str, store: str) -> Path:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f'upstreams:\n  legacy: {{url: "{upstream}", timeout: 2s}}\ndefault: legacy\n'
-        "auth:\n  default: required\n  leeway: 5s\n"
-        f'  keys: [{{id: k, algorithm: HS256, secret: "{SECRET}", dev: true}}]\n'
-        f"authz: none\n{store}"
-    )
-    return routes
+    return write_routes(tmp_path / "routes.yaml", upstream, store, auth="required")
 
 
 def revoke(routes: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -112,7 +79,7 @@ async def test_strangler_token_revoke_denies_it_on_every_gateway(
     routes = routes_file(
         tmp_path, upstream.url, f'store: {{backend: redis, url: "{url}", prefix: "{prefix}"}}\n'
     )
-    stolen, other = mint(KEY, "alice", [], 600), mint(KEY, "alice", [], 600)
+    stolen, other = mint(KEY, "alice", [], 600), mint(KEY, "alice", [], 600)  # two jtis
     async with serve_gateway(routes) as one, serve_gateway(routes) as two:
         for gw in (one, two):
             assert (

@@ -11,25 +11,18 @@ from pathlib import Path
 
 import pytest
 from harness import Gateway, RawResponse, Recorder, get, raw_request, serve_gateway
-from redis_server import OwnRedis
-
-from gateway.tokens import StaticKey, mint
+from shared_store import OwnRedis, bearer, write_routes
 
 pytestmark = pytest.mark.anyio
 
-SECRET = "store-failure-test-secret-0123456789abcdef"
-KEY = StaticKey("k", "HS256", SECRET.encode())
 # A request bounded by the store's 200 ms timeout ends well within this; a hang does not.
 NO_HANG = 10.0
 
 
 def routes_file(tmp_path: Path, upstream: str, redis: str) -> Path:
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f'upstreams:\n  legacy: {{url: "{upstream}", timeout: 2s}}\ndefault: legacy\n'
-        "auth:\n  default: optional\n"
-        f'  keys: [{{id: k, algorithm: HS256, secret: "{SECRET}"}}]\n'
-        "authz: none\n"
+    return write_routes(
+        tmp_path / "routes.yaml",
+        upstream,
         f'store: {{backend: redis, url: "{redis}", timeout: 200ms, cooldown: 100ms}}\n'
         "routes:\n"
         "  - {name: lenient, path: /lenient, upstream: legacy,"
@@ -37,9 +30,8 @@ def routes_file(tmp_path: Path, upstream: str, redis: str) -> Path:
         "  - {name: strict, path: /strict, upstream: legacy,"
         " rate_limit: {limit: 100, window: 1h, failure: closed}}\n"
         "  - {name: orders, path: /orders, upstream: legacy, idempotency: {}}\n"
-        "  - {name: drafts, path: /drafts, upstream: legacy, idempotency: {failure: open}}\n"
+        "  - {name: drafts, path: /drafts, upstream: legacy, idempotency: {failure: open}}\n",
     )
-    return routes
 
 
 def post(path: str, key: str) -> bytes:
@@ -55,14 +47,14 @@ async def request(gw: Gateway, head: bytes) -> RawResponse:
 
 
 async def outcomes(gw: Gateway, token: str, key: str) -> dict[str, tuple[int, str | None]]:
-    """What each feature answers now: (status, error code or RateLimit field)."""
-    bearer = f"Authorization: Bearer {token}"
+    """What each feature answers now: (status, error code or RateLimit field); `token`: an
+    Authorization header."""
     answers = {
         "rate limit, open": await request(gw, get("/lenient")),
         "rate limit, closed": await request(gw, get("/strict")),
         "idempotency, closed": await request(gw, post("/orders", key)),
         "idempotency, open": await request(gw, post("/drafts", key)),
-        "revocation, closed": await request(gw, get("/other", bearer)),
+        "revocation, closed": await request(gw, get("/other", token)),
         "anonymous": await request(gw, get("/other")),
     }
     return {
@@ -104,7 +96,7 @@ async def recovered(gw: Gateway, token: str) -> dict[str, tuple[int, str | None]
 async def test_each_feature_follows_its_policy_while_redis_is_down(
     upstream: Recorder, tmp_path: Path, own_redis: OwnRedis
 ) -> None:
-    token = mint(KEY, "alice", [], 600)  # with a jti: the denylist is asked
+    token = bearer("alice")  # with a jti: the denylist is asked
     async with serve_gateway(routes_file(tmp_path, upstream.url, own_redis.url)) as gw:
         assert await outcomes(gw, token, "before") == UP
         own_redis.kill()
@@ -132,7 +124,7 @@ async def test_a_frozen_redis_costs_each_request_at_most_the_timeout(
     upstream: Recorder, tmp_path: Path, own_redis: OwnRedis
 ) -> None:
     """SIGSTOP: connections are accepted, nothing is answered; the timeout must cut it."""
-    token = mint(KEY, "alice", [], 600)
+    token = bearer("alice")
     async with serve_gateway(routes_file(tmp_path, upstream.url, own_redis.url)) as gw:
         assert await outcomes(gw, token, "before") == UP
         assert own_redis.process is not None
