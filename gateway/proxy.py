@@ -135,11 +135,10 @@ class Gateway:
                 )
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
-            identity = verdict.identity if verdict else None
             if upstream is None:  # an admin path
                 status = await self.admin.handle(path, scope, send, request_id)
             elif route is not None and route.limits is not None:  # rate_limit, idempotency
-                target = upstream
+                target, identity = upstream, verdict.identity if verdict else None
                 status, sent = await self.limits.apply(
                     route,
                     table,
@@ -163,7 +162,7 @@ class Gateway:
                     upstream,
                     path,
                     request_id,
-                    identity,
+                    verdict.identity if verdict else None,
                 )
         except GatewayError as exc:
             status = exc.status
