@@ -12,15 +12,17 @@ import asyncio
 import hashlib
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
 from gateway import config
 from gateway.errors import StoreUnavailable
 from gateway.limits_config import StoreSettings
-from gateway.store import RedisStore, StoreHealth
 from gateway.validation import ConfigError, parse_duration
+
+if TYPE_CHECKING:  # redis-py is imported when a store is opened, not with every command
+    from gateway.store import RedisStore
 
 
 class RedisRevocations:
@@ -105,6 +107,8 @@ def _what(ns: argparse.Namespace, leeway: float) -> tuple[str, float]:
 
 
 async def _revoke(settings: StoreSettings, jti: str, until: float) -> None:
+    from gateway.store import RedisStore, StoreHealth
+
     store = RedisStore(settings, StoreHealth("redis"))
     try:
         await RedisRevocations(store).revoke(jti, until)
