@@ -35,7 +35,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.paths import PathError, normalise
-from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
+from gateway.shadow_config import (
+    ShadowSettings,
+    ShadowStoreSettings,
+    ShadowWorkerSettings,
+    read_shadow,
+    read_store,
+    read_worker,
+)
 from gateway.tokens import AuthSettings
 from gateway.validation import (
     ConfigIssue,
@@ -115,6 +122,7 @@ class RouteTable:
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
+    shadow_worker: ShadowWorkerSettings = field(default_factory=ShadowWorkerSettings)
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -214,6 +222,7 @@ class _Validator(NodeReader):
                 "auth",
                 "authz",
                 "shadow_store",
+                "shadow_worker",
             },
         )
         if top is None:
@@ -242,6 +251,7 @@ class _Validator(NodeReader):
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
+        worker = read_worker(self, top["shadow_worker"]) if "shadow_worker" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -255,6 +265,7 @@ class _Validator(NodeReader):
             store or ShadowStoreSettings(),
             source,
             version,
+            shadow_worker=worker or ShadowWorkerSettings(),
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:

@@ -1,10 +1,13 @@
-"""Shadow traffic end to end: the client's answer is the primary's; the candidate is compared."""
+"""Shadow traffic end to end: the client's answer is the primary's; the candidate is compared.
+
+One contract suite for the Mirror port: every test runs with the comparisons in a worker
+process (`shadow_worker: {mode: process}`) and in the gateway's own loop (`inline`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import subprocess
 import sys
@@ -75,16 +78,29 @@ def catalogue(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
     return 200, {"results": [{"id": 1, "price": "9.99"}, {"id": 2, "price": "5.00"}], "total": 2}
 
 
+@pytest.fixture(params=["process", "inline"])
+def mode(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @contextlib.asynccontextmanager
 async def shadowed(
-    tmp_path: Path, primary: Service, candidate: Service, shadow: str = ""
+    tmp_path: Path,
+    mode: str,
+    primary: Service,
+    candidate: Service,
+    shadow: str = "",
+    store: str = "",
+    worker: str = "",
 ) -> AsyncIterator[Gateway]:
     routes = tmp_path / "routes.yaml"
     write_routes(
         routes,
         f'upstreams:\n  legacy: {{url: "{primary.url}"}}\n  search: {{url: "{candidate.url}"}}\n'
         "default: legacy\n"
-        f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"}}\n'
+        f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"{store}}}\n'
+        f"shadow_worker: {{mode: {mode}{worker}}}\n"
         "routes:\n  - name: search\n    path: /search\n    upstream: legacy\n"
         "    shadow:\n      upstream: search\n      timeout: 300ms\n" + shadow,
     )
@@ -103,9 +119,10 @@ async def report(gw: Gateway) -> dict[str, Any]:
 
 async def test_identical_answers_are_counted_and_the_candidate_sees_a_marked_copy(
     tmp_path: Path,
+    mode: str,
 ) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             for _ in range(3):
                 answer = await raw_request(gw.port, get("/search?q=lamp", "X-User-Id: spoof"))
                 assert answer.status == 200 and answer.header("x-strangler-upstream") == "legacy"
@@ -118,14 +135,14 @@ async def test_identical_answers_are_counted_and_the_candidate_sees_a_marked_cop
     assert "x-strangler-shadow" not in primary.seen[0]["headers"]
 
 
-async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path) -> None:
+async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path, mode: str) -> None:
     def rounded(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
         answer["results"][1]["price"] = "5.0"
         return status, answer
 
     async with service(catalogue) as primary, service(rounded) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             await raw_request(gw.port, get("/search"))
             await raw_request(gw.port, get("/search"))
             summary = await report(gw)
@@ -136,7 +153,7 @@ async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("failure", ["stall", "500", "garbage", "refused"])
 async def test_a_failing_candidate_never_changes_the_clients_answer(
-    tmp_path: Path, failure: str
+    tmp_path: Path, mode: str, failure: str
 ) -> None:
     def broken(calls: int, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         return (500, {"error": "boom"}) if failure == "500" else (200, b"\x00\xff not json")
@@ -146,7 +163,7 @@ async def test_a_failing_candidate_never_changes_the_clients_answer(
             candidate.stall = asyncio.Event()
         if failure == "refused":
             candidate.url = "http://127.0.0.1:9"
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             answer = await raw_request(gw.port, get("/search"))
             assert answer.status == 200
             assert answer.json() == catalogue(1, b"")[1]
@@ -159,19 +176,19 @@ async def test_a_failing_candidate_never_changes_the_clients_answer(
         assert (summary["different"], summary["compared"]) == (1, 1)
 
 
-async def test_unsafe_methods_are_not_mirrored_by_default(tmp_path: Path) -> None:
+async def test_unsafe_methods_are_not_mirrored_by_default(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             post = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
             assert (await raw_request(gw.port, post)).status == 200
             await gw.app.mirror.drain()
     assert candidate.calls == 0 and primary.calls == 1
 
 
-async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path) -> None:
+async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path, mode: str) -> None:
     shadow = "      methods: [POST]\n      writes: true\n      max_body: 10B\n"
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate, shadow) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate, shadow) as gw:
             small = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
             big = get("/search", "Content-Length: 20").replace(b"GET", b"POST", 1) + b"x" * 20
             chunked = (
@@ -188,41 +205,42 @@ async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path) ->
     assert (stats.mirrored, stats.dropped) == (3, 2)
 
 
-async def test_noise_learning_marks_a_field_that_changes_on_every_call(tmp_path: Path) -> None:
+async def test_noise_learning_marks_a_field_that_changes_on_every_call(
+    tmp_path: Path, mode: str
+) -> None:
     def clock(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
         return status, {**answer, "generated_at": f"call-{calls}"}
 
     async with service(clock) as primary, service(clock) as candidate:
-        async with shadowed(tmp_path, primary, candidate, "      noise: auto\n") as gw:
+        async with shadowed(tmp_path, mode, primary, candidate, "      noise: auto\n") as gw:
             for _ in range(3):
                 await raw_request(gw.port, get("/search"))
                 await gw.app.mirror.drain()  # one at a time: the learned noise applies next
             summary = await report(gw)
-    assert gw.app.mirror.noisy["search"] == {"$.generated_at"}
     assert summary["noise_only"] >= 2
     assert [n["path"] for n in summary["top_noisy"]] == ["$.generated_at"]
 
 
-async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path) -> None:
+async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
         candidate.stall = asyncio.Event()
-        async with shadowed(tmp_path, primary, candidate) as gw:
-            gw.app.mirror.concurrency = 2
+        async with shadowed(tmp_path, mode, primary, candidate, worker=", concurrency: 2") as gw:
             answers = await asyncio.gather(
                 *(raw_request(gw.port, get("/search")) for _ in range(5))
             )
             assert [a.status for a in answers] == [200] * 5
+            await gw.app.mirror.flush()  # the worker's counters are in
             stats = gw.app.mirror.stats["search"]
-            assert (stats.mirrored, stats.dropped, gw.app.mirror.in_flight) == (5, 3, 2)
+            assert (stats.mirrored, stats.dropped, stats.compared) == (5, 3, 0)
             candidate.stall.set()
             summary = await report(gw)
     assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (5, 3, 2)
 
 
-async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -> None:
+async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             await raw_request(gw.port, get("/search"))
             await report(gw)
     printed = subprocess.run(
@@ -245,10 +263,9 @@ async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -
     assert "search" in printed.stdout and "100" in printed.stdout
 
 
-async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path) -> None:
+async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
-            gw.app.mirror.retention = dataclasses.replace(gw.app.mirror.retention, retain=2)
+        async with shadowed(tmp_path, mode, primary, candidate, store=", retain: 2") as gw:
             await asyncio.gather(*(raw_request(gw.port, get("/search")) for _ in range(5)))
             summary = await report(gw)
     assert gw.app.mirror.stats["search"].mirrored == 5
