@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
@@ -340,29 +341,36 @@ class SqlShadowStore:
             }
             for r in records
         ]
-        insert = sa.insert(comparisons).returning(comparisons.c.id, sort_by_parameter_order=True)
+        returning = sa.insert(comparisons).returning(comparisons.c.id, sort_by_parameter_order=True)
         with self._write_lock, self.engine.begin() as connection:
             if counts:
                 connection.execute(sa.insert(drops), counts)
-            if not rows:
-                return
-            ids = connection.execute(insert, rows).scalars().all()
-            details = [
-                {
-                    "comparison_id": id_,
-                    "at": r.at,
-                    "route": r.route,
-                    "noisy": noisy,
-                    "field": generalise(d.path),
-                    "path": d.path,
-                    "kind": d.kind,
-                    "primary_value": d.primary,
-                    "candidate_value": d.candidate,
-                }
-                for id_, r in zip(ids, records, strict=True)
-                for noisy, group in ((False, r.differences), (True, r.noisy))
-                for d in group
-            ]
+            details = []
+            # Only comparisons with differences need their ids back (RETURNING costs several
+            # times a plain executemany); runs keep the insertion order, which retention uses.
+            for detailed, run in itertools.groupby(
+                zip(records, rows, strict=True), key=lambda pair: bool(_details(pair[0]))
+            ):
+                pairs = list(run)
+                if not detailed:
+                    connection.execute(sa.insert(comparisons), [row for _, row in pairs])
+                    continue
+                ids = connection.execute(returning, [row for _, row in pairs]).scalars().all()
+                details += [
+                    {
+                        "comparison_id": id_,
+                        "at": r.at,
+                        "route": r.route,
+                        "noisy": noisy,
+                        "field": generalise(d.path),
+                        "path": d.path,
+                        "kind": d.kind,
+                        "primary_value": d.primary,
+                        "candidate_value": d.candidate,
+                    }
+                    for id_, (r, _) in zip(ids, pairs, strict=True)
+                    for noisy, d in _details(r)
+                ]
             if details:
                 connection.execute(sa.insert(differences), details)
 
@@ -503,6 +511,11 @@ class SqlShadowStore:
             name: Latency(found[name][_rank(sizes[name], 50)], found[name][_rank(sizes[name], 99)])
             for name in found
         }
+
+
+def _details(record: Record) -> list[tuple[bool, Difference]]:
+    """The record's differences, each with whether it is on a noisy path."""
+    return [(False, d) for d in record.differences] + [(True, d) for d in record.noisy]
 
 
 def _where(table: sa.Table, route: str | None, since: float | None) -> list[sa.ColumnElement[bool]]:
