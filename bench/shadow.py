@@ -7,7 +7,8 @@ saturation). The comparisons and their SQLite store run as in production: in the
 shadow worker processes (`shadow_worker: {mode: process}`; `--mode inline` measures them
 in the gateway's own loop instead).
 
-Each round measures every gateway twice, one after the other:
+Each round starts with the next gateway in turn (off, fast, slow), so that none of them is
+always measured first. The runs of a round:
 - saturated: closed loop (every connection sends its next request as soon as it has an
   answer). Throughput here is the capacity; p99 is mostly queueing and follows throughput.
 - fixed rate: `--rate` (default 50%) of the unshadowed gateway's saturated throughput in the
@@ -138,10 +139,12 @@ def run(options: Options) -> int:
         )
         rounds = []
         for number in range(1, options.rounds + 1):
-            saturated = {t.name: measure(t, options.connections, 0) for t in targets}
+            # Each round starts with another gateway, so no variant always runs first or last.
+            order = targets[number - 1 :] + targets[: number - 1]
+            saturated = _sorted({t.name: measure(t, options.connections, 0) for t in order})
             rate = options.rate * saturated["off"].result.requests_per_second
             connections = max(1, round(rate * THINK_SECONDS))
-            fixed = {t.name: measure(t, connections, THINK_SECONDS) for t in targets}
+            fixed = _sorted({t.name: measure(t, connections, THINK_SECONDS) for t in order})
             print(
                 f"\nround {number}: fixed rate {rate:.0f} req/s offered ({connections} connections)"
             )
@@ -158,6 +161,10 @@ def run(options: Options) -> int:
     for ratio in rounds[0]:
         print(f"ratio {ratio}={statistics.median(r[ratio] for r in rounds):.3f}")
     return 0
+
+
+def _sorted(runs: dict[str, Run]) -> dict[str, Run]:
+    return {name: runs[name] for name in ("off", *VARIANTS)}
 
 
 def _copies(target: Target) -> tuple[int, int]:
