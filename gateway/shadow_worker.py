@@ -258,9 +258,15 @@ class WorkerMirror:
             self._writing = False
         sock.close()
         self._batch, self._out, self._routes, self._frames = [], bytearray(), {}, Frames()
-        if not self._closing:
-            code = self._process.poll() if self._process is not None else None
+        process = self._process
+        if not self._closing and process is not None:
+            # Its end of the socket is closed: it has exited or is past saving. Reaping it
+            # blocks for the moment a dead process takes.
+            if process.poll() is None:
+                process.kill()
+            code = process.wait()
             log.error("the shadow worker exited (status %s); copies in transit are lost", code)
+            self._process = None
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_result(None)

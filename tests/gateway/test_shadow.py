@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -270,3 +272,84 @@ async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path, mode: 
             summary = await report(gw)
     assert gw.app.mirror.stats["search"].mirrored == 5
     assert summary["mirrored"] == 2  # the first flush swept the store down to `retain`
+
+
+async def test_per_route_stats_in_the_gateway_match_the_report(tmp_path: Path, mode: str) -> None:
+    def rounded(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = catalogue(calls, body)
+        if calls % 2:
+            answer["results"][0]["price"] = "10.00"
+        return status, answer
+
+    async with service(catalogue) as primary, service(rounded) as candidate:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
+            for _ in range(6):
+                await raw_request(gw.port, get("/search"))
+            summary = await report(gw)
+            stats = gw.app.mirror.stats["search"]
+    assert (stats.mirrored, stats.matched, stats.differed, stats.dropped) == (6, 3, 3, 0)
+    assert (summary["mirrored"], summary["identical"], summary["different"]) == (6, 3, 3)
+    assert sum(stats.latency_counts) == 6 and stats.latency_sum_ms > 0
+
+
+def shadow_workers() -> list[int]:
+    """The pids of this test process's shadow workers."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "-f", "gateway.shadow_worker"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+async def test_a_worker_that_cannot_keep_up_makes_the_gateway_drop_and_count(
+    tmp_path: Path,
+) -> None:
+    def big(calls: int, body: bytes) -> tuple[int, bytes]:
+        return 200, b"x" * 200_000  # each copy carries the primary's 200 kB answer
+
+    async with service(big) as primary, service(big) as candidate:
+        async with shadowed(
+            tmp_path, "process", primary, candidate, worker=", buffer: 64KiB"
+        ) as gw:
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.flush()  # the worker runs and has compared the first copy
+            (worker,) = shadow_workers()
+            os.kill(worker, signal.SIGSTOP)  # it takes nothing more from the socket
+            try:
+                for _ in range(20):
+                    answer = await raw_request(gw.port, get("/search"))
+                    assert answer.status == 200 and len(answer.body) == 200_000
+                dropped = gw.app.mirror.stats["search"].dropped
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            summary = await report(gw)
+            stats = gw.app.mirror.stats["search"]
+    # the socket's buffer and 64 KiB hold a few copies; the rest were dropped, not queued
+    assert 0 < dropped < 20
+    assert (stats.mirrored, stats.dropped) == (21, dropped)
+    assert (summary["mirrored"], summary["dropped"]) == (21, dropped)
+    assert summary["compared"] == 21 - dropped
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_clients_never_notice(
+    tmp_path: Path,
+) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, "process", primary, candidate) as gw:
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.drain()
+            (first,) = shadow_workers()
+            os.kill(first, signal.SIGKILL)
+            deadline = asyncio.get_running_loop().time() + 30
+            while shadow_workers() in ([], [first]):  # until the gateway started another
+                answer = await raw_request(gw.port, get("/search"))
+                assert answer.status == 200 and answer.json() == catalogue(1, b"")[1]
+                assert asyncio.get_running_loop().time() < deadline, "no new worker"
+                await asyncio.sleep(0.05)  # pace the requests while the gateway waits 1 s
+            await gw.app.mirror.drain()
+            before = gw.app.mirror.stats["search"].identical
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.drain()
+            assert gw.app.mirror.stats["search"].identical == before + 1
