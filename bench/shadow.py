@@ -25,8 +25,10 @@ worker could not keep up on this machine, which shares its cores with everything
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import tempfile
+import time
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -113,12 +115,12 @@ def run(options: Options) -> int:
 
         def measure(target: Target, connections: int, think: float) -> Run:
             generate(target.url, connections, WARMUP_SECONDS, (), think)
-            before = _copies(target)
+            _copies(target, 0)  # the warm-up's copies taken by the worker: not this run's
+            started = time.monotonic()
             result = generate(target.url, connections, options.duration, (), think)
-            after = _copies(target)
-            mirrored = after[0] - before[0]
-            compared = (after[1] - before[1]) / mirrored if mirrored else None
-            return Run(result, compared if target.name != "off" else None)
+            mirrored, compared = _copies(target, time.monotonic() - started)
+            share = compared / mirrored if mirrored else None
+            return Run(result, share if target.name != "off" else None)
 
         primary = free_port()
         start("primary", upstream.command(primary), primary, PATH)
@@ -167,9 +169,12 @@ def _sorted(runs: dict[str, Run]) -> dict[str, Run]:
     return {name: runs[name] for name in ("off", *VARIANTS)}
 
 
-def _copies(target: Target) -> tuple[int, int]:
-    """(mirrored, compared) so far, from the gateway's own report; (0, 0) when not shadowed."""
-    url = target.url.removesuffix(PATH) + "/_strangler/shadow"
+def _copies(target: Target, seconds: float) -> tuple[int, int]:
+    """(mirrored, compared) in the last `seconds`, from the gateway's own report (which first
+    waits for the worker to take every copy sent); (0, 0) when the gateway does not shadow.
+    A window, not a difference of totals: the store's retention deletes the oldest rows."""
+    window = math.ceil(seconds * 1000)
+    url = target.url.removesuffix(PATH) + f"/_strangler/shadow?since={window}ms"
     try:
         with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (loopback)
             routes = json.load(response)["routes"]

@@ -21,7 +21,7 @@ routes:
       noise: auto             # learn noisy fields by asking the primary twice
       redact: [$.email]       # replaced before anything is stored
 shadow_store: {url: "sqlite:///var/shadow.db", retain: 100000, max_age: 7d}
-shadow_worker: {mode: process, concurrency: 64, buffer: 4MiB, nice: 10}
+shadow_worker: {mode: process, concurrency: 64, buffer: 4MiB, nice: 19}
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ShadowWorkerSettings:
     mode: str = "process"  # one of WORKER_MODES
     concurrency: int = 64  # comparisons in flight; further copies are dropped and counted
     buffer: int = 4 * 1024 * 1024  # copies not yet taken by the worker; beyond: dropped
-    nice: int = 10  # the worker's scheduling priority below the gateway's (0-19)
+    nice: int = 19  # the worker's CPU priority below the gateway's (0-19): only spare CPU
 
 
 def read_shadow(
@@ -233,7 +233,7 @@ def read_worker(reader: NodeReader, node: Node) -> ShadowWorkerSettings:
         mode=mode,
         concurrency=reader.optional(fields, "concurrency", "shadow_worker", positive_int, 64),
         buffer=reader.optional(fields, "buffer", "shadow_worker", _buffer, 4 * 1024 * 1024),
-        nice=reader.optional(fields, "nice", "shadow_worker", _nice, 10),
+        nice=reader.optional(fields, "nice", "shadow_worker", _nice, 19),
     )
 
 
