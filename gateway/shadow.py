@@ -126,6 +126,14 @@ class RouteStats:
         self.latency_sum_ms += other.latency_sum_ms
 
 
+def route_stats(stats: dict[str, RouteStats], route: str) -> RouteStats:
+    """`route`'s entry in `stats`, made on first use."""
+    found = stats.get(route)
+    if found is None:
+        found = stats[route] = RouteStats()
+    return found
+
+
 def sampled(settings: ShadowSettings, method: str, request_id: str) -> bool:
     """Deterministic per request id, so a replayed request makes the same choice."""
     if method not in settings.methods:

@@ -21,7 +21,7 @@ from gateway.config import Route, Upstream
 from gateway.differ import Answer, Comparison, diff, noisy_paths
 from gateway.errors import GatewayError
 from gateway.pools import Pools
-from gateway.shadow import SHADOW_HEADER, Copy, RouteStats, Tee
+from gateway.shadow import SHADOW_HEADER, Copy, RouteStats, Tee, route_stats
 from gateway.shadow_config import ShadowStoreSettings
 from gateway.shadow_store import Record, ShadowStore, Verdict, redact
 
@@ -58,17 +58,11 @@ class Engine:
         self._flushes = 0
         self._flusher: asyncio.TimerHandle | None = None
 
-    def _stats(self, route: str) -> RouteStats:
-        stats = self.stats.get(route)
-        if stats is None:
-            stats = self.stats[route] = RouteStats()
-        return stats
-
     def launch(self, copy: Copy) -> None:
         name = copy.route.name
-        self._stats(name).mirrored += 1
+        route_stats(self.stats, name).mirrored += 1
         if self.in_flight >= self.concurrency:
-            self._stats(name).dropped += 1
+            route_stats(self.stats, name).dropped += 1
             self.tally(name, 1)
             return
         self.in_flight += 1
@@ -78,7 +72,7 @@ class Engine:
         self._spawn(self._compare(copy, noise))
 
     def dropped(self, route: Route, reason: str) -> None:
-        stats = self._stats(route.name)
+        stats = route_stats(self.stats, route.name)
         stats.mirrored += 1
         stats.dropped += 1
         self.tally(route.name, 1)
@@ -103,7 +97,7 @@ class Engine:
             try:
                 candidate = await self._ask(copy, copy.candidate)
             except GatewayError as exc:
-                self._stats(copy.route.name).candidate_errors += 1
+                route_stats(self.stats, copy.route.name).candidate_errors += 1
                 self._keep(self._record(copy, "candidate_error", None, None, exc.detail))
                 return
             candidate_ms = (time.perf_counter() - started) * 1000
@@ -117,7 +111,7 @@ class Engine:
                 comparison = await asyncio.to_thread(diff, primary, candidate, rules)
             else:
                 comparison = diff(primary, candidate, rules)
-            stats = self._stats(copy.route.name)
+            stats = route_stats(self.stats, copy.route.name)
             setattr(stats, comparison.verdict, getattr(stats, comparison.verdict) + 1)
             stats.observe(candidate_ms)
             record = self._record(

@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from gateway.config import Route
-from gateway.shadow import ROUTE_FIELDS, Copy, Mirror, RouteStats
+from gateway.shadow import ROUTE_FIELDS, Copy, Mirror, RouteStats, route_stats
 from gateway.shadow_config import ShadowStoreSettings, ShadowWorkerSettings
 from gateway.shadow_engine import Engine
 from gateway.shadow_store import ShadowStore, create_store
@@ -118,12 +118,6 @@ class WorkerMirror:
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._closing = False
 
-    def _stats(self, route: str) -> RouteStats:
-        stats = self.stats.get(route)
-        if stats is None:
-            stats = self.stats[route] = RouteStats()
-        return stats
-
     def launch(self, copy: Copy) -> None:
         if len(self._out) > self.settings.buffer or not self._connected():
             self._drop(copy.route.name)
@@ -139,7 +133,7 @@ class WorkerMirror:
         log.debug("shadow copy for route %s dropped: %s", route.name, reason)
 
     def _drop(self, route: str) -> None:
-        stats = self._stats(route)
+        stats = route_stats(self.stats, route)
         stats.mirrored += 1
         stats.dropped += 1
         self._drops[route] += 1
@@ -244,7 +238,7 @@ class WorkerMirror:
 
     def _merge(self, stats: dict[str, RouteStats]) -> None:
         for route, delta in stats.items():
-            self._stats(route).add(delta)
+            route_stats(self.stats, route).add(delta)
 
     def _lost(self) -> None:
         """The worker is gone: forget it; the next copy starts a new one."""

@@ -11,14 +11,27 @@ from gateway import config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
+def demo_check(workdir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--check",
+            "--workdir",
+            str(workdir),
+            *options,
+        ],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
+    result = demo_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "X-Strangler-Upstream: legacy" in out
@@ -45,23 +58,7 @@ def test_demo_check_fails_with_the_step_when_a_port_is_taken(tmp_path: Path) -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "demo",
-                "--check",
-                "--workdir",
-                str(tmp_path),
-                "--gateway-port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        result = demo_check(tmp_path, "--gateway-port", str(port))
     assert result.returncode == 1
     assert "FAILED at step 3" in result.stderr
 
@@ -70,13 +67,7 @@ def test_demo_check_fails_naming_the_shadow_step_when_the_store_is_broken(
     tmp_path: Path,
 ) -> None:
     (tmp_path / "shadow.db").mkdir()  # not a database: no comparison can be stored or read
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    result = demo_check(tmp_path)
     assert result.returncode == 1
     assert "FAILED at step 6 (Play 8 searches: the shadow report shows the match rate)" in (
         result.stderr
