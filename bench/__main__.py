@@ -2,6 +2,9 @@
 
     python -m bench proxy [--duration SECONDS] [--connections N]
                           [--loadgen auto|wrk|python] [--no-nginx]
+    python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
+                           [--rounds N] [--rate SHARE] [--mode process|inline]
+    python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
 
 (``strangler bench ...`` is the same command.)
@@ -22,6 +25,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
     return value
 
 
@@ -73,6 +83,19 @@ def _parser() -> argparse.ArgumentParser:
     bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
     bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
     bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    bench_shadow.add_argument(
+        "--rounds", type=_positive, default=1, help="repeat; ratios are the medians"
+    )
+    bench_shadow.add_argument(
+        "--rate",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="fixed-rate runs offer this share of the unshadowed saturated throughput",
+    )
+    bench_shadow.add_argument(
+        "--mode", choices=["process", "inline"], default="process", help="shadow_worker mode"
+    )
     bench_limits = sub.add_parser(
         "limits",
         help="what a rate-limited route costs, in memory and in Redis",
@@ -108,7 +131,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "limits":
             return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
         if args.command == "shadow":
-            return shadow.run(shadow.Options(args.duration, args.connections, args.loadgen))
+            return shadow.run(
+                shadow.Options(
+                    args.duration, args.connections, args.loadgen, args.rounds, args.rate, args.mode
+                )
+            )
         options = proxy.Options(
             duration=args.duration,
             connections=args.connections,

@@ -6,6 +6,11 @@ percentiles, and errors. An error is a socket error (connect, read, write, timeo
 response outside the success range; wrk's own range is 2xx and 3xx, the Python generator's is
 2xx. Neither upstream nor proxy answers 3xx here, so the two agree.
 
+With ``think`` > 0 each connection waits that long after every answer before it sends its
+next request (wrk: a Lua ``delay()``, whole milliseconds), so ``connections / think`` is the
+offered rate, less what the answers themselves take: a fixed rate for comparing latencies,
+where the default (no wait) saturates the target and its latency is mostly queueing.
+
 ``wrk`` (C, one thread) is the one to trust for figures: it costs little CPU, which matters when
 it shares the machine with the processes it measures. The Python generator (asyncio + aiohttp
 on uvloop) exists for machines without wrk and for tests; it is slower than the servers it
@@ -18,9 +23,10 @@ import asyncio
 import re
 import shutil
 import subprocess
+import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import aiohttp
 import uvloop
@@ -45,8 +51,17 @@ class LoadResult:
 
 
 Headers = tuple[tuple[str, str], ...]
-LoadGenerator = Callable[[str, int, int, Headers], LoadResult]
-"""``(url, connections, duration_seconds, request_headers) -> LoadResult``."""
+
+
+class LoadGenerator(Protocol):
+    def __call__(
+        self,
+        url: str,
+        connections: int,
+        duration: int,
+        headers: Headers = (),
+        think: float = 0.0,
+    ) -> LoadResult: ...
 
 
 # -- wrk ---------------------------------------------------------------------------------------
@@ -103,10 +118,29 @@ def wrk_binary() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(url: str, connections: int, duration: int, headers: Headers = ()) -> LoadResult:
+def run_wrk(
+    url: str, connections: int, duration: int, headers: Headers = (), think: float = 0.0
+) -> LoadResult:
     executable = wrk_binary()
     if executable is None:
         raise BenchError("wrk is not on PATH; install it or use --loadgen python")
+    if think > 0:
+        with tempfile.TemporaryDirectory(prefix="strangler-wrk-") as work:
+            script = f"{work}/think.lua"
+            with open(script, "w") as out:
+                out.write(f"function delay()\n  return {max(1, round(think * 1000))}\nend\n")
+            return _wrk(executable, url, connections, duration, headers, ["-s", script])
+    return _wrk(executable, url, connections, duration, headers, [])
+
+
+def _wrk(
+    executable: str,
+    url: str,
+    connections: int,
+    duration: int,
+    headers: Headers,
+    extra: list[str],
+) -> LoadResult:
     argv = [
         executable,
         "-t1",
@@ -115,6 +149,7 @@ def run_wrk(url: str, connections: int, duration: int, headers: Headers = ()) ->
         f"--timeout={_REQUEST_TIMEOUT_SECONDS}s",
         "--latency",
         *(f"-H{name}: {value}" for name, value in headers),
+        *extra,
         url,
     ]
     try:
@@ -149,9 +184,11 @@ class _Tally:
 
 
 async def _connection_loop(
-    session: aiohttp.ClientSession, url: str, deadline: float, tally: _Tally
+    session: aiohttp.ClientSession, url: str, deadline: float, tally: _Tally, think: float
 ) -> None:
     while tally.budget > 0 and time.perf_counter() < deadline:
+        if think > 0 and tally.latencies:
+            await asyncio.sleep(think)
         tally.budget -= 1
         start = time.perf_counter()
         try:
@@ -167,7 +204,12 @@ async def _connection_loop(
 
 
 async def _drive(
-    url: str, connections: int, duration: float, max_requests: int, headers: Headers
+    url: str,
+    connections: int,
+    duration: float,
+    max_requests: int,
+    headers: Headers,
+    think: float,
 ) -> LoadResult:
     tally = _Tally(max_requests)
     connector = aiohttp.TCPConnector(limit=connections)
@@ -178,7 +220,7 @@ async def _drive(
         start = time.perf_counter()
         deadline = start + duration
         await asyncio.gather(
-            *(_connection_loop(session, url, deadline, tally) for _ in range(connections))
+            *(_connection_loop(session, url, deadline, tally, think) for _ in range(connections))
         )
         elapsed = time.perf_counter() - start
     ordered = sorted(tally.latencies)
@@ -196,11 +238,12 @@ def run_python(
     connections: int,
     duration: float,
     headers: Headers = (),
+    think: float = 0.0,
     max_requests: int = MAX_PYTHON_REQUESTS,
 ) -> LoadResult:
     """Load ``url`` from ``connections`` keep-alive connections until ``duration`` seconds
     have passed or ``max_requests`` requests were sent, whichever comes first."""
-    return uvloop.run(_drive(url, connections, duration, max_requests, headers))
+    return uvloop.run(_drive(url, connections, duration, max_requests, headers, think))
 
 
 GENERATORS: dict[str, LoadGenerator] = {"wrk": run_wrk, "python": run_python}

@@ -14,8 +14,7 @@ from gateway.limits import Limits
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
-from gateway.shadow import Mirror
-from gateway.shadow_store import create_store
+from gateway.shadow_worker import create_mirror
 from gateway.tokens import RevocationStore
 from gateway.types import Receive, Scope, Send
 
@@ -39,8 +38,8 @@ class GatewayApp:
         self.guards = Guards(revocations or self.limits)
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
-        store = self.watcher.table.shadow_store
-        self.mirror = Mirror(create_store(store.url), store)
+        table = self.watcher.table
+        self.mirror = create_mirror(table.shadow_store, table.shadow_worker)
         self.gateway = Gateway(
             self.watcher, self.pools, self.guards, self.mirror, access_log, limits=self.limits
         )

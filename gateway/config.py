@@ -36,7 +36,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.paths import PathError, normalise
-from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
+from gateway.shadow_config import (
+    ShadowSettings,
+    ShadowStoreSettings,
+    ShadowWorkerSettings,
+    read_shadow,
+    read_store,
+    read_worker,
+)
 from gateway.tokens import AuthSettings
 from gateway.validation import (
     ConfigIssue,
@@ -118,6 +125,7 @@ class RouteTable:
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
     store: StoreSettings = field(default_factory=StoreSettings)  # rate limits, idempotency, jtis
+    shadow_worker: ShadowWorkerSettings = field(default_factory=ShadowWorkerSettings)
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -218,6 +226,7 @@ class _Validator(NodeReader):
                 "authz",
                 "shadow_store",
                 "store",
+                "shadow_worker",
             },
         )
         if top is None:
@@ -247,6 +256,7 @@ class _Validator(NodeReader):
             routes = self.routes(top["routes"], upstreams)
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
         shared = read_shared_store(self, top["store"]) if "store" in top else StoreSettings()
+        worker = read_worker(self, top["shadow_worker"]) if "shadow_worker" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -261,6 +271,7 @@ class _Validator(NodeReader):
             source,
             version,
             store=shared,
+            shadow_worker=worker or ShadowWorkerSettings(),
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:

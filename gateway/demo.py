@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import math
 import os
 import secrets
 import signal
@@ -22,10 +23,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from gateway import config, tokens
 
 QUERY = "/search?q=lamp&size=5"
+# The shadow steps' traffic: searches whose answers carry prices.
+TRAFFIC = [f"/search?q={q}&size=10&page={page}" for q in ("a", "e", "o", "lamp") for page in (1, 2)]
+SHADOW = "    shadow: {upstream: search, sample: 100%, timeout: 2s}   # compare the new service\n"
+TOGGLE = "/_dev/toggles/rounded_prices"
 ROUTES = """\
 # The migration map for this demo. Edit `upstream:` of a route to move that feature.
 upstreams:
@@ -37,13 +43,14 @@ auth:
   keys:                  # a development key made for this run: strangler token signs with it
     - {{id: dev, algorithm: HS256, secret: "{secret}", dev: true}}
 authz: {{engine: embedded, policies: "{policies}"}}
+shadow_store: {{url: "sqlite:///{store}"}}
 routes:
   - name: search
     path: /search
     methods: [GET]
     upstream: {target}
     auth: optional       # a public read: the policy lets everyone search
-  - name: products
+{shadow}  - name: products
     path: /products
     upstream: legacy
     auth: optional
@@ -72,6 +79,7 @@ class Demo:
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
     step_no: int = 0
+    step_text: str = ""
 
     def run(self, check: bool) -> int:
         with contextlib.ExitStack() as stack:
@@ -83,7 +91,7 @@ class Demo:
             try:
                 self.story(work)
             except StepFailed as exc:
-                print(f"\nFAILED at step {self.step_no}: {exc}", file=sys.stderr)
+                print(f"\nFAILED at step {self.step_no} ({self.step_text}): {exc}", file=sys.stderr)
                 print(f"Logs are in {work}/*.log", file=sys.stderr)
                 if check:
                     self.dump_logs(work)
@@ -96,6 +104,7 @@ class Demo:
 
     def step(self, text: str) -> None:
         self.step_no += 1
+        self.step_text = text
         print(f"\n[{self.step_no}] {text}", flush=True)
 
     def story(self, work: Path) -> None:
@@ -137,7 +146,16 @@ class Demo:
         self.start(
             work,
             "search",
-            [*cli, "search", "serve", "--database-url", search_db, "--port", str(self.search_port)],
+            [
+                *cli,
+                "search",
+                "serve",
+                "--database-url",
+                search_db,
+                "--port",
+                str(self.search_port),
+                "--dev-toggles",  # the shadow steps switch a deliberate difference on and off
+            ],
         )
         self.start(
             work,
@@ -164,6 +182,8 @@ class Demo:
         self.step(f"GET {QUERY} through the gateway: the monolith answers")
         before = self.expect_upstream(QUERY, "legacy")
 
+        self.shadow_steps(routes)
+
         self.step("Edit routes.yaml: the search route now points at the new service")
         version = self.routes_version()
         self.write_routes(routes, "search")
@@ -179,13 +199,98 @@ class Demo:
         self.step("Everything else still goes to the monolith")
         self.expect_upstream("/products/1", "legacy")
 
-    def write_routes(self, path: Path, target: str) -> None:
+    def shadow_steps(self, routes: Path) -> None:
+        self.step("Edit routes.yaml: shadow /search to the new service (the monolith answers)")
+        version = self.routes_version()
+        self.write_routes(routes, "legacy", shadow=True)
+        print("    - name: search\n      upstream: legacy\n  " + SHADOW.rstrip())
+        self.wait_reloaded(version)
+
+        self.step(f"Play {len(TRAFFIC)} searches: the shadow report shows the match rate")
+        since = time.time()
+        self.play()
+        summary = self.shadow_summary(since)
+        if summary["identical"] != len(TRAFFIC):
+            raise StepFailed(f"expected every answer to match, the report says {summary}")
+
+        self.step("Turn on rounded prices in the new service: the differing field shows up")
+        since = self.toggle("on")
+        self.play()
+        summary = self.shadow_summary(since)
+        fields = [f["path"] for f in summary["top_differences"]]
+        if summary["different"] == 0 or fields[:1] != ["$.results[*].price"]:
+            raise StepFailed(f"expected $.results[*].price to differ, the report says {summary}")
+
+        self.step("Turn rounded prices off again: the difference goes away")
+        since = self.toggle("off")
+        self.play()
+        summary = self.shadow_summary(since)
+        if summary["identical"] != len(TRAFFIC) or summary["top_differences"]:
+            raise StepFailed(f"expected every answer to match again, the report says {summary}")
+
+    def play(self) -> None:
+        for path in TRAFFIC:
+            answer = self.get(self.gateway_port, path)
+            if answer.status != 200 or answer.upstream != "legacy":
+                raise StepFailed(f"{path}: {answer.status} from {answer.upstream!r}, not legacy")
+
+    def toggle(self, value: str) -> float:
+        """Switch the search service's rounded prices; return the time it was switched."""
+        at = time.time()
+        conn = http.client.HTTPConnection("127.0.0.1", self.search_port, timeout=10)
+        try:
+            conn.request("PUT", TOGGLE, body=value)
+            response = conn.getresponse()
+            body = response.read()
+        finally:
+            conn.close()
+        if response.status != 200:
+            raise StepFailed(f"PUT {TOGGLE} answered {response.status}: {body[:200]!r}")
+        print(f"    PUT http://127.0.0.1:{self.search_port}{TOGGLE} {value} -> {body.decode()}")
+        return at
+
+    def shadow_summary(self, since: float, seconds: float = 20) -> dict[str, Any]:
+        """The report on the comparisons since `since`, once all of TRAFFIC is compared."""
+        admin = tokens.mint(self.dev_key(), "demo", ["admin"], ttl=300)
+        deadline = time.monotonic() + seconds
+        while True:
+            window = math.ceil((time.time() - since) * 1000)
+            answer = self.get(
+                self.gateway_port, f"/_strangler/shadow?route=search&since={window}ms", admin
+            )
+            if answer.status != 200:
+                raise StepFailed(f"the shadow report answered {answer.status}: {answer.body!r}")
+            routes = json.loads(answer.body)["routes"]
+            summary: dict[str, Any] = routes[0] if routes else {"mirrored": 0}
+            if summary["mirrored"] >= len(TRAFFIC):
+                break
+            if time.monotonic() > deadline:
+                raise StepFailed(f"{len(TRAFFIC)} comparisons expected, the report says {routes}")
+            time.sleep(0.1)  # the comparisons run in the shadow worker; we poll the report
+        print(
+            f"    GET /_strangler/shadow: mirrored {summary['mirrored']}, compared "
+            f"{summary['compared']}: {summary['identical']} identical "
+            f"({summary['identical_pct']:.1f}%), {summary['different']} differing "
+            f"({summary['differing_pct']:.1f}%)"
+        )
+        for top in summary["top_differences"][:3]:
+            example = top["example"]
+            print(
+                f"    differing field {top['path']} ({top['kind']}) in {top['count']} "
+                f"comparisons, e.g. {example['path']}: {example['primary']} -> "
+                f"{example['candidate']}"
+            )
+        return summary
+
+    def write_routes(self, path: Path, target: str, shadow: bool = False) -> None:
         text = ROUTES.format(
             legacy=self.legacy_port,
             search=self.search_port,
             target=target,
             secret=self.secret,
             policies=POLICIES,
+            store=path.parent / "shadow.db",
+            shadow=SHADOW if shadow else "",
         )
         config.parse(text.encode(), str(path))  # never hand the gateway a file we did not check
         tmp = path.with_suffix(".tmp")
@@ -266,6 +371,7 @@ class Demo:
             f"    TOKEN=$(strangler token --routes {work / 'routes.yaml'} --sub alice "
             f"--roles admin,buyer)\n"
             f'    curl -s -H "Authorization: Bearer $TOKEN" {gw}/_strangler/routes\n'
+            f"    strangler shadow report --routes {work / 'routes.yaml'}   # the shadow steps\n"
             f"Move /search back by editing {work / 'routes.yaml'} (upstream: legacy).\n"
             f"Press Ctrl-C to stop."
         )

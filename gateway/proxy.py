@@ -16,7 +16,6 @@ from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
-from gateway.differ import Answer
 from gateway.errors import (
     BadPath,
     BadRequest,
@@ -29,7 +28,7 @@ from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
-from gateway.shadow import Exchange, Mirror, Tee
+from gateway.shadow import Copy, Mirror, Tee, sampled
 from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
@@ -260,24 +259,23 @@ class Gateway:
             if body_copy is not None and body_copy.truncated:
                 self.mirror.dropped(route, "the request body is larger than shadow max_body")
             else:
-                exchange = Exchange(
-                    route=route,
-                    settings=shadow,
-                    primary=upstream,
-                    candidate=table.upstreams[shadow.upstream],
-                    method=scope["method"],
-                    path=path,
-                    target=target,
-                    headers=outgoing,
-                    body=bytes(body_copy.data) if body_copy is not None else None,
+                self.mirror.launch(
+                    Copy(
+                        route,
+                        upstream,
+                        table.upstreams[shadow.upstream],
+                        scope["method"],
+                        path,
+                        target,
+                        outgoing,
+                        bytes(body_copy.data) if body_copy is not None else None,
+                        response.status,
+                        response.headers,
+                        bytes(copy.data),
+                        copy.truncated,
+                        (time.perf_counter() - started) * 1000,
+                    )
                 )
-                primary = Answer(
-                    response.status,
-                    [(name.lower(), value) for name, value in response.headers],
-                    bytes(copy.data),
-                    copy.truncated,
-                )
-                self.mirror.launch(exchange, primary, (time.perf_counter() - started) * 1000)
         return status, sent
 
     def _shadow(
@@ -286,7 +284,7 @@ class Gateway:
         """The shadow settings when this request is to be mirrored, else None."""
         if route is None or route.shadow is None:
             return None
-        if not Mirror.sampled(route.shadow, method, request_id):
+        if not sampled(route.shadow, method, request_id):
             return None
         if length is not None and length > route.shadow.max_body:
             self.mirror.dropped(route, "the request body is larger than shadow max_body")

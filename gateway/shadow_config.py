@@ -21,6 +21,7 @@ routes:
       noise: auto             # learn noisy fields by asking the primary twice
       redact: [$.email]       # replaced before anything is stored
 shadow_store: {url: "sqlite:///var/shadow.db", retain: 100000, max_age: 7d}
+shadow_worker: {mode: process, concurrency: 64, buffer: 4MiB, nice: 19}
 """
 
 from __future__ import annotations
@@ -30,11 +31,18 @@ from dataclasses import dataclass, field
 from yaml.nodes import Node
 
 from gateway.differ import NORMALISERS, CompareRules, parse_path
-from gateway.validation import NodeReader, parse_duration, parse_size, positive_int
+from gateway.validation import (
+    NodeReader,
+    non_negative_int,
+    parse_duration,
+    parse_size,
+    positive_int,
+)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_CAP = 1024 * 1024
 DEFAULT_STORE = "sqlite:///var/shadow.db"
+WORKER_MODES = ("process", "inline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +63,18 @@ class ShadowStoreSettings:
     url: str = DEFAULT_STORE
     retain: int = 100_000
     max_age: float = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShadowWorkerSettings:
+    """Where the comparisons run: `process`, a worker process fed copies over a socket pair
+    (the gateway's loop only appends a frame per copy), or `inline`, in the gateway's own
+    event loop (one process; every comparison then costs the requests around it)."""
+
+    mode: str = "process"  # one of WORKER_MODES
+    concurrency: int = 64  # comparisons in flight; further copies are dropped and counted
+    buffer: int = 4 * 1024 * 1024  # copies not yet taken by the worker; beyond: dropped
+    nice: int = 19  # the worker's CPU priority below the gateway's (0-19): only spare CPU
 
 
 def read_shadow(
@@ -200,3 +220,32 @@ def read_store(reader: NodeReader, node: Node) -> ShadowStoreSettings:
 
 def _age(text: str) -> float:
     return float(text[:-1]) * 86400 if text.endswith("d") else parse_duration(text)
+
+
+def read_worker(reader: NodeReader, node: Node) -> ShadowWorkerSettings:
+    fields = reader.mapping(node, "shadow_worker", {"mode", "concurrency", "buffer", "nice"})
+    if fields is None:
+        return ShadowWorkerSettings()
+    mode = "process"
+    if "mode" in fields:
+        mode = reader.choice(fields["mode"], "shadow_worker: mode", WORKER_MODES) or mode
+    return ShadowWorkerSettings(
+        mode=mode,
+        concurrency=reader.optional(fields, "concurrency", "shadow_worker", positive_int, 64),
+        buffer=reader.optional(fields, "buffer", "shadow_worker", _buffer, 4 * 1024 * 1024),
+        nice=reader.optional(fields, "nice", "shadow_worker", _nice, 19),
+    )
+
+
+def _buffer(text: str) -> int:
+    size = parse_size(text)
+    if size < 64 * 1024:
+        raise ValueError(f"{text!r} is too small to hold a batch of copies (at least 64KiB)")
+    return size
+
+
+def _nice(text: str) -> int:
+    value = non_negative_int(text)
+    if value > 19:
+        raise ValueError(f"{text!r} must be from 0 (the gateway's own priority) to 19")
+    return value

@@ -7,9 +7,12 @@ reads only for a report, so a thread hop per batch costs nothing that matters, a
 driver (aiosqlite, greenlet) is needed. The schema is the store's own and is created on first
 use (`metadata.create_all`, under an advisory lock on PostgreSQL so replicas may race).
 
-Tables: `shadow_comparisons`, one row per mirrored request, and `shadow_differences`, one row
-per difference (noisy ones flagged), carrying the comparison's route and time so the summary
-is a few GROUP BY queries on either database, with no JSON functions.
+Tables: `shadow_comparisons`, one row per compared request (or candidate failure),
+`shadow_differences`, one row per difference (noisy ones flagged), carrying the comparison's
+route and time so the summary is a few GROUP BY queries on either database, with no JSON
+functions, and `shadow_drops`, how many copies a route dropped in each batch: a dropped copy
+happens when the shadow side is overloaded, the one moment a row per copy would cost the
+most, so drops are tallied, not recorded one by one.
 
 Sensitive headers are never stored (`redact` runs on every record); configured JSON paths are
 redacted by the caller with `redact(record, paths)` before recording.
@@ -19,11 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol, TypeVar
@@ -35,9 +39,7 @@ from sqlalchemy.pool import StaticPool
 
 from gateway.differ import Difference, JsonPath, Wildcard, generalise, parse_path, render
 
-Verdict = Literal[
-    "identical", "different", "status_only", "noise_only", "candidate_error", "dropped"
-]
+Verdict = Literal["identical", "different", "status_only", "noise_only", "candidate_error"]
 COMPARED: tuple[Verdict, ...] = ("identical", "different", "status_only", "noise_only")
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
@@ -81,7 +83,7 @@ class Latency:
 @dataclass(frozen=True, slots=True)
 class RouteSummary:
     route: str
-    mirrored: int  # every recorded request: compared + candidate_errors + dropped
+    mirrored: int  # compared + candidate_errors + dropped
     compared: int  # identical + different + noise_only + status_only
     identical: int
     different: int
@@ -104,7 +106,10 @@ class RouteSummary:
 
 
 class ShadowStore(Protocol):
-    async def record(self, records: Sequence[Record]) -> None: ...
+    async def record(
+        self, records: Sequence[Record], dropped: Mapping[str, int] | None = None
+    ) -> None:
+        """Store `records` and, per route, how many copies were dropped since the last call."""
 
     async def summary(
         self, route: str | None = None, since: float | None = None
@@ -158,6 +163,8 @@ def redact(
     """The record with sensitive header values and the values at `paths` (and inside
     values that contain them) replaced by "[redacted]"."""
     patterns = [parse_path(p) for p in paths]
+    if not record.differences and not record.noisy:  # most records: nothing to redact
+        return record
     return replace(
         record,
         differences=tuple(_redact(d, patterns, headers) for d in record.differences),
@@ -254,6 +261,15 @@ differences = sa.Table(
     sa.Column("candidate_value", sa.Text),
     sa.Index("ix_shadow_differences_route_at", "route", "at"),
 )
+drops = sa.Table(
+    "shadow_drops",
+    metadata,
+    sa.Column("id", _ID, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("ix_shadow_drops_route_at", "route", "at"),
+)
 
 
 class SqlShadowStore:
@@ -270,9 +286,12 @@ class SqlShadowStore:
             threading.Lock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
 
-    async def record(self, records: Sequence[Record]) -> None:
-        if records:
-            await asyncio.to_thread(self._write, [redact(r) for r in records])
+    async def record(
+        self, records: Sequence[Record], dropped: Mapping[str, int] | None = None
+    ) -> None:
+        tallies = {route: n for route, n in (dropped or {}).items() if n > 0}
+        if records or tallies:
+            await asyncio.to_thread(self._write, [redact(r) for r in records], tallies)
 
     async def summary(
         self, route: str | None = None, since: float | None = None
@@ -303,8 +322,10 @@ class SqlShadowStore:
                 metadata.create_all(connection)
             self._created = True
 
-    def _write(self, records: list[Record]) -> None:
+    def _write(self, records: list[Record], tallies: dict[str, int]) -> None:
         self._ready()
+        at = self.clock()
+        counts = [{"at": at, "route": route, "count": n} for route, n in tallies.items()]
         rows = [
             {
                 "at": r.at,
@@ -320,35 +341,47 @@ class SqlShadowStore:
             }
             for r in records
         ]
-        insert = sa.insert(comparisons).returning(comparisons.c.id, sort_by_parameter_order=True)
+        returning = sa.insert(comparisons).returning(comparisons.c.id, sort_by_parameter_order=True)
         with self._write_lock, self.engine.begin() as connection:
-            ids = connection.execute(insert, rows).scalars().all()
-            details = [
-                {
-                    "comparison_id": id_,
-                    "at": r.at,
-                    "route": r.route,
-                    "noisy": noisy,
-                    "field": generalise(d.path),
-                    "path": d.path,
-                    "kind": d.kind,
-                    "primary_value": d.primary,
-                    "candidate_value": d.candidate,
-                }
-                for id_, r in zip(ids, records, strict=True)
-                for noisy, group in ((False, r.differences), (True, r.noisy))
-                for d in group
-            ]
+            if counts:
+                connection.execute(sa.insert(drops), counts)
+            details = []
+            # Only comparisons with differences need their ids back (RETURNING costs several
+            # times a plain executemany); runs keep the insertion order, which retention uses.
+            for detailed, run in itertools.groupby(
+                zip(records, rows, strict=True), key=lambda pair: bool(_details(pair[0]))
+            ):
+                pairs = list(run)
+                if not detailed:
+                    connection.execute(sa.insert(comparisons), [row for _, row in pairs])
+                    continue
+                ids = connection.execute(returning, [row for _, row in pairs]).scalars().all()
+                details += [
+                    {
+                        "comparison_id": id_,
+                        "at": r.at,
+                        "route": r.route,
+                        "noisy": noisy,
+                        "field": generalise(d.path),
+                        "path": d.path,
+                        "kind": d.kind,
+                        "primary_value": d.primary,
+                        "candidate_value": d.candidate,
+                    }
+                    for id_, (r, _) in zip(ids, pairs, strict=True)
+                    for noisy, d in _details(r)
+                ]
             if details:
                 connection.execute(sa.insert(differences), details)
 
     def _retain(self, max_rows: int, max_age: float) -> int:
         self._ready()
-        c, d = comparisons.c, differences.c
+        c, d, t = comparisons.c, differences.c, drops.c
         oldest = self.clock() - max_age
         with self._write_lock, self.engine.begin() as connection:
             deleted = connection.execute(sa.delete(comparisons).where(c.at < oldest)).rowcount
             connection.execute(sa.delete(differences).where(d.at < oldest))
+            connection.execute(sa.delete(drops).where(t.at < oldest))
             # Newest by insertion order: the gateway records in the order it compares.
             last_dropped = connection.execute(
                 sa.select(c.id).order_by(c.id.desc()).offset(max_rows).limit(1)
@@ -358,6 +391,13 @@ class SqlShadowStore:
                     sa.delete(comparisons).where(c.id <= last_dropped)
                 ).rowcount
                 connection.execute(sa.delete(differences).where(d.comparison_id <= last_dropped))
+                # The drops tallied before the oldest kept comparison go with the rows.
+                kept_since = connection.execute(sa.select(sa.func.min(c.at))).scalar()
+                connection.execute(
+                    sa.delete(drops)
+                    if kept_since is None
+                    else sa.delete(drops).where(t.at < kept_since)
+                )
         return deleted
 
     def _summary(self, route: str | None, since: float | None) -> list[RouteSummary]:
@@ -372,6 +412,13 @@ class SqlShadowStore:
             )
             for name, verdict, count in connection.execute(query):
                 counts.setdefault(name, {})[verdict] = count
+            tallied = (
+                sa.select(drops.c.route, sa.func.sum(drops.c.count))
+                .where(*_where(drops, route, since))
+                .group_by(drops.c.route)
+            )
+            for name, count in connection.execute(tallied):
+                counts.setdefault(name, {})["dropped"] = int(count)
             fields = self._fields(connection, _where(differences, route, since))
             latencies = {
                 column.name: self._percentiles(connection, column, route, since)
@@ -464,6 +511,11 @@ class SqlShadowStore:
             name: Latency(found[name][_rank(sizes[name], 50)], found[name][_rank(sizes[name], 99)])
             for name in found
         }
+
+
+def _details(record: Record) -> list[tuple[bool, Difference]]:
+    """The record's differences, each with whether it is on a noisy path."""
+    return [(False, d) for d in record.differences] + [(True, d) for d in record.noisy]
 
 
 def _where(table: sa.Table, route: str | None, since: float | None) -> list[sa.ColumnElement[bool]]:

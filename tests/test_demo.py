@@ -11,19 +11,40 @@ from gateway import config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
+def demo_check(workdir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "demo",
+            "--check",
+            "--workdir",
+            str(workdir),
+            *options,
+        ],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
     )
+
+
+def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
+    result = demo_check(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "X-Strangler-Upstream: legacy" in out
     assert "X-Strangler-Upstream: search" in out
     assert "identical body" in out
+    # the shadow steps: all match, then the rounded prices differ, then all match again
+    shadowed = out[out.index("shadow /search") : out.index("points at the new service")]
+    reports = [line for line in shadowed.splitlines() if "GET /_strangler/shadow" in line]
+    assert len(reports) == 3
+    assert "8 identical (100.0%), 0 differing" in reports[0]
+    assert "0 identical (0.0%), 8 differing (100.0%)" in reports[1]
+    assert "8 identical (100.0%), 0 differing" in reports[2]
+    assert "differing field $.results[*].price (value_changed) in 8 comparisons" in shadowed
     assert out.rstrip().endswith("All steps verified.")
     routes = config.load(tmp_path / "routes.yaml")
     search = routes.match("/search", "GET")
@@ -37,25 +58,20 @@ def test_demo_check_fails_with_the_step_when_a_port_is_taken(tmp_path: Path) -> 
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gateway.cli",
-                "demo",
-                "--check",
-                "--workdir",
-                str(tmp_path),
-                "--gateway-port",
-                str(port),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=180,
-            check=False,
-        )
+        result = demo_check(tmp_path, "--gateway-port", str(port))
     assert result.returncode == 1
     assert "FAILED at step 3" in result.stderr
+
+
+def test_demo_check_fails_naming_the_shadow_step_when_the_store_is_broken(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "shadow.db").mkdir()  # not a database: no comparison can be stored or read
+    result = demo_check(tmp_path)
+    assert result.returncode == 1
+    assert "FAILED at step 6 (Play 8 searches: the shadow report shows the match rate)" in (
+        result.stderr
+    )
 
 
 def test_the_repository_routes_file_is_valid() -> None:

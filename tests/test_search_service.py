@@ -197,3 +197,43 @@ def test_settings_default_to_a_database_under_the_cwd(
     monkeypatch.chdir(tmp_path)
     manage.migrate(DEFAULT_DATABASE_URL)
     assert (tmp_path / "var" / "search.db").is_file()
+
+
+def test_dev_toggles_do_not_exist_unless_asked_for(client: TestClient) -> None:
+    assert client.put("/_dev/toggles/rounded_prices", content="on").status_code == 404
+    assert client.get("/_dev/toggles").status_code == 404
+
+
+def test_rounded_prices_toggle_switches_at_run_time(monolith_url: str, search_url: str) -> None:
+    manage.backfill(monolith_url, search_url)
+    with TestClient(create_app(search_url, dev_toggles=True)) as client:
+        exact = client.get("/search", params={"size": 100}).json()["results"]
+        assert client.get("/_dev/toggles").json() == {"rounded_prices": False}
+        assert client.put("/_dev/toggles/rounded_prices", content="on").json() == {
+            "rounded_prices": True
+        }
+        rounded = client.get("/search", params={"size": 100}).json()["results"]
+        client.put("/_dev/toggles/rounded_prices", content="off")
+        again = client.get("/search", params={"size": 100}).json()["results"]
+    assert again == exact
+    assert [r["id"] for r in rounded] == [r["id"] for r in exact]
+    for before, after in zip(exact, rounded, strict=True):
+        units, cents = before["price"].split(".")
+        tens = (int(units) * 100 + int(cents) + 5) // 10 * 10  # half up to 10 cents
+        assert after["price"] == f"{tens // 100}.{tens % 100:02d}"
+    assert any(b["price"] != a["price"] for b, a in zip(exact, rounded, strict=True))
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "code"),
+    [
+        ("nope", "on", 404, "unknown_toggle"),
+        ("rounded_prices", "maybe", 400, "invalid_toggle_value"),
+    ],
+)
+def test_bad_toggle_requests_are_json_errors(
+    search_url: str, name: str, body: str, status: int, code: str
+) -> None:
+    with TestClient(create_app(search_url, dev_toggles=True)) as client:
+        response = client.put(f"/_dev/toggles/{name}", content=body)
+    assert (response.status_code, response.json()["error"]) == (status, code)

@@ -8,14 +8,17 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.routing import Route
 
-from new_services.search import views
+from new_services.search import toggles, views
 from new_services.search.database import create_engine
 from new_services.search.errors import EXCEPTION_HANDLERS
 from new_services.search.settings import settings
 
 
-def create_app(database_url: str | None = None) -> Starlette:
-    """The app; its engine is built at startup and disposed at shutdown, never at import."""
+def create_app(database_url: str | None = None, dev_toggles: bool = False) -> Starlette:
+    """The app; its engine is built at startup and disposed at shutdown, never at import.
+
+    `dev_toggles` mounts the endpoints that switch deliberate differences on (demos only).
+    """
     url = database_url or settings().database_url
 
     @asynccontextmanager
@@ -30,4 +33,8 @@ def create_app(database_url: str | None = None) -> Starlette:
         Route("/health", views.health, methods=["GET"]),
         Route("/search", views.search, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    if dev_toggles:
+        routes += toggles.ROUTES
+    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.toggles = toggles.Toggles()
+    return app

@@ -26,9 +26,14 @@ def backfill(source_url: str, target_url: str | None = None) -> int:
     return copying.backfill(source_url, target_url or settings().database_url)
 
 
-def serve(database_url: str | None = None, host: str = "127.0.0.1", port: int = 8002) -> None:
+def serve(
+    database_url: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8002,
+    dev_toggles: bool = False,
+) -> None:
     uvicorn.run(
-        create_app(database_url),
+        create_app(database_url, dev_toggles),
         host=host,
         port=port,
         loop="uvloop",
@@ -48,6 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     serving = sub.add_parser("serve", parents=[common], help="run the HTTP server")
     serving.add_argument("--host", default="127.0.0.1")
     serving.add_argument("--port", type=int, default=8002)
+    serving.add_argument(
+        "--dev-toggles",
+        action="store_true",
+        help="DEVELOPMENT ONLY: serve PUT /_dev/toggles/NAME to switch deliberate differences",
+    )
     return parser
 
 
@@ -63,7 +73,7 @@ def main(argv: list[str]) -> int:
             return 1
         print(f"search: backfilled {copied} documents")
     else:
-        serve(args.database_url, args.host, args.port)
+        serve(args.database_url, args.host, args.port, args.dev_toggles)
     return 0
 
 

@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from new_services.search import documents
 from new_services.search.errors import ApiError
+from new_services.search.toggles import Toggles
 
 MAX_PAGE = 1_000_000
 MAX_SIZE = 100
@@ -88,6 +89,7 @@ async def search(request: Request) -> Response:
             return total, list(rows)
 
     total, rows = await run_in_threadpool(run)
+    toggles: Toggles = request.app.state.toggles
     return JSONResponse(
         {
             "query": query.q,
@@ -100,7 +102,7 @@ async def search(request: Request) -> Response:
                     "id": product_id,
                     "name": name,
                     "description": description,
-                    "price": format_cents(price_cents),
+                    "price": format_cents(toggles.price_cents(price_cents)),
                     "category": slug,
                     "category_name": category_name,
                 }

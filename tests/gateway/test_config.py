@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config import RouteTable
 from gateway.config import parse as parse_routes
+from gateway.shadow_config import ShadowWorkerSettings
 from gateway.validation import ConfigError, parse_duration, parse_size
 
 GOOD = b"""\
@@ -351,3 +352,27 @@ def test_routes_check_warns_about_mirrored_writes(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
     assert "shadow: search -> search (25% of GET,POST)" in checked.stdout
     assert "mirrors writes" in checked.stderr
+
+
+def test_shadow_worker_defaults_and_settings() -> None:
+    assert parse(SHADOWED).shadow_worker == ShadowWorkerSettings("process", 64, 4 * 1024**2, 19)
+    table = parse(
+        SHADOWED + b"shadow_worker: {mode: inline, concurrency: 8, buffer: 1MiB, nice: 0}\n"
+    )
+    assert table.shadow_worker == ShadowWorkerSettings("inline", 8, 1024**2, 0)
+
+
+@pytest.mark.parametrize(
+    ("worker", "expected"),
+    [
+        ("{mode: thread}", "line 22: shadow_worker: mode must be one of process, inline"),
+        ("{concurrency: 0}", "line 22: shadow_worker: concurrency: '0' must be a positive"),
+        ("{buffer: 1KiB}", "line 22: shadow_worker: buffer: '1KiB' is too small"),
+        ("{nice: 20}", "line 22: shadow_worker: nice: '20' must be from 0"),
+        ("{workers: 2}", "line 22: shadow_worker: unknown key 'workers'"),
+    ],
+)
+def test_shadow_worker_errors(worker: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(SHADOWED + f"shadow_worker: {worker}\n".encode())
+    assert any(expected in str(i) for i in info.value.issues), info.value.issues

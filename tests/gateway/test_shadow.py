@@ -1,11 +1,16 @@
-"""Shadow traffic end to end: the client's answer is the primary's; the candidate is compared."""
+"""Shadow traffic end to end: the client's answer is the primary's; the candidate is compared.
+
+One contract suite for the Mirror port: every test runs with the comparisons in a worker
+process (`shadow_worker: {mode: process}`) and in the gateway's own loop (`inline`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -75,16 +80,29 @@ def catalogue(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
     return 200, {"results": [{"id": 1, "price": "9.99"}, {"id": 2, "price": "5.00"}], "total": 2}
 
 
+@pytest.fixture(params=["process", "inline"])
+def mode(request: pytest.FixtureRequest) -> str:
+    value: str = request.param
+    return value
+
+
 @contextlib.asynccontextmanager
 async def shadowed(
-    tmp_path: Path, primary: Service, candidate: Service, shadow: str = ""
+    tmp_path: Path,
+    mode: str,
+    primary: Service,
+    candidate: Service,
+    shadow: str = "",
+    store: str = "",
+    worker: str = "",
 ) -> AsyncIterator[Gateway]:
     routes = tmp_path / "routes.yaml"
     write_routes(
         routes,
         f'upstreams:\n  legacy: {{url: "{primary.url}"}}\n  search: {{url: "{candidate.url}"}}\n'
         "default: legacy\n"
-        f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"}}\n'
+        f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"{store}}}\n'
+        f"shadow_worker: {{mode: {mode}{worker}}}\n"
         "routes:\n  - name: search\n    path: /search\n    upstream: legacy\n"
         "    shadow:\n      upstream: search\n      timeout: 300ms\n" + shadow,
     )
@@ -103,9 +121,10 @@ async def report(gw: Gateway) -> dict[str, Any]:
 
 async def test_identical_answers_are_counted_and_the_candidate_sees_a_marked_copy(
     tmp_path: Path,
+    mode: str,
 ) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             for _ in range(3):
                 answer = await raw_request(gw.port, get("/search?q=lamp", "X-User-Id: spoof"))
                 assert answer.status == 200 and answer.header("x-strangler-upstream") == "legacy"
@@ -118,14 +137,14 @@ async def test_identical_answers_are_counted_and_the_candidate_sees_a_marked_cop
     assert "x-strangler-shadow" not in primary.seen[0]["headers"]
 
 
-async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path) -> None:
+async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path, mode: str) -> None:
     def rounded(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
         answer["results"][1]["price"] = "5.0"
         return status, answer
 
     async with service(catalogue) as primary, service(rounded) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             await raw_request(gw.port, get("/search"))
             await raw_request(gw.port, get("/search"))
             summary = await report(gw)
@@ -136,7 +155,7 @@ async def test_a_differing_field_is_reported_with_its_path(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("failure", ["stall", "500", "garbage", "refused"])
 async def test_a_failing_candidate_never_changes_the_clients_answer(
-    tmp_path: Path, failure: str
+    tmp_path: Path, mode: str, failure: str
 ) -> None:
     def broken(calls: int, body: bytes) -> tuple[int, dict[str, Any] | bytes]:
         return (500, {"error": "boom"}) if failure == "500" else (200, b"\x00\xff not json")
@@ -146,7 +165,7 @@ async def test_a_failing_candidate_never_changes_the_clients_answer(
             candidate.stall = asyncio.Event()
         if failure == "refused":
             candidate.url = "http://127.0.0.1:9"
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             answer = await raw_request(gw.port, get("/search"))
             assert answer.status == 200
             assert answer.json() == catalogue(1, b"")[1]
@@ -159,19 +178,19 @@ async def test_a_failing_candidate_never_changes_the_clients_answer(
         assert (summary["different"], summary["compared"]) == (1, 1)
 
 
-async def test_unsafe_methods_are_not_mirrored_by_default(tmp_path: Path) -> None:
+async def test_unsafe_methods_are_not_mirrored_by_default(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             post = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
             assert (await raw_request(gw.port, post)).status == 200
             await gw.app.mirror.drain()
     assert candidate.calls == 0 and primary.calls == 1
 
 
-async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path) -> None:
+async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path, mode: str) -> None:
     shadow = "      methods: [POST]\n      writes: true\n      max_body: 10B\n"
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate, shadow) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate, shadow) as gw:
             small = get("/search", "Content-Length: 2").replace(b"GET", b"POST", 1) + b"{}"
             big = get("/search", "Content-Length: 20").replace(b"GET", b"POST", 1) + b"x" * 20
             chunked = (
@@ -188,41 +207,42 @@ async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path) ->
     assert (stats.mirrored, stats.dropped) == (3, 2)
 
 
-async def test_noise_learning_marks_a_field_that_changes_on_every_call(tmp_path: Path) -> None:
+async def test_noise_learning_marks_a_field_that_changes_on_every_call(
+    tmp_path: Path, mode: str
+) -> None:
     def clock(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
         return status, {**answer, "generated_at": f"call-{calls}"}
 
     async with service(clock) as primary, service(clock) as candidate:
-        async with shadowed(tmp_path, primary, candidate, "      noise: auto\n") as gw:
+        async with shadowed(tmp_path, mode, primary, candidate, "      noise: auto\n") as gw:
             for _ in range(3):
                 await raw_request(gw.port, get("/search"))
                 await gw.app.mirror.drain()  # one at a time: the learned noise applies next
             summary = await report(gw)
-    assert gw.app.mirror.noisy["search"] == {"$.generated_at"}
     assert summary["noise_only"] >= 2
     assert [n["path"] for n in summary["top_noisy"]] == ["$.generated_at"]
 
 
-async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path) -> None:
+async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
         candidate.stall = asyncio.Event()
-        async with shadowed(tmp_path, primary, candidate) as gw:
-            gw.app.mirror.concurrency = 2
+        async with shadowed(tmp_path, mode, primary, candidate, worker=", concurrency: 2") as gw:
             answers = await asyncio.gather(
                 *(raw_request(gw.port, get("/search")) for _ in range(5))
             )
             assert [a.status for a in answers] == [200] * 5
+            await gw.app.mirror.flush()  # the worker's counters are in
             stats = gw.app.mirror.stats["search"]
-            assert (stats.mirrored, stats.dropped, gw.app.mirror.in_flight) == (5, 3, 2)
+            assert (stats.mirrored, stats.dropped, stats.compared) == (5, 3, 0)
             candidate.stall.set()
             summary = await report(gw)
     assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (5, 3, 2)
 
 
-async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -> None:
+async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
             await raw_request(gw.port, get("/search"))
             await report(gw)
     printed = subprocess.run(
@@ -245,11 +265,91 @@ async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path) -
     assert "search" in printed.stdout and "100" in printed.stdout
 
 
-async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path) -> None:
+async def test_the_store_keeps_at_most_retain_comparisons(tmp_path: Path, mode: str) -> None:
     async with service(catalogue) as primary, service(catalogue) as candidate:
-        async with shadowed(tmp_path, primary, candidate) as gw:
-            gw.app.mirror.retention = dataclasses.replace(gw.app.mirror.retention, retain=2)
+        async with shadowed(tmp_path, mode, primary, candidate, store=", retain: 2") as gw:
             await asyncio.gather(*(raw_request(gw.port, get("/search")) for _ in range(5)))
             summary = await report(gw)
     assert gw.app.mirror.stats["search"].mirrored == 5
     assert summary["mirrored"] == 2  # the first flush swept the store down to `retain`
+
+
+async def test_per_route_stats_in_the_gateway_match_the_report(tmp_path: Path, mode: str) -> None:
+    def rounded(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = catalogue(calls, body)
+        if calls % 2:
+            answer["results"][0]["price"] = "10.00"
+        return status, answer
+
+    async with service(catalogue) as primary, service(rounded) as candidate:
+        async with shadowed(tmp_path, mode, primary, candidate) as gw:
+            for _ in range(6):
+                await raw_request(gw.port, get("/search"))
+            summary = await report(gw)
+            stats = gw.app.mirror.stats["search"]
+    assert (stats.mirrored, stats.matched, stats.differed, stats.dropped) == (6, 3, 3, 0)
+    assert (summary["mirrored"], summary["identical"], summary["different"]) == (6, 3, 3)
+    assert sum(stats.latency_counts) == 6 and stats.latency_sum_ms > 0
+
+
+def shadow_workers() -> list[int]:
+    """The pids of this test process's shadow workers."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(os.getpid()), "-f", "gateway.shadow_worker"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return [int(pid) for pid in found.stdout.split()]
+
+
+async def test_a_worker_that_cannot_keep_up_makes_the_gateway_drop_and_count(
+    tmp_path: Path,
+) -> None:
+    def big(calls: int, body: bytes) -> tuple[int, bytes]:
+        return 200, b"x" * 200_000  # each copy carries the primary's 200 kB answer
+
+    async with service(big) as primary, service(big) as candidate:
+        async with shadowed(
+            tmp_path, "process", primary, candidate, worker=", buffer: 64KiB"
+        ) as gw:
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.flush()  # the worker runs and has compared the first copy
+            (worker,) = shadow_workers()
+            os.kill(worker, signal.SIGSTOP)  # it takes nothing more from the socket
+            try:
+                for _ in range(20):
+                    answer = await raw_request(gw.port, get("/search"))
+                    assert answer.status == 200 and len(answer.body) == 200_000
+                dropped = gw.app.mirror.stats["search"].dropped
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            summary = await report(gw)
+            stats = gw.app.mirror.stats["search"]
+    # the socket's buffer and 64 KiB hold a few copies; the rest were dropped, not queued
+    assert 0 < dropped < 20
+    assert (stats.mirrored, stats.dropped) == (21, dropped)
+    assert (summary["mirrored"], summary["dropped"]) == (21, dropped)
+    assert summary["compared"] == 21 - dropped
+
+
+async def test_a_worker_that_dies_is_replaced_and_the_clients_never_notice(
+    tmp_path: Path,
+) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, "process", primary, candidate) as gw:
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.drain()
+            (first,) = shadow_workers()
+            os.kill(first, signal.SIGKILL)
+            deadline = asyncio.get_running_loop().time() + 30
+            while shadow_workers() in ([], [first]):  # until the gateway started another
+                answer = await raw_request(gw.port, get("/search"))
+                assert answer.status == 200 and answer.json() == catalogue(1, b"")[1]
+                assert asyncio.get_running_loop().time() < deadline, "no new worker"
+                await asyncio.sleep(0.05)  # pace the requests while the gateway waits 1 s
+            await gw.app.mirror.drain()
+            before = gw.app.mirror.stats["search"].identical
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.drain()
+            assert gw.app.mirror.stats["search"].identical == before + 1

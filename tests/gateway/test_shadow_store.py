@@ -88,8 +88,8 @@ async def test_round_trip(store: SqlShadowStore) -> None:
             record(4, "noise_only", noisy=(Difference("$.took_ms", "value_changed", "3", "4"),)),
             record(5, "status_only"),
             record(6, "candidate_error", candidate_status=None, candidate_ms=None, error="timeout"),
-            record(7, "dropped", candidate_status=None, candidate_ms=None),
-        ]
+        ],
+        dropped={"search": 1},
     )
     (summary,) = await store.summary()
     assert summary == RouteSummary(
@@ -112,14 +112,14 @@ async def test_round_trip(store: SqlShadowStore) -> None:
                 "$.took_ms", "value_changed", 1, Difference("$.took_ms", "value_changed", "3", "4")
             ),
         ),
-        primary_ms=Latency(10.0, 30.0),  # 7 samples: ranks 4 and 7 of 10,10,10,10,10,10,30 sorted
+        primary_ms=Latency(10.0, 30.0),  # 6 samples: ranks 3 and 6 of 10,10,10,10,10,30 sorted
         candidate_ms=Latency(12.0, 40.0),  # 5 samples: ranks 3 and 5 of 12,12,12,20,40
     )
     assert summary.identical_pct == pytest.approx(20.0)
     assert summary.differing_pct == pytest.approx(40.0)
 
 
-def expected_summary(records: list[Record], top: int = 10) -> RouteSummary:
+def expected_summary(records: list[Record], top: int = 10, dropped: int = 0) -> RouteSummary:
     """The summary computed here from the records themselves, independently of the store."""
     verdicts = Counter(r.verdict for r in records)
     fields: dict[tuple[bool, str, str], set[int]] = {}
@@ -145,14 +145,14 @@ def expected_summary(records: list[Record], top: int = 10) -> RouteSummary:
     compared = sum(verdicts[v] for v in ("identical", "different", "noise_only", "status_only"))
     return RouteSummary(
         route=records[0].route,
-        mirrored=len(records),
+        mirrored=len(records) + dropped,
         compared=compared,
         identical=verdicts["identical"],
         different=verdicts["different"],
         noise_only=verdicts["noise_only"],
         status_only=verdicts["status_only"],
         candidate_errors=verdicts["candidate_error"],
-        dropped=verdicts["dropped"],
+        dropped=dropped,
         top_differences=top_fields(False),
         top_noisy=top_fields(True),
         primary_ms=percentiles([r.primary_ms for r in records]),
@@ -165,9 +165,7 @@ def random_records(rnd: random.Random, route: str, count: int, start: float) -> 
     records = []
     for n in range(count):
         verdict = rnd.choice(
-            ["identical"] * 5
-            + ["different"] * 3
-            + ["noise_only", "status_only", "candidate_error", "dropped"]
+            ["identical"] * 5 + ["different"] * 3 + ["noise_only", "status_only", "candidate_error"]
         )
         differences: tuple[Difference, ...] = ()
         noisy: tuple[Difference, ...] = ()
@@ -187,7 +185,7 @@ def random_records(rnd: random.Random, route: str, count: int, start: float) -> 
                 Difference(f"$.results[{i}].served_at", "value_changed", f'"{n}"', f'"{n + 1}"')
                 for i in range(rnd.randint(1, 3))
             )
-        failed = verdict in ("candidate_error", "dropped")
+        failed = verdict == "candidate_error"
         records.append(
             Record(
                 at=start + n,
@@ -200,7 +198,7 @@ def random_records(rnd: random.Random, route: str, count: int, start: float) -> 
                 differences=differences,
                 noisy=noisy,
                 primary_ms=round(rnd.uniform(1, 50), 3),
-                candidate_ms=None if verdict == "dropped" else round(rnd.uniform(1, 500), 3),
+                candidate_ms=None if failed else round(rnd.uniform(1, 500), 3),
             )
         )
     return records
@@ -276,6 +274,32 @@ async def test_retention_by_count_keeps_the_newest(store: SqlShadowStore) -> Non
     assert await store.summary() == [expected_summary(records[70:])]
     assert await store.retain(max_rows=30, max_age=1e12) == 0
     assert await store.retain(max_rows=0, max_age=1e12) == 30
+    assert await store.summary() == []
+
+
+async def test_drops_are_tallied_per_route_and_filtered_and_retained_with_the_rows(
+    store: SqlShadowStore, clock: Clock
+) -> None:
+    clock.now = 100
+    await store.record([record(100)], dropped={"search": 3, "orders": 2})
+    clock.now = 200
+    await store.record([record(200)], dropped={"search": 4, "unused": 0})
+    clock.now = 300
+    await store.record([], dropped={"orders": 5})
+    assert [(s.route, s.mirrored, s.compared, s.dropped) for s in await store.summary()] == [
+        ("orders", 7, 0, 7),  # a route with nothing but drops is reported too
+        ("search", 9, 2, 7),
+    ]
+    assert [(s.route, s.dropped) for s in await store.summary(since=150)] == [
+        ("orders", 5),
+        ("search", 4),
+    ]
+    assert [s.dropped for s in await store.summary(route="search", since=150)] == [4]
+    # by count: the tallies older than the oldest kept comparison go with the rows
+    assert await store.retain(max_rows=1, max_age=1e12) == 1
+    assert [(s.route, s.dropped) for s in await store.summary()] == [("orders", 5), ("search", 4)]
+    clock.now = 1000  # by age: everything older than 350
+    assert await store.retain(max_rows=1000, max_age=650) == 1
     assert await store.summary() == []
 
 

@@ -1,0 +1,389 @@
+"""The shadow worker: comparisons in a process of their own, fed copies over a socket pair.
+
+Why a process: in the gateway's loop every copy cost a second upstream exchange, a diff and
+a store row, and the store's thread contended for the GIL (profile at 100% mirrored: 27% of
+the gateway's GIL time in comparisons, 14% in store writes); the client's answers waited
+behind them. Here the gateway's cost per copy is a tuple appended to a batch; once per loop
+iteration the batch is pickled into one frame and sent with one `send`. The worker runs the
+same `Engine` as the `inline` mode, at a lower CPU priority (`nice`), so on a busy machine
+it takes the CPU the gateway leaves.
+
+Bounded everywhere: the frames not yet taken by the worker are capped at `buffer` bytes in
+the gateway (plus the kernel's socket buffer); copies beyond it are dropped and counted.
+The worker reads as fast as it can and drops copies beyond `concurrency` in flight.
+
+The frames, both ways: a 5-byte header (payload length, uint32 little-endian; kind, one
+byte) and a pickled payload. Pickle is safe here because both ends are this program and
+the socket pair is private to the two processes.
+
+  gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
+  its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
+  id), DROPS (route -> copies the gateway dropped), SYNC (a token; `drain` waits for the
+  comparisons in flight first)
+  worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
+  something changed) and DONE (a SYNC's token and the counters up to it)
+
+The worker ends when its socket reaches EOF (the gateway closed it or died): it drains the
+comparisons in flight, stores them and exits. A worker that dies is started again on the
+next copy, at most once a second; copies meanwhile are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+
+from gateway.config import Route
+from gateway.shadow import ROUTE_FIELDS, Copy, Mirror, RouteStats, route_stats
+from gateway.shadow_config import ShadowStoreSettings, ShadowWorkerSettings
+from gateway.shadow_engine import Engine
+from gateway.shadow_store import ShadowStore, create_store
+
+log = logging.getLogger("strangler.shadow")
+
+HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE = range(7)
+_HEADER = struct.Struct("<IB")
+_REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
+_RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
+_SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
+_STOP_TIMEOUT = 10.0
+
+
+def frame(kind: int, payload: object) -> bytes:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data), kind) + data
+
+
+class Frames:
+    """Splits a byte stream into (kind, payload) frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, Any]]:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER.size:
+            size, kind = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            # Both ends are this program, over a socket pair no one else holds.
+            yield kind, pickle.loads(buffer[start + _HEADER.size : end])  # noqa: S301
+            start = end
+        del buffer[:start]
+
+
+def create_mirror(store: ShadowStoreSettings, worker: ShadowWorkerSettings) -> Mirror:
+    """The `Mirror` adapter that `shadow_worker: {mode: ...}` names."""
+    if worker.mode == "inline":
+        return Engine(create_store(store.url), store, worker.concurrency)
+    return WorkerMirror(store, worker)
+
+
+# --- the gateway's side ----------------------------------------------------------------------
+
+
+class WorkerMirror:
+    """The `process` adapter: copies go to a worker process, counters come back."""
+
+    def __init__(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
+        self.store: ShadowStore = create_store(store.url)  # read here only, for reports
+        self.store_settings = store
+        self.settings = settings
+        self.stats: dict[str, RouteStats] = {}
+        self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
+        self._ids = itertools.count()
+        self._batch: list[tuple[Any, ...]] = []
+        self._drops: Counter[str] = Counter()  # dropped here, not yet told to the worker
+        self._out = bytearray()  # frames the socket has not taken yet
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._frames = Frames()
+        self._writing = False
+        self._scheduled = False
+        self._started_at = -_RESPAWN_AFTER
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._closing = False
+
+    def launch(self, copy: Copy) -> None:
+        if len(self._out) > self.settings.buffer or not self._connected():
+            self._drop(copy.route.name)
+            return
+        known = self._routes.get(id(copy.route))
+        if known is None or known[0] is not copy.route:
+            known = self._route(copy)
+        self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
+        self._schedule()
+
+    def dropped(self, route: Route, reason: str) -> None:
+        self._drop(route.name)
+        log.debug("shadow copy for route %s dropped: %s", route.name, reason)
+
+    def _drop(self, route: str) -> None:
+        stats = route_stats(self.stats, route)
+        stats.mirrored += 1
+        stats.dropped += 1
+        self._drops[route] += 1
+        if self._connected():
+            self._schedule()
+
+    def _route(self, copy: Copy) -> tuple[Route, int]:
+        if len(self._routes) > 1000:  # many reloads: forget the old tables' routes
+            self._routes.clear()
+        known = self._routes[id(copy.route)] = (copy.route, next(self._ids))
+        self._flush()  # copies of earlier routes first, then this route's frame
+        self._out += frame(ROUTE, (known[1], *copy[:ROUTE_FIELDS]))
+        return known
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._sock is None:
+            return
+        if self._batch:
+            self._out += frame(COPIES, self._batch)
+            self._batch = []
+        if self._drops:
+            self._out += frame(DROPS, dict(self._drops))
+            self._drops.clear()
+        self._send()
+
+    def _send(self) -> None:
+        sock = self._sock
+        if sock is None or not self._out:
+            return
+        try:
+            sent = sock.send(self._out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        del self._out[:sent]
+        if self._out and not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().add_writer(sock, self._writable)
+        elif not self._out and self._writing:
+            self._writing = False
+            asyncio.get_running_loop().remove_writer(sock)
+
+    def _writable(self) -> None:
+        self._send()
+
+    def _connected(self) -> bool:
+        """Whether a worker takes copies, starting one when none runs (at most once a second)."""
+        if self._sock is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        if self._closing or loop.time() - self._started_at < _RESPAWN_AFTER:
+            return False
+        self._started_at = loop.time()
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.shadow_worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            log.exception("could not start the shadow worker; copies are dropped")
+            ours.close()
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._out += frame(HELLO, (self.store_settings, self.settings))
+        loop.add_reader(ours, self._readable)
+        log.info("shadow worker started (pid %d)", self._process.pid)
+        return True
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        for kind, payload in self._frames.feed(data):
+            if kind == STATS:
+                self._merge(payload)
+            elif kind == DONE:
+                token, stats = payload
+                self._merge(stats)
+                waiter = self._waiters.pop(token, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    def _merge(self, stats: dict[str, RouteStats]) -> None:
+        for route, delta in stats.items():
+            route_stats(self.stats, route).add(delta)
+
+    def _lost(self) -> None:
+        """The worker is gone: forget it; the next copy starts a new one."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock)
+        if self._writing:
+            loop.remove_writer(sock)
+            self._writing = False
+        sock.close()
+        self._batch, self._out, self._routes, self._frames = [], bytearray(), {}, Frames()
+        process = self._process
+        if not self._closing and process is not None:
+            # Its end of the socket is closed: it has exited or is past saving. Reaping it
+            # blocks for the moment a dead process takes.
+            if process.poll() is None:
+                process.kill()
+            code = process.wait()
+            log.error("the shadow worker exited (status %s); copies in transit are lost", code)
+            self._process = None
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _sync(self, drain: bool) -> None:
+        if self._sock is None:
+            return
+        token = next(self._ids)
+        waiter = self._waiters[token] = asyncio.get_running_loop().create_future()
+        self._flush()
+        self._out += frame(SYNC, (token, drain))
+        self._send()
+        try:
+            await asyncio.wait_for(waiter, _SYNC_TIMEOUT)
+        except TimeoutError:
+            log.warning("the shadow worker did not answer within %.0f s", _SYNC_TIMEOUT)
+
+    async def flush(self) -> None:
+        await self._sync(drain=False)
+
+    async def drain(self) -> None:
+        await self._sync(drain=True)
+
+    async def close(self) -> None:
+        await self.drain()
+        self._closing = True
+        self._lost()  # EOF: the worker stores what it has and exits
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                await asyncio.to_thread(process.wait, _STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        await self.store.close()
+
+
+# --- the worker's side -----------------------------------------------------------------------
+
+
+class _Worker(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.frames = Frames()
+        self.engine: Engine | None = None
+        self.routes: dict[int, tuple[Any, ...]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.reporter: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        for kind, payload in self.frames.feed(data):
+            if kind == HELLO:
+                self.hello(*payload)
+                continue
+            engine = self.engine
+            assert engine is not None, "HELLO comes first"
+            if kind == COPIES:
+                routes = self.routes
+                for wire in payload:
+                    engine.launch(Copy(*routes[wire[0]], *wire[1:]))
+            elif kind == ROUTE:
+                self.routes[payload[0]] = payload[1:]
+            elif kind == DROPS:
+                for route, count in payload.items():
+                    engine.tally(route, count)
+            elif kind == SYNC:
+                task = asyncio.get_running_loop().create_task(self.sync(*payload))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    def hello(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
+        if settings.nice:
+            os.nice(settings.nice)
+        self.engine = Engine(create_store(store.url), store, settings.concurrency)
+        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
+
+    def take_stats(self) -> dict[str, RouteStats]:
+        assert self.engine is not None
+        stats, self.engine.stats = self.engine.stats, {}
+        return stats
+
+    def report(self) -> None:
+        if self.engine is not None and self.engine.stats and self.transport is not None:
+            self.transport.write(frame(STATS, self.take_stats()))
+        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
+
+    async def sync(self, token: int, drain: bool) -> None:
+        assert self.engine is not None
+        await (self.engine.drain() if drain else self.engine.flush())
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frame(DONE, (token, self.take_stats())))
+
+
+async def serve(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    _, worker = await loop.create_unix_connection(_Worker, sock=sock)
+    await worker.closed
+    if worker.reporter is not None:
+        worker.reporter.cancel()
+    if worker.engine is not None:
+        await worker.engine.close()
+
+
+def main(argv: list[str]) -> int:
+    import uvloop
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
+        uvloop.run(serve(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
