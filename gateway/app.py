@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from pathlib import Path
 
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
+from gateway.evidence import EvidenceStore
 from gateway.guard import Guards
 from gateway.pools import Pools
+from gateway.promotion import Promoter
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
 from gateway.shadow import Mirror
@@ -37,14 +42,23 @@ class GatewayApp:
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
         store = self.watcher.table.shadow_store
-        self.mirror = Mirror(create_store(store.url), store)
+        shadow_store = create_store(store.url)
+        self.mirror = Mirror(shadow_store, store)
         self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
+        # rollout: evidence for promotion gates, saved next to the shadow comparisons
+        replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.evidence = EvidenceStore(shadow_store.engine, replica)
+        self.gateway.evidence.retarget(self.watcher.table)
+        self.promoter = Promoter(
+            self.watcher.path, self.gateway.evidence, self.evidence, self.mirror
+        )
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 
     def _swapped(self, table: RouteTable) -> None:
         self.pools.retain_only(table)
         self.guards.retain_only(table)
+        self.gateway.evidence.retarget(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -65,6 +79,7 @@ class GatewayApp:
             if self.watcher.changed():
                 self.watcher.reload()
             self.guards.reload_policies()
+            await self.promoter.tick(self.watcher.table)  # saves evidence; `auto` gates
 
     async def shutdown(self) -> None:
         if self._watch_task is not None:
@@ -73,6 +88,7 @@ class GatewayApp:
                 await self._watch_task
         self.pools.close()
         await self.guards.close()
+        await self.promoter.save()  # the evidence since the last save
         await self.mirror.close()
         if self.access_log is not None:
             self.access_log.flush()

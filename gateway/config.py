@@ -35,6 +35,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.paths import PathError, normalise
+from gateway.rollout import RolloutSettings, RouteRollout, read_settings, read_upstream
+from gateway.rollout import read_route as read_rollout
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
 from gateway.validation import (
@@ -89,6 +91,8 @@ class Route:
     authz_failure: str = "closed"  # open: let requests through when the policy engine fails
     shadow: ShadowSettings | None = None  # mirror to a candidate and compare the answers
     line: int = 0
+    # state, weighted targets (then `upstream` is the largest share), promotion gate
+    rollout: RouteRollout = field(default_factory=RouteRollout)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -115,6 +119,7 @@ class RouteTable:
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)  # monolith, sticky cookie
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -170,6 +175,8 @@ class RouteTable:
                     "rewrite": r.rewrite,
                     "auth": self.auth_mode(r),
                     "authz_failure": r.authz_failure,
+                    "state": r.rollout.state,
+                    "weights": dict(r.rollout.weights) or {r.upstream: 100},
                 }
                 for r in self.routes
             ],
@@ -197,6 +204,7 @@ class _Validator(NodeReader):
         super().__init__()
         self.base = base  # relative file names are relative to the routes file
         self.declared: set[str] = set()  # upstream names, valid or not
+        self.rollout = RolloutSettings()
 
     def table(self, root: Node | None, source: str, version: str) -> RouteTable | None:
         if root is None:
@@ -214,6 +222,7 @@ class _Validator(NodeReader):
                 "auth",
                 "authz",
                 "shadow_store",
+                "rollout",
             },
         )
         if top is None:
@@ -234,6 +243,7 @@ class _Validator(NodeReader):
             default = self.scalar(top["default"], "default")
             if default is not None and default not in self.declared:
                 self.error(top["default"], f"default: unknown upstream {default!r}")
+        self.rollout = read_settings(self, top.get("rollout"), default, self.declared)
         max_body = DEFAULT_MAX_BODY
         if "max_body" in top:
             max_body = self.converted(top["max_body"], "max_body", parse_size) or max_body
@@ -255,6 +265,7 @@ class _Validator(NodeReader):
             store or ShadowStoreSettings(),
             source,
             version,
+            rollout=self.rollout,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -369,6 +380,8 @@ class _Validator(NodeReader):
                 "auth",
                 "authz_failure",
                 "shadow",
+                "state",
+                "promote",
             },
         )
         if fields is None:
@@ -383,11 +396,12 @@ class _Validator(NodeReader):
         path = None
         if "path" in fields:
             path = self.converted(fields["path"], f"{what}: path", _route_path)
-        upstream = (
-            self.scalar(fields["upstream"], f"{what}: upstream") if "upstream" in fields else None
-        )
-        if upstream is not None and upstream not in self.declared:
-            self.error(fields["upstream"], f"{what}: unknown upstream {upstream!r}")
+        upstream, weights = None, None
+        if "upstream" in fields:
+            monolith = self.rollout.monolith
+            upstream, weights = read_upstream(
+                self, fields["upstream"], what, self.declared, monolith
+            )
         methods = self.methods(fields["methods"], what) if "methods" in fields else None
         rewrite = self.rewrite(fields, what)
         max_body = self.optional(fields, "max_body", what, parse_size, None)
@@ -405,8 +419,21 @@ class _Validator(NodeReader):
             shadow = read_shadow(self, fields["shadow"], what, self.declared)
         if name is None or path is None or upstream is None:
             return None
+        rollout = read_rollout(
+            self, fields, what, upstream, weights, shadow, self.rollout.monolith, name
+        )
         return Route(
-            name, path, upstream, methods, rewrite, max_body, auth, failure, shadow, line_of(node)
+            name,
+            path,
+            upstream,
+            methods,
+            rewrite,
+            max_body,
+            auth,
+            failure,
+            shadow,
+            line_of(node),
+            rollout,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

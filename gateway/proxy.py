@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from gateway import headers as header_rules
 from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
+from gateway.assignment import Assigner
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
 from gateway.differ import Answer
@@ -24,6 +25,7 @@ from gateway.errors import (
     NoRoute,
     send_error,
 )
+from gateway.evidence import LiveEvidence
 from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
@@ -88,6 +90,8 @@ class Gateway:
         self.mirror = mirror
         self.access_log = access_log
         self.admin = Admin(watcher, mirror)
+        self.assigner = Assigner()  # sticky splits and tester overrides, with their counters
+        self.evidence = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
     def _guard(self, table: RouteTable) -> Guard:
@@ -105,6 +109,8 @@ class Gateway:
         upstream: Upstream | None = None
         path: str | None = None
         verdict: Verdict | None = None
+        cookie: bytes | None = None
+        measured = False
         status = 0
         sent = 0
         try:
@@ -118,14 +124,25 @@ class Gateway:
                     )
             else:
                 route, upstream = self._target(table, path, scope["method"])
-                verdict = await guard.check(
+                # rollout: who asks picks the split's upstream; the policy rules on overrides
+                identity = await guard.authenticate(scope, table.auth_mode(route))
+                upstream, override, cookie = self.assigner.assign(
+                    table, route, upstream, identity, scope
+                )
+                verdict = await guard.authorize(
                     scope,
                     path,
-                    table.auth_mode(route),
+                    identity,
                     route.name if route else None,
                     upstream.name,
                     route is not None and route.authz_failure == "open",
+                    override,
                 )
+                if verdict.denial is None and override is not None:
+                    upstream = self.assigner.honour(
+                        table, route, upstream, override, verdict.decision
+                    )
+                measured = route is not None and route.rollout.split is not None
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
             if upstream is None:  # an admin path
@@ -141,6 +158,7 @@ class Gateway:
                     path,
                     request_id,
                     verdict.identity if verdict else None,
+                    cookie,
                 )
         except GatewayError as exc:
             status = exc.status
@@ -151,6 +169,9 @@ class Gateway:
             status = 500
             await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if measured and route is not None and upstream is not None:
+                self.evidence.observe(route.name, upstream.name, status, elapsed_ms)
             if self.access_log is not None:
                 self.access_log.write(
                     {
@@ -161,7 +182,7 @@ class Gateway:
                         "upstream": upstream.name if upstream else None,
                         "status": status,
                         "bytes": sent,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(elapsed_ms, 3),
                         "client": scope["client"][0] if scope.get("client") else None,
                         **_verdict_fields(verdict),
                     }
@@ -195,6 +216,7 @@ class Gateway:
         path: str,
         request_id: str,
         identity: Identity | None,
+        cookie: bytes | None = None,
     ) -> tuple[int, int]:
         started = time.perf_counter()
         limit = route.max_body if route and route.max_body is not None else table.max_body
@@ -214,7 +236,7 @@ class Gateway:
         query = scope.get("query_string", b"")
         if query:
             target += b"?" + query
-        shadow = self._shadow(route, scope["method"], request_id, length)
+        shadow = self._shadow(route, upstream, scope["method"], request_id, length)
         if shadow is not None and body is not None:
             body.tee = Tee(shadow.max_body)
         pool = self.pools.get(upstream)
@@ -229,7 +251,7 @@ class Gateway:
         copy = Tee(shadow.response_cap) if shadow is not None else None
         try:
             status, sent = await self._relay(
-                response, send, upstream, route, scope, request_id, copy
+                response, send, upstream, route, scope, request_id, copy, cookie
             )
         finally:
             response.release()
@@ -259,10 +281,17 @@ class Gateway:
         return status, sent
 
     def _shadow(
-        self, route: Route | None, method: str, request_id: str, length: int | None
+        self,
+        route: Route | None,
+        upstream: Upstream,
+        method: str,
+        request_id: str,
+        length: int | None,
     ) -> ShadowSettings | None:
         """The shadow settings when this request is to be mirrored, else None."""
         if route is None or route.shadow is None:
+            return None
+        if route.shadow.upstream == upstream.name:  # a canary's candidate answered itself
             return None
         if not Mirror.sampled(route.shadow, method, request_id):
             return None
@@ -298,18 +327,22 @@ class Gateway:
         scope: Scope,
         request_id: str,
         copy: Tee | None,
+        cookie: bytes | None = None,
     ) -> tuple[int, int]:
         """Stream the upstream's answer to the client; returns (status, body bytes)."""
+        headers = header_rules.response_headers(
+            response.headers,
+            upstream=upstream,
+            route=route,
+            public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
+            request_id=request_id,
+        )
+        if cookie is not None:  # the sticky split's cookie (gateway/sticky.py)
+            headers.append((b"set-cookie", cookie))
         start: Message = {
             "type": "http.response.start",
             "status": response.status,
-            "headers": header_rules.response_headers(
-                response.headers,
-                upstream=upstream,
-                route=route,
-                public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
-                request_id=request_id,
-            ),
+            "headers": headers,
         }
         await send(start)
         sent = 0
