@@ -21,7 +21,7 @@ upstream live is that upstream alone: `{legacy: 100, search: 0}` is legacy (or s
       monolith: legacy
       cookie: strangler_sticky     # the sticky cookie (gateway/sticky.py)
       cookie_max_age: 30d
-      secret_env: STRANGLER_STICKY_SECRET   # the cookie's HMAC key; default: random per process
+      secret_env: STRANGLER_STICKY_SECRET   # the cookie's MAC key; default: random per process
       interval: 10s                # how often evidence is saved and `auto` gates are asked
     routes:
       - name: search

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SPACE = 2**64
 
@@ -45,6 +45,10 @@ class Split:
     weights: tuple[tuple[str, int], ...]
     salt: bytes
     bounds: tuple[int, ...] = ()  # exclusive upper end of each interval, cumulative
+    # keyed with the salt once per table; copying it is cheaper than keying it per request
+    hasher: hashlib.blake2b = field(
+        default_factory=lambda: hashlib.blake2b(digest_size=8), compare=False, repr=False
+    )
 
     @classmethod
     def of(cls, weights: dict[str, int], monolith: str | None, salt: bytes) -> Split:
@@ -56,7 +60,7 @@ class Split:
         for _, weight in ordered:
             cumulative += weight
             bounds.append(cumulative * SPACE // total)
-        return cls(ordered, salt, tuple(bounds))
+        return cls(ordered, salt, tuple(bounds), hashlib.blake2b(digest_size=8, key=salt))
 
     @property
     def live(self) -> tuple[str, ...]:
@@ -69,7 +73,9 @@ class Split:
 
     def pick(self, key: bytes) -> str:
         """The upstream that serves the user `key`: one hash, then a scan of a few bounds."""
-        point = bucket(self.salt, key)
+        hasher = self.hasher.copy()
+        hasher.update(key)
+        point = int.from_bytes(hasher.digest(), "big")  # = bucket(self.salt, key)
         for (name, _), bound in zip(self.weights, self.bounds, strict=True):
             if point < bound:
                 return name

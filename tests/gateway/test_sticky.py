@@ -50,7 +50,7 @@ def test_the_cookie_value_is_unguessable_but_stable() -> None:
     value = sticky.value_for(SETTINGS.secret, "203.0.113.7")
     assert value == sticky.value_for(SETTINGS.secret, "203.0.113.7")
     assert value != sticky.value_for(b"another key", "203.0.113.7")
-    assert b"203" not in value and len(value) == 22
+    assert len(value) == 32 and int(value, 16) >= 0  # 128 bits, hex: nothing of the address
 
 
 def test_the_cookie_has_secure_attributes() -> None:
@@ -70,7 +70,7 @@ def test_the_cookie_has_secure_attributes() -> None:
 def test_malformed_cookies_are_ignored() -> None:
     for bad in (
         b"strangler_sticky=short",
-        b"strangler_sticky=" + b"!" * 22,
+        b"strangler_sticky=" + b"G" * 32,
         b"xstrangler_sticky=a",
     ):
         _, set_cookie = key(None, [(b"cookie", bad)])
