@@ -1,6 +1,6 @@
 """Which upstream answers a request: the route's sticky split, or a tester's override.
 
-Per request, after the token is verified and before the policy is asked:
+Per request (`Assigner.choose`), after the token is verified and before the policy is asked:
 
 1. A split route (two or more live upstreams) hashes the caller's sticky key once
    (gateway/split.py, gateway/sticky.py); every other route keeps its one upstream.
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from gateway import sticky
 from gateway.config import Route, RouteTable, Upstream
 from gateway.errors import BadTarget
+from gateway.guard import Guard, Verdict
 from gateway.policy import Decision
 from gateway.tokens import Identity
 from gateway.types import Scope
@@ -42,6 +43,39 @@ class AssignmentStats:
 class Assigner:
     def __init__(self) -> None:
         self.stats: dict[str, AssignmentStats] = {}
+
+    async def choose(
+        self,
+        guard: Guard,
+        scope: Scope,
+        path: str,
+        table: RouteTable,
+        route: Route | None,
+        upstream: Upstream,
+    ) -> tuple[Verdict, Upstream, bytes | None, bool]:
+        """(the verdict, the upstream, a Set-Cookie value, whether the answer is evidence of
+        the split: its users' traffic, not what testers chose). Raises what the guard does."""
+        identity = await guard.authenticate(scope, table.auth_mode(route))
+        picked, override, cookie = self.assign(table, route, upstream, identity, scope)
+        verdict = await guard.authorize(
+            scope,
+            path,
+            identity,
+            route.name if route else None,
+            picked.name,
+            route is not None and route.authz_failure == "open",
+            override,
+        )
+        chosen = picked
+        if verdict.denial is None and override is not None:
+            chosen = self.honour(table, route, picked, override, verdict.decision)
+        measured = (
+            route is not None
+            and route.rollout.split is not None
+            and verdict.denial is None
+            and chosen is picked
+        )
+        return verdict, chosen, cookie, measured
 
     def assign(
         self,

@@ -124,25 +124,10 @@ class Gateway:
                     )
             else:
                 route, upstream = self._target(table, path, scope["method"])
-                # rollout: who asks picks the split's upstream; the policy rules on overrides
-                identity = await guard.authenticate(scope, table.auth_mode(route))
-                upstream, override, cookie = self.assigner.assign(
-                    table, route, upstream, identity, scope
+                # the token, the sticky split, the policy, a tester's override
+                verdict, upstream, cookie, measured = await self.assigner.choose(
+                    guard, scope, path, table, route, upstream
                 )
-                verdict = await guard.authorize(
-                    scope,
-                    path,
-                    identity,
-                    route.name if route else None,
-                    upstream.name,
-                    route is not None and route.authz_failure == "open",
-                    override,
-                )
-                if verdict.denial is None and override is not None:
-                    upstream = self.assigner.honour(
-                        table, route, upstream, override, verdict.decision
-                    )
-                measured = route is not None and route.rollout.split is not None
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
             if upstream is None:  # an admin path

@@ -1,6 +1,7 @@
 """Weighted targets with sticky, consistent assignment. Pure: no I/O, no clock.
 
-A user is hashed once per route into a point of [0, 2**64) (`bucket`); the route's upstreams
+A user is hashed once per route into a point of [0, 2**64) (`Split.point`: BLAKE2b keyed
+with the route's name); the route's upstreams
 own consecutive intervals of that range in a fixed order (the monolith first, then the
 others by name), each as wide as its weight's share. A user's point never changes, so:
 
@@ -25,12 +26,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SPACE = 2**64
-
-
-def bucket(salt: bytes, key: bytes) -> int:
-    """The user's point in [0, 2**64) for the route salted `salt` (at most 64 bytes)."""
-    digest = hashlib.blake2b(key, digest_size=8, key=salt).digest()
-    return int.from_bytes(digest, "big")
 
 
 def assignment_order(names: Iterable[str], monolith: str | None) -> tuple[str, ...]:
@@ -67,15 +62,15 @@ class Split:
         """The upstreams that receive traffic (weight above 0)."""
         return tuple(name for name, weight in self.weights if weight > 0)
 
-    def share(self, name: str) -> float:
-        total = sum(weight for _, weight in self.weights)
-        return sum(weight for n, weight in self.weights if n == name) / total
+    def point(self, key: bytes) -> int:
+        """The user's point in [0, 2**64) on this route."""
+        hasher = self.hasher.copy()
+        hasher.update(key)
+        return int.from_bytes(hasher.digest(), "big")
 
     def pick(self, key: bytes) -> str:
         """The upstream that serves the user `key`: one hash, then a scan of a few bounds."""
-        hasher = self.hasher.copy()
-        hasher.update(key)
-        point = int.from_bytes(hasher.digest(), "big")  # = bucket(self.salt, key)
+        point = self.point(key)
         for (name, _), bound in zip(self.weights, self.bounds, strict=True):
             if point < bound:
                 return name

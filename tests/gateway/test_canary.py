@@ -226,3 +226,21 @@ async def test_without_a_policy_nobody_overrides(stack: Stack) -> None:
         served_by, _ = await stack.ask(header, "X-Strangler-Target: search")
         assert served_by == predicted(stack, f"sub:{user}".encode())
     assert (await stack.ask(tester, "X-Strangler-Target: nope"))[0] in ("legacy", "search")
+
+
+async def test_a_canary_keeps_comparing_what_the_monolith_answers(tmp_path: Path) -> None:
+    async with serve_upstream("legacy") as legacy, serve_upstream("search") as search:
+        routes = tmp_path / "routes.yaml"
+        write(routes, legacy, search, (50, 50), "none")
+        text = routes.read_text().replace(
+            "    upstream: {legacy: 50, search: 50}\n",
+            "    upstream: {legacy: 50, search: 50}\n    shadow: {upstream: search}\n",
+        )
+        routes.write_text(text + f'shadow_store: {{url: "sqlite:///{tmp_path / "s.db"}"}}\n')
+        async with serve_gateway(routes) as gw:
+            stack = Stack(gw, legacy, search, routes)
+            served = [await stack.as_user(f"user-{i}") for i in range(40)]
+            await gw.app.mirror.drain()
+            assert gw.app.mirror.stats["search"].mirrored == served.count("legacy") > 0
+            mirrored = [r for r in search.seen if r.header("x-strangler-shadow")]
+            assert len(mirrored) == served.count("legacy")  # the candidate's own: not again

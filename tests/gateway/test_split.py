@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gateway.split import SPACE, Split, assignment_order, bucket, moves
+from gateway.split import SPACE, Split, assignment_order, moves
 
 USERS = [f"user-{i}".encode() for i in range(20_000)]
 # z for a two-sided normal bound that a fair hash breaks with probability ~6e-7 per test;
@@ -96,12 +96,12 @@ def test_the_monolith_comes_first_then_names() -> None:
     split = Split.of({"search": 1, "legacy": 3}, "legacy", b"x")
     assert split.weights == (("legacy", 3), ("search", 1))
     assert split.bounds == (3 * SPACE // 4, SPACE)
-    assert split.share("search") == 0.25
 
 
-def test_buckets_are_64_bit_and_salted() -> None:
-    assert 0 <= bucket(b"r", b"alice") < SPACE
-    assert bucket(b"r", b"alice") == bucket(b"r", b"alice")
-    assert bucket(b"r", b"alice") != bucket(b"s", b"alice")
+def test_points_are_64_bit_and_salted_with_the_route() -> None:
+    r, s = (Split.of({"legacy": 1, "search": 1}, "legacy", salt) for salt in (b"r", b"s"))
+    assert 0 <= r.point(b"alice") < SPACE
+    assert r.point(b"alice") == Split.of({"legacy": 9, "search": 1}, "legacy", b"r").point(b"alice")
+    assert r.point(b"alice") != s.point(b"alice")
     with pytest.raises(ValueError, match="above 0"):
         Split.of({"legacy": 0, "search": 0}, "legacy", b"r")
