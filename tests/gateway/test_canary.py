@@ -31,6 +31,7 @@ auth:
   keys:
     - {{id: dev, algorithm: HS256, secret: "{secret}"}}
 authz: {authz}
+shadow_store: {{url: "sqlite:///{store}"}}   # where the canary's evidence is saved
 routes:
   - name: search
     path: /search
@@ -60,6 +61,7 @@ def write(
             search=search.url,
             secret=SECRET,
             authz=authz,
+            store=routes.parent / "shadow.db",
             legacy_share=shares[0],
             search_share=shares[1],
         )
@@ -236,7 +238,7 @@ async def test_a_canary_keeps_comparing_what_the_monolith_answers(tmp_path: Path
             "    upstream: {legacy: 50, search: 50}\n",
             "    upstream: {legacy: 50, search: 50}\n    shadow: {upstream: search}\n",
         )
-        routes.write_text(text + f'shadow_store: {{url: "sqlite:///{tmp_path / "s.db"}"}}\n')
+        routes.write_text(text)
         async with serve_gateway(routes) as gw:
             stack = Stack(gw, legacy, search, routes)
             served = [await stack.as_user(f"user-{i}") for i in range(40)]
