@@ -4,7 +4,9 @@ One upstream (``bench.upstream``) serves a fixed JSON body. The gateway, and ngi
 installed, proxy ``/bench`` to it, each with one worker. The same load generator then measures,
 one after the other and each after a short warm-up: the upstream directly, the gateway, nginx.
 Throughput ratios (gateway requests/s over the reference's) are the result; absolute figures
-depend on the machine, ratios measured in the same run much less so.
+depend on the machine, ratios measured in the same run much less so. Variants of the gateway
+are measured against the plain one: with tokens and the policy (``auth``), and with a sticky
+weighted split on the route (``split``: a returning client, ``split-new``: a first visit).
 """
 
 from __future__ import annotations
@@ -67,6 +69,25 @@ routes:
 """
 
 
+# The same routing as a canary: a sticky 90/10 split between two names for the upstream.
+# "split" is a returning browser (the sticky cookie sent), "split-new" a first visit on every
+# request (no cookie: the key is a MAC of the address, and the answer sets the cookie).
+_SPLIT_ROUTES = """\
+upstreams:
+  backend: {{url: "http://127.0.0.1:{port}", timeout: 5s}}
+  canary: {{url: "http://127.0.0.1:{port}", timeout: 5s}}
+default: backend
+auth: {{default: none}}
+authz: none
+shadow_store: {{url: "sqlite:///{store}"}}
+routes:
+  - name: bench
+    path: {path}
+    upstream: {{backend: 90, canary: 10}}
+"""
+RETURNING = (("Cookie", "strangler_sticky=" + "0123456789abcdef" * 2),)
+
+
 def auth_token(workdir: Path) -> str:
     """A fresh RS256 key pair: the public half for the gateway, a token signed by the other."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -122,15 +143,23 @@ def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-bench-")))
 
-        def start(name: str, argv: list[str], port: int, ready_path: str = BENCH_PATH) -> Target:
+        def start(
+            name: str,
+            argv: list[str],
+            port: int,
+            ready_path: str = BENCH_PATH,
+            url_path: str = BENCH_PATH,
+            headers: tuple[tuple[str, str], ...] = (),
+        ) -> Target:
             return stack.enter_context(
                 running(
                     name,
                     argv,
                     port=port,
                     ready_path=ready_path,
-                    url_path=BENCH_PATH,
+                    url_path=url_path,
                     log_dir=workdir,
+                    headers=headers,
                 )
             )
 
@@ -157,19 +186,16 @@ def _targets(options: Options) -> Iterator[tuple[list[Target], str | None]]:
                 )
             )
             port = free_port()
-            targets.append(
-                stack.enter_context(
-                    running(
-                        name,
-                        gateway_command(auth_routes, port),
-                        port=port,
-                        ready_path=GATEWAY_HEALTH_PATH,
-                        url_path=AUTH_PATH,
-                        log_dir=workdir,
-                        headers=bearer,
-                    )
-                )
-            )
+            argv = gateway_command(auth_routes, port)
+            targets.append(start(name, argv, port, GATEWAY_HEALTH_PATH, AUTH_PATH, bearer))
+        split_routes = workdir / "split.yaml"
+        split_routes.write_text(
+            _SPLIT_ROUTES.format(port=upstream_port, path=BENCH_PATH, store=workdir / "shadow.db")
+        )
+        for name, headers in (("split", RETURNING), ("split-new", ())):
+            port = free_port()
+            argv = gateway_command(split_routes, port)
+            targets.append(start(name, argv, port, GATEWAY_HEALTH_PATH, BENCH_PATH, headers))
         executable = nginx.binary()
         skipped: str | None = None
         if not options.nginx:
@@ -248,6 +274,8 @@ def run(options: Options) -> int:
         print(f"ratio gateway/nginx={ratio(by_target['gateway'], by_target['nginx']):.3f}")
     print(f"ratio auth/plain={ratio(by_target['auth'], by_target['gateway']):.3f}")
     print(f"ratio auth-nocache/plain={ratio(by_target['auth-nocache'], by_target['gateway']):.3f}")
+    print(f"ratio split/plain={ratio(by_target['split'], by_target['gateway']):.3f}")
+    print(f"ratio split-new/plain={ratio(by_target['split-new'], by_target['gateway']):.3f}")
     failed = _too_many_errors(measurements)
     if failed:
         print(

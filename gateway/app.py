@@ -5,15 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import uuid
 from pathlib import Path
 
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
+from gateway.evidence import EvidenceStore
 from gateway.guard import Guards
 from gateway.limits import Limits
 from gateway.pools import Pools
+from gateway.promotion import Promoter
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
+from gateway.shadow_store import create_store
 from gateway.shadow_worker import create_mirror
 from gateway.tokens import RevocationStore
 from gateway.types import Receive, Scope, Send
@@ -39,9 +45,17 @@ class GatewayApp:
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
         table = self.watcher.table
-        self.mirror = create_mirror(table.shadow_store, table.shadow_worker)
+        shadow_store = create_store(table.shadow_store.url)
+        self.mirror = create_mirror(shadow_store, table.shadow_store, table.shadow_worker)
         self.gateway = Gateway(
             self.watcher, self.pools, self.guards, self.mirror, access_log, limits=self.limits
+        )
+        # rollout: evidence for promotion gates, saved next to the shadow comparisons
+        replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.evidence = EvidenceStore(shadow_store.engine, replica)
+        self.gateway.evidence.retarget(table)
+        self.promoter = Promoter(
+            self.watcher.path, self.gateway.evidence, self.evidence, self.mirror
         )
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
@@ -50,6 +64,7 @@ class GatewayApp:
         self.pools.retain_only(table)
         self.guards.retain_only(table)
         self.limits.retain_only(table)
+        self.gateway.evidence.retarget(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -70,6 +85,7 @@ class GatewayApp:
             if self.watcher.changed():
                 self.watcher.reload()
             self.guards.reload_policies()
+            await self.promoter.tick(self.watcher.table)  # saves evidence; `auto` gates
 
     async def shutdown(self) -> None:
         if self._watch_task is not None:
@@ -78,6 +94,7 @@ class GatewayApp:
                 await self._watch_task
         self.pools.close()
         await self.guards.close()
+        await self.promoter.save()  # the evidence since the last save
         await self.mirror.close()
         await self.limits.close()
         if self.access_log is not None:

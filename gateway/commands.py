@@ -1,4 +1,6 @@
-"""The gateway's own subcommands: `routes check`, `gateway serve`, `demo`."""
+"""The gateway's own subcommands: `routes check`, `gateway serve`, `demo`.
+
+`routes diff | promote | rollback` are gateway/rollout_commands.py's."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 import sys
 from typing import Any
 
-from gateway import config, limits_config, revocations, tokens
+from gateway import config, limits_config, revocations, rollout_commands, tokens
 from gateway.settings import Settings
 from gateway.shadow_config import SAFE_METHODS
 from gateway.validation import ConfigError, parse_duration
@@ -24,6 +26,7 @@ def register(sub: Any) -> None:
     )
     check.add_argument("file", nargs="?", default=settings.routes)
     check.set_defaults(handler=routes_check)
+    rollout_commands.register(routes_sub, settings.routes)
 
     gateway = sub.add_parser("gateway", help="run the gateway")
     gateway_sub = gateway.add_subparsers(dest="gateway_command", required=True)
@@ -88,6 +91,11 @@ def routes_check(ns: argparse.Namespace) -> int:
         upstream = table.upstreams[route.upstream]
         target = upstream.url + (route.rewrite or route.path)
         methods = ",".join(sorted(route.methods)) if route.methods else "*"
+        if route.rollout.split is not None:  # a canary: every live upstream
+            target = ", ".join(
+                table.upstreams[n].url + (route.rewrite or route.path)
+                for n in route.rollout.split.live
+            )
         rows.append(
             (route.name, route.path, methods, table.auth_mode(route), route.upstream, target)
         )
@@ -105,6 +113,7 @@ def routes_check(ns: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     for row in rows:
         print("  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[5]]))
+    print(*rollout_commands.state_lines(table), sep="\n")
     authz = table.authz
     print(f"authz: {authz.engine} ({authz.policies or authz.url})" if authz else "authz: none")
     for route in table.routes:

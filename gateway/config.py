@@ -36,6 +36,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.paths import PathError, normalise
+from gateway.rollout import RolloutSettings, RouteRollout, read_settings, read_upstream
+from gateway.rollout import read_route as read_rollout
 from gateway.shadow_config import (
     ShadowSettings,
     ShadowStoreSettings,
@@ -98,6 +100,8 @@ class Route:
     shadow: ShadowSettings | None = None  # mirror to a candidate and compare the answers
     line: int = 0
     limits: RouteLimits | None = None  # rate_limit and idempotency (gateway.limits_config)
+    # state, weighted targets (then `upstream` is the largest share), promotion gate
+    rollout: RouteRollout = field(default_factory=RouteRollout)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -126,6 +130,7 @@ class RouteTable:
     loaded_at: float = field(default_factory=time.time)
     store: StoreSettings = field(default_factory=StoreSettings)  # rate limits, idempotency, jtis
     shadow_worker: ShadowWorkerSettings = field(default_factory=ShadowWorkerSettings)
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)  # monolith, sticky cookie
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -181,6 +186,8 @@ class RouteTable:
                     "rewrite": r.rewrite,
                     "auth": self.auth_mode(r),
                     "authz_failure": r.authz_failure,
+                    "state": r.rollout.state,
+                    "weights": dict(r.rollout.weights) or {r.upstream: 100},
                 }
                 for r in self.routes
             ],
@@ -208,6 +215,7 @@ class _Validator(NodeReader):
         super().__init__()
         self.base = base  # relative file names are relative to the routes file
         self.declared: set[str] = set()  # upstream names, valid or not
+        self.rollout = RolloutSettings()
 
     def table(self, root: Node | None, source: str, version: str) -> RouteTable | None:
         if root is None:
@@ -227,6 +235,7 @@ class _Validator(NodeReader):
                 "shadow_store",
                 "store",
                 "shadow_worker",
+                "rollout",
             },
         )
         if top is None:
@@ -247,6 +256,7 @@ class _Validator(NodeReader):
             default = self.scalar(top["default"], "default")
             if default is not None and default not in self.declared:
                 self.error(top["default"], f"default: unknown upstream {default!r}")
+        self.rollout = read_settings(self, top.get("rollout"), default, self.declared)
         max_body = DEFAULT_MAX_BODY
         if "max_body" in top:
             max_body = self.converted(top["max_body"], "max_body", parse_size) or max_body
@@ -272,6 +282,7 @@ class _Validator(NodeReader):
             version,
             store=shared,
             shadow_worker=worker or ShadowWorkerSettings(),
+            rollout=self.rollout,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -388,6 +399,8 @@ class _Validator(NodeReader):
                 "shadow",
                 "rate_limit",
                 "idempotency",
+                "state",
+                "promote",
             },
         )
         if fields is None:
@@ -402,11 +415,12 @@ class _Validator(NodeReader):
         path = None
         if "path" in fields:
             path = self.converted(fields["path"], f"{what}: path", _route_path)
-        upstream = (
-            self.scalar(fields["upstream"], f"{what}: upstream") if "upstream" in fields else None
-        )
-        if upstream is not None and upstream not in self.declared:
-            self.error(fields["upstream"], f"{what}: unknown upstream {upstream!r}")
+        upstream, weights = None, None
+        if "upstream" in fields:
+            monolith = self.rollout.monolith
+            upstream, weights = read_upstream(
+                self, fields["upstream"], what, self.declared, monolith
+            )
         methods = self.methods(fields["methods"], what) if "methods" in fields else None
         rewrite = self.rewrite(fields, what)
         max_body = self.optional(fields, "max_body", what, parse_size, None)
@@ -425,6 +439,9 @@ class _Validator(NodeReader):
         limits = read_route_limits(self, fields, what)
         if name is None or path is None or upstream is None:
             return None
+        rollout = read_rollout(
+            self, fields, what, upstream, weights, shadow, self.rollout.monolith, name
+        )
         return Route(
             name,
             path,
@@ -437,6 +454,7 @@ class _Validator(NodeReader):
             shadow,
             line_of(node),
             limits=limits,
+            rollout=rollout,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

@@ -14,7 +14,8 @@ own keys next to them:
       "parsed_query": {"q": ["1"]},
       "claims": {...},           # the verified JWT claims; {} when anonymous
       "route": "catalogue",      # the matched route's name; null when none matched
-      "target": "legacy"         # the upstream the request goes to
+      "target": "legacy",        # the upstream the request goes to
+      "override": "search"       # only when the client asked for a target (X-Strangler-Target)
     }
 
 The path is the gateway's normalised path (gateway/paths.py), the one it matches and
@@ -56,6 +57,7 @@ def build_input(
     claims: Mapping[str, Any],
     route: str | None,
     target: str,
+    override: str | None = None,
 ) -> dict[str, Any]:
     """The input document for one request.
 
@@ -74,7 +76,7 @@ def build_input(
     attributes: dict[str, Any] = {"request": {"http": http}}
     if peer is not None:
         attributes["source"] = {"address": {"socketAddress": {"address": peer}}}
-    return {
+    document = {
         "attributes": attributes,
         "parsed_path": parse_path(path),
         "parsed_query": parse_query(raw_query),
@@ -82,6 +84,9 @@ def build_input(
         "route": route,
         "target": target,
     }
+    if override is not None:
+        document["override"] = override
+    return document
 
 
 def safe_headers(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The gateway's own error answers: JSON with a stable `error` code and the request id.
 
     GatewayError
-     +-- BadRequest            400 bad_path, bad_request
+     +-- BadRequest            400 bad_path, bad_request, bad_target
      +-- Unauthorized          401 unauthorized (with WWW-Authenticate: Bearer ...)
      +-- Forbidden             403 forbidden (the policy's reason in `detail`)
      +-- NotFound              404 no_route, not_found
@@ -42,6 +42,12 @@ class BadRequest(GatewayError):
 
 class BadPath(BadRequest):
     code = "bad_path"
+
+
+class BadTarget(BadRequest):
+    """X-Strangler-Target, from a caller allowed to choose, names no upstream of the route."""
+
+    code = "bad_target"
 
 
 class Unauthorized(GatewayError):

@@ -110,6 +110,11 @@ class Guard:
     ) -> Verdict:
         """Who is asking and whether they may. Raises Unauthorized (or BadRequest); a denial
         comes back in the verdict, so that it is logged with who was denied and why."""
+        identity = await self.authenticate(scope, mode)
+        return await self.authorize(scope, path, identity, route, target, fail_open)
+
+    async def authenticate(self, scope: Scope, mode: str) -> Identity | None:
+        """The verified identity of the bearer token; raises Unauthorized (or BadRequest)."""
         token = bearer_token(scope["headers"])
         identity = None
         if mode != "none" and token is not None:
@@ -119,6 +124,20 @@ class Guard:
                 raise Unauthorized(exc.description, invalid_token=True) from None
         if mode == "required" and identity is None:
             raise Unauthorized("a bearer token is required", invalid_token=False)
+        return identity
+
+    async def authorize(
+        self,
+        scope: Scope,
+        path: str,
+        identity: Identity | None,
+        route: str | None,
+        target: str,
+        fail_open: bool,
+        override: str | None = None,
+    ) -> Verdict:
+        """Whether `identity` may; `override` is the target the client asked for, which the
+        policy lets it choose or not (`Decision.override`)."""
         if self.engine is None:
             return Verdict(identity, None, 0.0)
         await self._ensure_started()
@@ -138,6 +157,7 @@ class Guard:
                 claims=identity.claims if identity else {},
                 route=route,
                 target=target,
+                override=override,
             )
 
         started = time.perf_counter()
@@ -146,7 +166,7 @@ class Guard:
                 # Everything the input is built from, the token (in the headers) included:
                 # hashing this is several times cheaper than serialising the input.
                 headers = tuple(h for h in scope["headers"] if h[0] not in _VOLATILE)
-                key = (scope["method"], path, query, scheme, peer, route, target, headers)
+                key = (scope["method"], path, query, scheme, peer, route, target, override, headers)
                 decision = await self.engine.decide_keyed(key, document)
             else:
                 decision = await self.engine.decide(document())

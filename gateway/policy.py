@@ -3,8 +3,10 @@
 The gateway asks a `PolicyEngine` about each request's input document
 (gateway/decision_input.py) and gets a `Decision`. The policy contract is OPA's: a Rego
 package (by default `strangler.authz`) whose document has `allow` (only a boolean true
-allows) and optionally `reason` (a string). An undefined document, or one without `allow`,
-is a deny, not an error: that is what OPA answers for a package that is not loaded.
+allows), optionally `reason` (a string) and `override` (only a boolean true lets the caller
+choose the upstream with X-Strangler-Target, gateway/assignment.py). An undefined document,
+or one without `allow`, is a deny, not an error: that is what OPA answers for a package
+that is not loaded.
 
 Engines (`create_engine(kind, ...)`):
     "embedded"  EmbeddedPolicy: the .rego files evaluated in-process by regopy; the default
@@ -53,6 +55,7 @@ class Decision:
     allow: bool
     reason: str | None = None
     decision_id: str = ""  # OPA's decision_id when it gives one, else one we generate
+    override: bool = False  # the caller may choose the upstream (X-Strangler-Target)
 
 
 class PolicyError(Exception):
@@ -112,7 +115,10 @@ def to_decision(document: object, decision_id: str, package: str) -> Decision:
         return Decision(False, f"policy {what}: data.{package.replace('/', '.')}", decision_id)
     reason = document.get("reason")
     return Decision(
-        document["allow"] is True, reason if isinstance(reason, str) else None, decision_id
+        document["allow"] is True,
+        reason if isinstance(reason, str) else None,
+        decision_id,
+        override=document.get("override") is True,
     )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from gateway import headers as header_rules
 from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
+from gateway.assignment import Assigner
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
 from gateway.errors import (
@@ -24,6 +25,7 @@ from gateway.errors import (
     NoRoute,
     send_error,
 )
+from gateway.evidence import LiveEvidence
 from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
@@ -94,6 +96,8 @@ class Gateway:
         self.access_log = access_log
         self.limits = limits  # rate limits and idempotency keys, for routes that have them
         self.admin = Admin(watcher, mirror)
+        self.assigner = Assigner()  # sticky splits and tester overrides, with their counters
+        self.evidence = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
     def _guard(self, table: RouteTable) -> Guard:
@@ -111,6 +115,8 @@ class Gateway:
         upstream: Upstream | None = None
         path: str | None = None
         verdict: Verdict | None = None
+        cookie: bytes | None = None
+        measured = False
         status = 0
         sent = 0
         try:
@@ -124,13 +130,9 @@ class Gateway:
                     )
             else:
                 route, upstream = self._target(table, path, scope["method"])
-                verdict = await guard.check(
-                    scope,
-                    path,
-                    table.auth_mode(route),
-                    route.name if route else None,
-                    upstream.name,
-                    route is not None and route.authz_failure == "open",
+                # the token, the sticky split, the policy, a tester's override
+                verdict, upstream, cookie, measured = await self.assigner.choose(
+                    guard, scope, path, table, route, upstream
                 )
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
@@ -148,7 +150,16 @@ class Gateway:
                     receive,
                     send,
                     lambda receive, send: self._proxy(
-                        scope, receive, send, table, route, target, path, request_id, identity
+                        scope,
+                        receive,
+                        send,
+                        table,
+                        route,
+                        target,
+                        path,
+                        request_id,
+                        identity,
+                        cookie,
                     ),
                 )
             else:
@@ -162,6 +173,7 @@ class Gateway:
                     path,
                     request_id,
                     verdict.identity if verdict else None,
+                    cookie,
                 )
         except GatewayError as exc:
             status = exc.status
@@ -172,6 +184,9 @@ class Gateway:
             status = 500
             await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            if measured and route is not None and upstream is not None:
+                self.evidence.observe(route.name, upstream.name, status, elapsed_ms)
             if self.access_log is not None:
                 self.access_log.write(
                     {
@@ -182,7 +197,7 @@ class Gateway:
                         "upstream": upstream.name if upstream else None,
                         "status": status,
                         "bytes": sent,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(elapsed_ms, 3),
                         "client": scope["client"][0] if scope.get("client") else None,
                         **_verdict_fields(verdict),
                     }
@@ -216,6 +231,7 @@ class Gateway:
         path: str,
         request_id: str,
         identity: Identity | None,
+        cookie: bytes | None = None,
     ) -> tuple[int, int]:
         started = time.perf_counter()
         limit = route.max_body if route and route.max_body is not None else table.max_body
@@ -235,7 +251,7 @@ class Gateway:
         query = scope.get("query_string", b"")
         if query:
             target += b"?" + query
-        shadow = self._shadow(route, scope["method"], request_id, length)
+        shadow = self._shadow(route, upstream, scope["method"], request_id, length)
         if shadow is not None and body is not None:
             body.tee = Tee(shadow.max_body)
         pool = self.pools.get(upstream)
@@ -250,7 +266,7 @@ class Gateway:
         copy = Tee(shadow.response_cap) if shadow is not None else None
         try:
             status, sent = await self._relay(
-                response, send, upstream, route, scope, request_id, copy
+                response, send, upstream, route, scope, request_id, copy, cookie
             )
         finally:
             response.release()
@@ -279,10 +295,17 @@ class Gateway:
         return status, sent
 
     def _shadow(
-        self, route: Route | None, method: str, request_id: str, length: int | None
+        self,
+        route: Route | None,
+        upstream: Upstream,
+        method: str,
+        request_id: str,
+        length: int | None,
     ) -> ShadowSettings | None:
         """The shadow settings when this request is to be mirrored, else None."""
         if route is None or route.shadow is None:
+            return None
+        if route.shadow.upstream == upstream.name:  # a canary's candidate answered itself
             return None
         if not sampled(route.shadow, method, request_id):
             return None
@@ -318,18 +341,22 @@ class Gateway:
         scope: Scope,
         request_id: str,
         copy: Tee | None,
+        cookie: bytes | None = None,
     ) -> tuple[int, int]:
         """Stream the upstream's answer to the client; returns (status, body bytes)."""
+        headers = header_rules.response_headers(
+            response.headers,
+            upstream=upstream,
+            route=route,
+            public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
+            request_id=request_id,
+        )
+        if cookie is not None:  # the sticky split's cookie (gateway/sticky.py)
+            headers.append((b"set-cookie", cookie))
         start: Message = {
             "type": "http.response.start",
             "status": response.status,
-            "headers": header_rules.response_headers(
-                response.headers,
-                upstream=upstream,
-                route=route,
-                public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
-                request_id=request_id,
-            ),
+            "headers": headers,
         }
         await send(start)
         sent = 0

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
@@ -45,6 +46,7 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from gateway.config import Route
+from gateway.rollout import RouteRollout
 from gateway.shadow import ROUTE_FIELDS, Copy, Mirror, RouteStats, route_stats
 from gateway.shadow_config import ShadowStoreSettings, ShadowWorkerSettings
 from gateway.shadow_engine import Engine
@@ -86,11 +88,14 @@ class Frames:
         del buffer[:start]
 
 
-def create_mirror(store: ShadowStoreSettings, worker: ShadowWorkerSettings) -> Mirror:
-    """The `Mirror` adapter that `shadow_worker: {mode: ...}` names."""
+def create_mirror(
+    store: ShadowStore, settings: ShadowStoreSettings, worker: ShadowWorkerSettings
+) -> Mirror:
+    """The `Mirror` adapter that `shadow_worker: {mode: ...}` names, on the gateway's `store`
+    (the process adapter only reads it, for reports; its worker writes through its own)."""
     if worker.mode == "inline":
-        return Engine(create_store(store.url), store, worker.concurrency)
-    return WorkerMirror(store, worker)
+        return Engine(store, settings, worker.concurrency)
+    return WorkerMirror(store, settings, worker)
 
 
 # --- the gateway's side ----------------------------------------------------------------------
@@ -99,10 +104,12 @@ def create_mirror(store: ShadowStoreSettings, worker: ShadowWorkerSettings) -> M
 class WorkerMirror:
     """The `process` adapter: copies go to a worker process, counters come back."""
 
-    def __init__(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
-        self.store: ShadowStore = create_store(store.url)  # read here only, for reports
-        self.store_settings = store
-        self.settings = settings
+    def __init__(
+        self, store: ShadowStore, settings: ShadowStoreSettings, worker: ShadowWorkerSettings
+    ) -> None:
+        self.store = store  # read here only, for reports
+        self.store_settings = settings
+        self.settings = worker
         self.stats: dict[str, RouteStats] = {}
         self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
         self._ids = itertools.count()
@@ -124,7 +131,12 @@ class WorkerMirror:
             return
         known = self._routes.get(id(copy.route))
         if known is None or known[0] is not copy.route:
-            known = self._route(copy)
+            try:
+                known = self._route(copy)
+            except Exception:  # a copy must never fail the request it copies
+                log.exception("route %s cannot be sent to the shadow worker", copy.route.name)
+                self._drop(copy.route.name)
+                return
         self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
         self._schedule()
 
@@ -145,7 +157,10 @@ class WorkerMirror:
             self._routes.clear()
         known = self._routes[id(copy.route)] = (copy.route, next(self._ids))
         self._flush()  # copies of earlier routes first, then this route's frame
-        self._out += frame(ROUTE, (known[1], *copy[:ROUTE_FIELDS]))
+        # the worker compares: it needs the route's name and shadow rules, not its rollout
+        # (whose keyed hash does not pickle) or its limits
+        route = dataclasses.replace(copy.route, rollout=RouteRollout(), limits=None)
+        self._out += frame(ROUTE, (known[1], route, *copy[1:ROUTE_FIELDS]))
         return known
 
     def _schedule(self) -> None:

@@ -1,14 +1,17 @@
 # The gateway's authorization policy for the demo shop.
 #
-# The gateway asks for the whole package document, data.strangler.authz, and reads two
-# keys: `allow` (only a boolean true lets a request through) and `reason` (a string the
-# client gets in the 403 body). Everything not allowed below is denied.
+# The gateway asks for the whole package document, data.strangler.authz, and reads three
+# keys: `allow` (only a boolean true lets a request through), `reason` (a string the
+# client gets in the 403 body) and `override` (only a boolean true lets the caller choose
+# the upstream with X-Strangler-Target). Everything not allowed below is denied.
 #
 # Input: the document gateway/decision_input.py builds, shaped like OPA-Envoy's input:
 #   input.attributes.request.http.method      "GET", "POST", ...
 #   input.parsed_path                         the normalised path's segments, decoded
 #   input.claims                              the verified JWT claims, {} when anonymous
 #   input.route, input.target                 the matched route's name and its upstream
+#   input.override                            the upstream asked for in X-Strangler-Target;
+#                                             absent when the header is not sent
 #
 # Paths match on input.parsed_path, exactly and case-sensitively: "/ADMIN" is not "/admin",
 # "/products/" (["products", ""], a trailing slash keeps an empty last segment as Envoy
@@ -111,6 +114,17 @@ product_write if {
 allow if {
 	"admin" in roles
 	segments[0] == "_strangler"
+}
+
+# Testers of a migration choose which upstream answers them (X-Strangler-Target: search),
+# whatever the route's split says. `allow` still decides the request itself, for the
+# upstream the split picked (input.target); the gateway honours the choice only when this
+# is true, and only for an upstream of the matched route. Everyone else's header is ignored.
+default override := false
+
+override if {
+	"migration-tester" in roles
+	is_string(input.override)
 }
 
 reason := "the admin API needs the admin role" if {

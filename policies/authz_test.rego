@@ -133,3 +133,23 @@ test_default_deny_names_the_request if {
 test_no_reason_when_allowed if {
 	not authz.reason with input.attributes as http("GET") with input.parsed_path as ["products"]
 }
+
+# Tester overrides (X-Strangler-Target).
+
+test_migration_testers_choose_the_upstream if {
+	authz.override with input.claims as claims("tess", ["migration-tester"]) with input.override as "search"
+}
+
+test_nobody_else_chooses_the_upstream if {
+	not authz.override with input.claims as claims("root", ["admin", "buyer"]) with input.override as "search"
+	not authz.override with input.claims as {} with input.override as "search"
+	not authz.override with input.claims as {"sub": "tess", "roles": "migration-tester"} with input.override as "search"
+}
+
+test_no_override_without_a_target if {
+	not authz.override with input.claims as claims("tess", ["migration-tester"])
+}
+
+test_an_override_does_not_allow_the_request if {
+	not authz.allow with input.attributes as http("DELETE") with input.parsed_path as ["orders"] with input.claims as claims("tess", ["migration-tester"]) with input.override as "search"
+}

@@ -222,16 +222,21 @@ def test_bench_proxy_end_to_end_ends_with_the_ratio_lines() -> None:
 
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    assert lines[-4] == "nginx: skipped (turned off with --no-nginx)"
-    names = ["gateway/direct", "auth/plain", "auth-nocache/plain"]
-    for name, line in zip(names, lines[-3:], strict=True):
+    assert lines[-6] == "nginx: skipped (turned off with --no-nginx)"
+    names = ["gateway/direct", "auth/plain", "auth-nocache/plain", "split/plain", "split-new/plain"]
+    for name, line in zip(names, lines[-5:], strict=True):
         match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
         assert match is not None, done.stdout
         ratio = float(match.group(1))
         assert math.isfinite(ratio) and ratio > 0
     # every target, the authenticated ones included, answered without errors
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("auth", "gateway"))}
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line.startswith(("auth", "gateway", "split"))
+    }
     assert rows["auth"][-1] == "0" and rows["auth-nocache"][-1] == "0"
+    assert rows["split"][-1] == "0" and rows["split-new"][-1] == "0"
 
 
 def test_bench_shadow_end_to_end_ends_with_the_four_ratio_lines() -> None:

@@ -249,6 +249,10 @@ def test_routes_check_prints_the_table_or_every_error(tmp_path: Path) -> None:
         ["search-writes", "/search", "POST", "none", "legacy", "http://127.0.0.1:8001/search"],
         ["api", "/api", "*", "none", "legacy", "http://127.0.0.1:8001/v2"],
         ["(default)", "/", "*", "none", "legacy", "http://127.0.0.1:8001"],
+        ["STATE", "ROUTE", "TARGETS", "PROMOTE"],
+        ["migrated", "search", "search", "-"],
+        ["legacy", "search-writes", "legacy", "-"],
+        ["legacy", "api", "legacy", "-"],
         ["authz:", "none"],
     ]
     bad = tmp_path / "bad.yaml"
