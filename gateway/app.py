@@ -10,6 +10,7 @@ from pathlib import Path
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
 from gateway.guard import Guards
+from gateway.monitor import Monitor
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
@@ -38,7 +39,11 @@ class GatewayApp:
         # The store is read at start-up; it is opened (and its schema made) on first use.
         store = self.watcher.table.shadow_store
         self.mirror = Mirror(create_store(store.url), store)
-        self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
+        # Features add their stats to /metrics here: self.monitor.metrics.add(source)
+        self.monitor = Monitor(self.watcher, self.mirror)
+        self.gateway = Gateway(
+            self.watcher, self.pools, self.guards, self.mirror, access_log, self.monitor
+        )
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 

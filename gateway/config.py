@@ -34,7 +34,9 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
-from gateway.paths import PathError, normalise
+from gateway.cdc_status import CdcSettings, read_cdc
+from gateway.metrics_config import MetricsSettings, read_metrics
+from gateway.paths import configured
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
 from gateway.validation import (
@@ -115,6 +117,8 @@ class RouteTable:
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)  # GET /metrics
+    cdc: CdcSettings | None = None  # where the CDC bridge's status is read (the dashboard)
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -214,6 +218,8 @@ class _Validator(NodeReader):
                 "auth",
                 "authz",
                 "shadow_store",
+                "metrics",
+                "cdc",
             },
         )
         if top is None:
@@ -242,6 +248,8 @@ class _Validator(NodeReader):
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
+        metrics = read_metrics(self, top.get("metrics"), {r.path: (r.name, r.line) for r in routes})
+        cdc = read_cdc(self, top["cdc"], self.base) if "cdc" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -255,6 +263,8 @@ class _Validator(NodeReader):
             store or ShadowStoreSettings(),
             source,
             version,
+            metrics=metrics,
+            cdc=cdc,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -468,15 +478,7 @@ def _upstream_url(text: str) -> str:
 
 
 def _route_path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError(f"{text!r} must start with '/'")
-    try:
-        path = normalise(text.encode())
-    except PathError as exc:
-        raise ValueError(f"{text!r}: {exc.detail}") from exc
-    if path != text.rstrip("/") and path != text:
-        raise ValueError(f"{text!r} is not in normal form (write {path!r})")
-    return path.rstrip("/") or "/"
+    return configured(text).rstrip("/") or "/"
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

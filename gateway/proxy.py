@@ -25,6 +25,7 @@ from gateway.errors import (
     send_error,
 )
 from gateway.guard import Guard, Guards, Verdict
+from gateway.monitor import Monitor
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
@@ -81,8 +82,10 @@ class Gateway:
         guards: Guards,
         mirror: Mirror,
         access_log: AccessLog | None = None,
+        monitor: Monitor | None = None,
     ) -> None:
         self.watcher = watcher
+        self.monitor = monitor or Monitor(watcher, mirror)  # counts; /metrics, the dashboard
         self.pools = pools
         self.guards = guards
         self.mirror = mirror
@@ -113,9 +116,10 @@ class Gateway:
             if path.startswith(ADMIN_PREFIX):
                 if path != ADMIN_HEALTH:  # liveness stays open to load balancers
                     # the routes file's default mode; the policy decides who (default: admin)
-                    verdict = await guard.check(
-                        scope, path, table.auth.default, None, "gateway", False
-                    )
+                    mode = self.monitor.auth_mode(path, table)
+                    verdict = await guard.check(scope, path, mode, None, "gateway", False)
+            elif path == table.metrics.path:
+                verdict = await self.monitor.authorize_metrics(scope, path, guard, table)
             else:
                 route, upstream = self._target(table, path, scope["method"])
                 verdict = await guard.check(
@@ -128,7 +132,9 @@ class Gateway:
                 )
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
-            if upstream is None:  # an admin path
+            if upstream is None and self.monitor.serves(path, table):
+                status = await self.monitor.handle(path, scope, send, request_id, table)
+            elif upstream is None:  # an admin path
                 status = await self.admin.handle(path, scope, send, request_id)
             else:
                 status, sent = await self._proxy(
@@ -151,6 +157,8 @@ class Gateway:
             status = 500
             await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
+            elapsed = time.perf_counter() - started
+            self.monitor.count(route, upstream, status, elapsed, verdict)
             if self.access_log is not None:
                 self.access_log.write(
                     {
@@ -161,7 +169,7 @@ class Gateway:
                         "upstream": upstream.name if upstream else None,
                         "status": status,
                         "bytes": sent,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                        "duration_ms": round(elapsed * 1000, 3),
                         "client": scope["client"][0] if scope.get("client") else None,
                         **_verdict_fields(verdict),
                     }

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from gateway.config import Route, Upstream
 from gateway.differ import Answer, Comparison, diff, noisy_paths
 from gateway.errors import GatewayError
+from gateway.histogram import Histogram
 from gateway.pools import Pools
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings
 from gateway.shadow_store import Record, ShadowStore, Verdict, redact
@@ -77,6 +78,7 @@ class RouteStats:
     compared: int = 0
     verdicts: Counter[str] = field(default_factory=Counter)
     dropped: int = 0
+    latency: Histogram = field(default_factory=Histogram)  # the candidate's, in seconds
 
 
 class Mirror:
@@ -220,6 +222,8 @@ class Mirror:
         if verdict not in ("dropped", "candidate_error"):
             stats.compared += 1
         stats.verdicts[verdict] += 1
+        if candidate_ms is not None:
+            stats.latency.observe(candidate_ms / 1000)
         record = Record(
             at=time.time(),
             route=exchange.route.name,
