@@ -5,10 +5,12 @@ or ChromeDriver is missing; failed instead under STRANGLER_REQUIRE_SERVICES=1.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from harness import Recorder, get, raw_request, serve_gateway
-from test_metrics import secured_routes, token
+from harness import Recorder, get, raw_request, serve_gateway, write_routes
+from test_metrics import secured_routes, token, write_cdc_status
+from test_shadow import catalogue, service
 from webdriver import Browser, chromium
 
 pytestmark = pytest.mark.anyio
@@ -89,3 +91,61 @@ async def test_the_dashboard_shows_the_routes_and_updates_after_traffic(
         assert legacy == "9"
         # The token never left the tab: no cookie was set for the gateway's origin.
         assert await browser.script("return document.cookie;") == ""
+
+
+async def test_shadow_differences_and_cdc_lag_are_drawn_as_text(tmp_path: Path) -> None:
+    markup = "<img src=x id=injected>"
+
+    def candidate(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
+        status, answer = catalogue(calls, body)
+        return status, {**answer, "total": markup}
+
+    async with service(catalogue) as legacy, service(candidate) as search:
+        routes = tmp_path / "routes.yaml"
+        write_routes(
+            routes,
+            f"""
+upstreams:
+  legacy: {{url: "{legacy.url}", timeout: 2s}}
+  search: {{url: "{search.url}", timeout: 2s}}
+shadow_store: {{url: "sqlite:///{tmp_path}/shadow.db"}}
+cdc: {{status_file: cdc-status.json}}
+routes:
+  - name: search
+    path: /search
+    upstream: legacy
+    shadow: {{upstream: search}}
+""",
+        )
+        write_cdc_status(tmp_path / "cdc-status.json", applied=40, lag=5)
+        async with serve_gateway(routes) as gw, chromium() as browser:
+            for _ in range(3):
+                assert (await raw_request(gw.port, get("/search?q=lamp"))).status == 200
+            await gw.app.mirror.drain()
+            await browser.open(gw.url + "/_strangler/")  # open access: no token asked
+
+            async def shadow_heading() -> object:
+                return await browser.script(
+                    "const h = document.querySelector(\"#shadow [data-route='search'] h3\");"
+                    "return h ? h.textContent : null;"
+                )
+
+            assert await browser.until("the shadow summary", shadow_heading) == (
+                "search: 0.0% identical"
+            )
+            example = await browser.script(
+                "return document.querySelector('#shadow td.mono:last-child').textContent;"
+            )
+            assert example == f'2 → "{markup}"'  # JSON values, as the differ records them
+            assert await browser.script("return document.getElementById('injected');") is None
+            assert (
+                await browser.script(
+                    "return document.querySelector(\"#cdc tr[data-table='public.products']\")"
+                    ".children[2].textContent;"
+                )
+                == "5"
+            )
+            assert "bridge running" in await browser.script(
+                "return document.getElementById('cdc-status').textContent;"
+            )
+            assert await browser.script("return document.getElementById('login').hidden;")
