@@ -42,7 +42,7 @@ function share(part, whole, partBefore, wholeBefore) {
 
 // `upstream` is a name today; a weighted split may arrive as {name: weight} or a list of
 // {upstream|name, weight}: show whichever the JSON has.
-function split(upstream) {
+function split(upstream, served) {
   const cell = el("td", null, "split");
   let parts = [];
   if (typeof upstream === "string") parts = [[upstream, null]];
@@ -50,6 +50,11 @@ function split(upstream) {
   else if (upstream && typeof upstream === "object") parts = Object.entries(upstream);
   for (const [name, weight] of parts) {
     cell.appendChild(el("span", weight === null || weight === undefined ? name : `${name} ${weight}%`));
+  }
+  // Who actually answered since start, when more than one did (a split, or an edit).
+  const answered = Object.entries(served);
+  if (answered.length > 1) {
+    cell.appendChild(el("span", "served: " + answered.map(([n, c]) => `${n} ${c}`).join(", "), "hint"));
   }
   return cell;
 }
@@ -80,7 +85,7 @@ function drawRoutes(doc, seconds) {
       el("td", r.path, "mono"),
       el("td", r.methods ? r.methods.join(", ") : "any"),
       state(r.state || (r.shadow ? "shadow" : "")),
-      split(r.upstream),
+      split(r.upstream, r.traffic.by_upstream),
       el("td", r.shadow ? `${r.shadow.upstream} (${Math.round(r.shadow.sample * 100)}%)` : ""),
       ...trafficCells(r.traffic, before[r.name], seconds),
     ]);

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_shadow import catalogue, service
 
 from cdc.metrics import Metrics as CdcMetrics
+from gateway.histogram import Histogram
 
 pytestmark = pytest.mark.anyio
 
@@ -392,3 +393,11 @@ async def test_scrapes_while_traffic_flows(open_gateway: Gateway) -> None:
         value(final, "strangler_requests_total", route="search", upstream="search", status="200")
         == 40
     )
+
+
+def test_histogram_buckets_are_inclusive_upper_bounds_counted_cumulatively() -> None:
+    observed = Histogram((0.1, 1.0))
+    for seconds in (0.05, 0.1, 0.5, 1.0, 3.0):
+        observed.observe(seconds)
+    assert observed.cumulative() == [(0.1, 2), (1.0, 4), (float("inf"), 5)]
+    assert observed.total == pytest.approx(4.65)
