@@ -8,7 +8,8 @@ metrics:
 - `policy` (the default, closed): like `/_strangler/*`, the request is authenticated with the
   file's `auth.default` mode and the policy decides; its input has `route: "_metrics"`
   (a name no route in the file can have) and `target: "gateway"`. The bundled policy admits
-  the roles `admin` and `metrics`.
+  the roles `admin` and `metrics`. With `authz: none`, whoever `auth.default` admits, as for
+  `/_strangler/*`.
 - `token`: a static bearer token (at least 32 characters) from the environment variable
   `token_env`, for scrapers that cannot mint JWTs (Prometheus' `authorization:
   credentials_file`). Compared in constant time.

@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
 )
 from prometheus_client.parser import text_string_to_metric_families
-from test_shadow import catalogue, service
+from test_shadow import catalogue, service, shadowed
 
 from cdc.metrics import Metrics as CdcMetrics
 from gateway.histogram import Histogram
@@ -199,23 +199,8 @@ async def test_shadow_counters_per_route(tmp_path: Path) -> None:
         return status, {**answer, "total": 3} if calls % 2 else answer
 
     async with service(catalogue) as primary, service(drifting) as candidate:
-        routes = tmp_path / "routes.yaml"
-        write_routes(
-            routes,
-            f"""
-upstreams:
-  legacy: {{url: "{primary.url}", timeout: 2s}}
-  search: {{url: "{candidate.url}", timeout: 2s}}
-shadow_store: {{url: "sqlite:///{tmp_path}/shadow.db"}}
-metrics: {{access: open}}
-routes:
-  - name: search
-    path: /search
-    upstream: legacy
-    shadow: {{upstream: search}}
-""",
-        )
-        async with serve_gateway(routes) as gw:
+        # authz: none, so the default metrics access (policy) lets anyone scrape
+        async with shadowed(tmp_path, primary, candidate) as gw:
             for _ in range(4):
                 assert (await raw_request(gw.port, get("/search?q=x"))).status == 200
             await gw.app.mirror.drain()
