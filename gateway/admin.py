@@ -33,14 +33,7 @@ class Admin:
         if path == ADMIN_HEALTH:
             body: dict[str, object] = {"status": "ok", "routes_version": self.watcher.table.version}
         elif path == ADMIN_PREFIX + "routes":
-            failure = self.watcher.last_failure
-            body = {
-                **self.watcher.table.describe(),
-                "history": [{"at": at, "version": v} for at, v in self.watcher.history],
-                "last_rejected": (
-                    {"at": failure.at, "errors": failure.errors} if failure else None
-                ),
-            }
+            body = self.watcher.describe()
         elif path == ADMIN_PREFIX + "shadow":
             query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
             route = query.get("route", [None])[0]

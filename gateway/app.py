@@ -15,6 +15,7 @@ from gateway.config import RouteTable
 from gateway.evidence import EvidenceStore
 from gateway.guard import Guards
 from gateway.limits import Limits
+from gateway.monitor import Monitor
 from gateway.pools import Pools
 from gateway.promotion import Promoter
 from gateway.proxy import Gateway
@@ -47,8 +48,16 @@ class GatewayApp:
         table = self.watcher.table
         shadow_store = create_store(table.shadow_store.url)
         self.mirror = create_mirror(shadow_store, table.shadow_store, table.shadow_worker)
+        # Features add their stats to /metrics here: self.monitor.metrics.add(source)
+        self.monitor = Monitor(self.watcher, self.mirror)
         self.gateway = Gateway(
-            self.watcher, self.pools, self.guards, self.mirror, access_log, limits=self.limits
+            self.watcher,
+            self.pools,
+            self.guards,
+            self.mirror,
+            access_log,
+            self.monitor,
+            limits=self.limits,
         )
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -34,8 +34,10 @@ from urllib.parse import urlsplit
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
+from gateway.cdc_status import CdcSettings, read_cdc
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
-from gateway.paths import PathError, normalise
+from gateway.metrics_config import MetricsSettings, read_metrics
+from gateway.paths import configured
 from gateway.rollout import RolloutSettings, RouteRollout, read_settings, read_upstream
 from gateway.rollout import read_route as read_rollout
 from gateway.shadow_config import (
@@ -131,6 +133,8 @@ class RouteTable:
     store: StoreSettings = field(default_factory=StoreSettings)  # rate limits, idempotency, jtis
     shadow_worker: ShadowWorkerSettings = field(default_factory=ShadowWorkerSettings)
     rollout: RolloutSettings = field(default_factory=RolloutSettings)  # monolith, sticky cookie
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)  # GET /metrics
+    cdc: CdcSettings | None = None  # where the CDC bridge's status is read (the dashboard)
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -236,6 +240,8 @@ class _Validator(NodeReader):
                 "store",
                 "shadow_worker",
                 "rollout",
+                "metrics",
+                "cdc",
             },
         )
         if top is None:
@@ -267,6 +273,8 @@ class _Validator(NodeReader):
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
         shared = read_shared_store(self, top["store"]) if "store" in top else StoreSettings()
         worker = read_worker(self, top["shadow_worker"]) if "shadow_worker" in top else None
+        metrics = read_metrics(self, top.get("metrics"), {r.path: (r.name, r.line) for r in routes})
+        cdc = read_cdc(self, top["cdc"], self.base) if "cdc" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -283,6 +291,8 @@ class _Validator(NodeReader):
             store=shared,
             shadow_worker=worker or ShadowWorkerSettings(),
             rollout=self.rollout,
+            metrics=metrics,
+            cdc=cdc,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -516,15 +526,7 @@ def _upstream_url(text: str) -> str:
 
 
 def _route_path(text: str) -> str:
-    if not text.startswith("/"):
-        raise ValueError(f"{text!r} must start with '/'")
-    try:
-        path = normalise(text.encode())
-    except PathError as exc:
-        raise ValueError(f"{text!r}: {exc.detail}") from exc
-    if path != text.rstrip("/") and path != text:
-        raise ValueError(f"{text!r} is not in normal form (write {path!r})")
-    return path.rstrip("/") or "/"
+    return configured(text).rstrip("/") or "/"
 
 
 def _network(text: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

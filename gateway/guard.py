@@ -38,6 +38,7 @@ class Verdict:
     decision: Decision | None
     authz_ms: float
     denial: Forbidden | None = None  # set when the request must not pass
+    failed: bool = False  # the engine failed; the route's authz_failure decided
 
 
 def bearer_token(headers: list[tuple[bytes, bytes]]) -> str | None:
@@ -161,6 +162,7 @@ class Guard:
             )
 
         started = time.perf_counter()
+        failed = False
         try:
             if isinstance(self.engine, CachedPolicy):
                 # Everything the input is built from, the token (in the headers) included:
@@ -178,11 +180,12 @@ class Guard:
                 exc,
             )
             decision = Decision(allow=fail_open, reason=f"policy unavailable: {exc}")
+            failed = True
         elapsed = (time.perf_counter() - started) * 1000
         denial = None
         if not decision.allow:
             denial = Forbidden(decision.reason or "denied by policy")
-        return Verdict(identity, decision, elapsed, denial)
+        return Verdict(identity, decision, elapsed, denial, failed)
 
 
 class Guards:

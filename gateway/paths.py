@@ -37,6 +37,21 @@ def normalise(raw: bytes) -> str:
     return _normalise(raw)
 
 
+def configured(text: str) -> str:
+    """A path written in a config file, which requests will be compared with: it must be in
+    normal form already (a trailing slash aside), so that what is written is what matches.
+    ValueError names the form to write."""
+    if not text.startswith("/"):
+        raise ValueError(f"{text!r} must start with '/'")
+    try:
+        path = normalise(text.encode())
+    except PathError as exc:
+        raise ValueError(f"{text!r}: {exc.detail}") from exc
+    if path != text.rstrip("/") and path != text:
+        raise ValueError(f"{text!r} is not in normal form (write {path!r})")
+    return path
+
+
 @lru_cache(maxsize=8192)
 def _normalise(raw: bytes) -> str:
     if not raw.startswith(b"/"):

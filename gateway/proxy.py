@@ -27,6 +27,7 @@ from gateway.errors import (
 )
 from gateway.evidence import LiveEvidence
 from gateway.guard import Guard, Guards, Verdict
+from gateway.monitor import Monitor
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
@@ -86,10 +87,12 @@ class Gateway:
         guards: Guards,
         mirror: Mirror,
         access_log: AccessLog | None = None,
+        monitor: Monitor | None = None,
         *,
         limits: Limits,
     ) -> None:
         self.watcher = watcher
+        self.monitor = monitor or Monitor(watcher, mirror)  # counts; /metrics, the dashboard
         self.pools = pools
         self.guards = guards
         self.mirror = mirror
@@ -125,9 +128,10 @@ class Gateway:
             if path.startswith(ADMIN_PREFIX):
                 if path != ADMIN_HEALTH:  # liveness stays open to load balancers
                     # the routes file's default mode; the policy decides who (default: admin)
-                    verdict = await guard.check(
-                        scope, path, table.auth.default, None, "gateway", False
-                    )
+                    mode = self.monitor.auth_mode(path, table)
+                    verdict = await guard.check(scope, path, mode, None, "gateway", False)
+            elif path == table.metrics.path:
+                verdict = await self.monitor.authorize_metrics(scope, path, guard, table)
             else:
                 route, upstream = self._target(table, path, scope["method"])
                 # the token, the sticky split, the policy, a tester's override
@@ -136,7 +140,9 @@ class Gateway:
                 )
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
-            if upstream is None:  # an admin path
+            if upstream is None and self.monitor.serves(path, table):
+                status = await self.monitor.handle(path, scope, send, request_id, table)
+            elif upstream is None:  # an admin path
                 status = await self.admin.handle(path, scope, send, request_id)
             elif route is not None and route.limits is not None:  # rate_limit, idempotency
                 target, identity = upstream, verdict.identity if verdict else None
@@ -184,9 +190,10 @@ class Gateway:
             status = 500
             await send_error(send, GatewayError("the gateway failed"), request_id)
         finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
+            elapsed = time.perf_counter() - started
+            self.monitor.count(route, upstream, status, elapsed, verdict)
             if measured and route is not None and upstream is not None:
-                self.evidence.observe(route.name, upstream.name, status, elapsed_ms)
+                self.evidence.observe(route.name, upstream.name, status, elapsed * 1000)
             if self.access_log is not None:
                 self.access_log.write(
                     {
@@ -197,7 +204,7 @@ class Gateway:
                         "upstream": upstream.name if upstream else None,
                         "status": status,
                         "bytes": sent,
-                        "duration_ms": round(elapsed_ms, 3),
+                        "duration_ms": round(elapsed * 1000, 3),
                         "client": scope["client"][0] if scope.get("client") else None,
                         **_verdict_fields(verdict),
                     }

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gateway import config
 from gateway.config import RouteTable
@@ -69,6 +70,15 @@ class RoutesWatcher:
         if self.on_swap is not None:
             self.on_swap(table)
         return True
+
+    def describe(self) -> dict[str, Any]:
+        """The serving table, the reload history and the last rejected edit's errors."""
+        failure = self.last_failure
+        return {
+            **self.table.describe(),
+            "history": [{"at": at, "version": v} for at, v in self.history],
+            "last_rejected": {"at": failure.at, "errors": failure.errors} if failure else None,
+        }
 
     def changed(self) -> bool:
         return self._file_stat() != self._stat

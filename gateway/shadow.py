@@ -19,18 +19,17 @@ gateway process, for the metrics endpoint to read at scrape time.
 
 from __future__ import annotations
 
-import bisect
 import zlib
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from gateway.config import Route, Upstream
+from gateway.histogram import Histogram
 from gateway.shadow_config import ShadowSettings
 from gateway.shadow_store import ShadowStore
 
 SHADOW_HEADER = (b"x-strangler-shadow", b"1")
 # Upper bounds of the shadow latency histogram, milliseconds; one more bucket counts the rest.
-LATENCY_BUCKETS_MS = (1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
 
 
 class Tee:
@@ -92,9 +91,7 @@ class RouteStats:
     different: int = 0
     noise_only: int = 0  # differing only in fields learned to be noisy
     status_only: int = 0  # bodies too large to compare: status and headers matched
-    # Shadow (candidate) latency: counts per LATENCY_BUCKETS_MS bound, then above the last.
-    latency_counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_MS) + 1))
-    latency_sum_ms: float = 0.0
+    latency: Histogram = field(default_factory=Histogram)  # the candidate's, in seconds
 
     @property
     def compared(self) -> int:
@@ -109,9 +106,11 @@ class RouteStats:
     def differed(self) -> int:
         return self.different
 
-    def observe(self, ms: float) -> None:
-        self.latency_counts[bisect.bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
-        self.latency_sum_ms += ms
+    def verdict(self, verdict: str) -> int:
+        """The count for a store verdict: one of COMPARED, or candidate_error."""
+        return (
+            self.candidate_errors if verdict == "candidate_error" else int(getattr(self, verdict))
+        )
 
     def add(self, other: RouteStats) -> None:
         self.mirrored += other.mirrored
@@ -121,9 +120,7 @@ class RouteStats:
         self.different += other.different
         self.noise_only += other.noise_only
         self.status_only += other.status_only
-        for i, n in enumerate(other.latency_counts):
-            self.latency_counts[i] += n
-        self.latency_sum_ms += other.latency_sum_ms
+        self.latency.add(other.latency)
 
 
 def route_stats(stats: dict[str, RouteStats], route: str) -> RouteStats:

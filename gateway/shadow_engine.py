@@ -113,7 +113,7 @@ class Engine:
                 comparison = diff(primary, candidate, rules)
             stats = route_stats(self.stats, copy.route.name)
             setattr(stats, comparison.verdict, getattr(stats, comparison.verdict) + 1)
-            stats.observe(candidate_ms)
+            stats.latency.observe(candidate_ms / 1000)
             record = self._record(
                 copy, comparison.verdict, candidate.status, candidate_ms, None, comparison
             )

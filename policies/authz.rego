@@ -127,9 +127,37 @@ override if {
 	is_string(input.override)
 }
 
+# The dashboard's page, script and style hold no data: a browser cannot send a token when
+# it navigates, so anyone may load them. The data they fetch (/_strangler/dashboard.json)
+# is admin-only like the rest of the admin API.
+allow if {
+	read
+	dashboard_asset
+}
+
+dashboard_asset if segments == ["_strangler", ""]
+
+dashboard_asset if segments == ["_strangler", "dashboard.js"]
+
+dashboard_asset if segments == ["_strangler", "dashboard.css"]
+
+# GET /metrics with `metrics: {access: policy}` (the default): the gateway asks with route
+# "_metrics", a name no route in routes.yaml can have, whatever path metrics is served at.
+# Admins may read it, and scrapers given the `metrics` role.
+allow if {
+	read
+	input.route == "_metrics"
+	input.target == "gateway"
+	some role in ["admin", "metrics"]
+	role in roles
+}
+
 reason := "the admin API needs the admin role" if {
 	not allow
 	segments[0] == "_strangler"
+} else := "metrics need the admin or metrics role" if {
+	not allow
+	input.route == "_metrics"
 } else := "orders need a signed-in buyer" if {
 	not allow
 	segments == ["orders"]

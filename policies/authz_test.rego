@@ -123,6 +123,34 @@ test_admin_api_denied_to_others if {
 	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["_STRANGLER"] with input.claims as claims("root", ["admin"])
 }
 
+test_dashboard_page_for_anyone_its_data_for_admins if {
+	authz.allow with input.attributes as http("GET") with input.parsed_path as ["_strangler", ""]
+	authz.allow with input.attributes as http("GET") with input.parsed_path as ["_strangler", "dashboard.js"]
+	authz.allow with input.attributes as http("HEAD") with input.parsed_path as ["_strangler", "dashboard.css"]
+	not authz.allow with input.attributes as http("POST") with input.parsed_path as ["_strangler", ""]
+	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["_strangler", "dashboard.json"]
+	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["_strangler", "dashboard.json"] with input.claims as claims("alice", ["buyer"])
+	authz.allow with input.attributes as http("GET") with input.parsed_path as ["_strangler", "dashboard.json"] with input.claims as claims("root", ["admin"])
+}
+
+# GET /metrics (metrics.access: policy).
+
+test_metrics_for_admins_and_scrapers if {
+	authz.allow with input.attributes as http("GET") with input.parsed_path as ["metrics"] with input.route as "_metrics" with input.target as "gateway" with input.claims as claims("root", ["admin"])
+	authz.allow with input.attributes as http("GET") with input.parsed_path as ["stats"] with input.route as "_metrics" with input.target as "gateway" with input.claims as claims("prometheus", ["metrics"])
+}
+
+test_metrics_denied_to_others if {
+	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["metrics"] with input.route as "_metrics" with input.target as "gateway"
+	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["metrics"] with input.route as "_metrics" with input.target as "gateway" with input.claims as claims("alice", ["buyer"])
+	r := authz.reason with input.attributes as http("GET") with input.parsed_path as ["metrics"] with input.route as "_metrics" with input.target as "gateway"
+	r == "metrics need the admin or metrics role"
+	not authz.allow with input.attributes as http("POST") with input.parsed_path as ["metrics"] with input.route as "_metrics" with input.target as "gateway" with input.claims as claims("root", ["admin"])
+
+	# a route named otherwise, to an upstream named "gateway", is not the metrics endpoint
+	not authz.allow with input.attributes as http("GET") with input.parsed_path as ["metrics"] with input.route as "metrics" with input.target as "gateway" with input.claims as claims("prometheus", ["metrics"])
+}
+
 # Everything else.
 
 test_default_deny_names_the_request if {

@@ -289,7 +289,7 @@ async def test_per_route_stats_in_the_gateway_match_the_report(tmp_path: Path, m
             stats = gw.app.mirror.stats["search"]
     assert (stats.mirrored, stats.matched, stats.differed, stats.dropped) == (6, 3, 3, 0)
     assert (summary["mirrored"], summary["identical"], summary["different"]) == (6, 3, 3)
-    assert sum(stats.latency_counts) == 6 and stats.latency_sum_ms > 0
+    assert sum(stats.latency.counts) == 6 and stats.latency.total > 0
 
 
 def shadow_workers() -> list[int]:

@@ -1,0 +1,232 @@
+// The dashboard: polls dashboard.json and draws it. Plain DOM, no framework, no build step.
+// Everything from the JSON is set with textContent: route names, upstream URLs and shadow
+// examples (which come from upstream answers) are never parsed as HTML.
+"use strict";
+
+const POLL_MS = 2000;
+const TOKEN_KEY = "strangler.admin-token";
+let previous = null; // the last document, to turn counters into rates
+
+function $(id) { return document.getElementById(id); }
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) tr.appendChild(cell instanceof Node ? cell : el("td", cell));
+  return tr;
+}
+
+function num(value, className) {
+  return el("td", value, "num" + (className ? " " + className : ""));
+}
+
+function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+
+function rate(now, before, seconds) {
+  if (before === undefined || seconds <= 0) return "–";
+  return ((now - before) / seconds).toFixed(1);
+}
+
+// The error share over the last poll interval, or over all time before the second poll.
+function share(part, whole, partBefore, wholeBefore) {
+  const p = partBefore === undefined ? part : part - partBefore;
+  const w = wholeBefore === undefined ? whole : whole - wholeBefore;
+  return w > 0 ? (100 * p / w).toFixed(1) + "%" : "–";
+}
+
+// `upstream` is a name today; a weighted split may arrive as {name: weight} or a list of
+// {upstream|name, weight}: show whichever the JSON has.
+function split(upstream, served) {
+  const cell = el("td", null, "split");
+  let parts = [];
+  if (typeof upstream === "string") parts = [[upstream, null]];
+  else if (Array.isArray(upstream)) parts = upstream.map((u) => [u.upstream || u.name, u.weight]);
+  else if (upstream && typeof upstream === "object") parts = Object.entries(upstream);
+  for (const [name, weight] of parts) {
+    cell.appendChild(el("span", weight === null || weight === undefined ? name : `${name} ${weight}%`));
+  }
+  // Who actually answered since start, when more than one did (a split, or an edit).
+  const answered = Object.entries(served);
+  if (answered.length > 1) {
+    cell.appendChild(el("span", "served: " + answered.map(([n, c]) => `${n} ${c}`).join(", "), "hint"));
+  }
+  return cell;
+}
+
+function state(name) {
+  const cell = el("td");
+  if (name) cell.appendChild(el("span", name, "state"));
+  return cell;
+}
+
+function trafficCells(now, before, seconds) {
+  return [
+    num(rate(now.requests, before && before.requests, seconds), "rate"),
+    num(share(now.errors, now.requests, before && before.errors, before && before.requests),
+        now.errors > 0 ? "bad errors" : "errors"),
+    num(share(now.client_errors, now.requests, before && before.client_errors, before && before.requests),
+        "client-errors"),
+    num(now.requests, "requests"),
+  ];
+}
+
+function drawRoutes(doc, seconds) {
+  const before = {};
+  if (previous) for (const r of previous.routes) before[r.name] = r.traffic;
+  fill($("routes").tBodies[0], doc.routes.map((r) => {
+    const tr = row([
+      el("td", r.name, "mono"),
+      el("td", r.path, "mono"),
+      el("td", r.methods ? r.methods.join(", ") : "any"),
+      state(r.state || (r.shadow ? "shadow" : "")),
+      split(r.upstream, r.traffic.by_upstream),
+      el("td", r.shadow ? `${r.shadow.upstream} (${Math.round(r.shadow.sample * 100)}%)` : ""),
+      ...trafficCells(r.traffic, before[r.name], seconds),
+    ]);
+    tr.dataset.route = r.name;
+    return tr;
+  }));
+  const other = doc.unrouted.requests;
+  $("unrouted").textContent = other
+    ? `${other} requests matched no route (default upstream, admin API, rejected paths).` : "";
+}
+
+function drawUpstreams(doc, seconds) {
+  const before = previous ? previous.upstreams : {};
+  fill($("upstreams").tBodies[0], Object.entries(doc.upstreams).map(([name, u]) => {
+    const tr = row([el("td", name, "mono"), el("td", u.url || "", "mono"),
+      ...trafficCells(u, before[name], seconds)]);
+    tr.dataset.upstream = name;
+    return tr;
+  }));
+}
+
+function drawShadow(doc) {
+  const box = $("shadow");
+  $("shadow-empty").hidden = doc.shadow.length > 0;
+  box.replaceChildren(...doc.shadow.map((s) => {
+    const part = el("div");
+    part.dataset.route = s.route;
+    part.appendChild(el("h3", `${s.route}: ${s.identical_pct.toFixed(1)}% identical`));
+    part.appendChild(el("p",
+      `${s.compared} compared of ${s.mirrored} mirrored; ${s.different} differing, ` +
+      `${s.noise_only} noise only, ${s.status_only} status only, ` +
+      `${s.candidate_errors} candidate errors, ${s.dropped} dropped`, "hint"));
+    if (s.top_differences.length) {
+      const table = el("table");
+      table.appendChild(row(["field", "kind", "comparisons", "example"].map((h) => el("th", h))));
+      for (const f of s.top_differences) {
+        const e = f.example;
+        table.appendChild(row([el("td", f.path, "mono"), el("td", f.kind), num(f.count),
+          el("td", `${e.primary ?? "(absent)"} → ${e.candidate ?? "(absent)"}`, "mono")]));
+      }
+      part.appendChild(table);
+    }
+    return part;
+  }));
+}
+
+function drawCdc(doc) {
+  const cdc = doc.cdc;
+  const status = $("cdc-status");
+  if (cdc.detail) {
+    status.textContent = cdc.detail;
+    status.className = cdc.configured ? "bad" : "hint";
+  } else {
+    status.textContent = `bridge ${cdc.state}, status written ${cdc.age_seconds.toFixed(1)} s ago (${cdc.source})`;
+    status.className = cdc.up ? "good" : "bad";
+  }
+  const tables = cdc.detail ? [] : cdc.tables;
+  fill($("cdc").tBodies[0], tables.map((t) => {
+    const tr = row([el("td", t.table, "mono"), num(t.lag_seconds, t.lag_seconds > 5 ? "bad" : ""),
+      num(t.lag_events), num(t.applied), num(t.skipped),
+      num(t.dead_lettered, t.dead_lettered ? "bad" : ""), el("td", t.position || "", "mono")]);
+    tr.dataset.table = t.table;
+    return tr;
+  }));
+}
+
+function time(at) { return new Date(at * 1000).toLocaleString(); }
+
+function drawRoutesFile(doc) {
+  const file = doc.routes_file;
+  $("version").textContent = `routes.yaml ${file.version}`;
+  $("routes-file").textContent =
+    `version ${file.version} from ${file.source}, loaded ${time(file.loaded_at)}`;
+  fill($("history"), file.history.slice().reverse().map((h) =>
+    el("li", `${time(h.at)}  ${h.version}`, "mono")));
+  const rejected = $("rejected");
+  rejected.hidden = !file.last_rejected;
+  if (file.last_rejected) {
+    rejected.querySelector("h3").textContent =
+      `Last rejected edit, ${time(file.last_rejected.at)} (the version above keeps serving)`;
+    fill(rejected.querySelector("ul"), file.last_rejected.errors.map((e) => el("li", e, "mono")));
+  }
+}
+
+function draw(doc) {
+  const seconds = previous ? doc.now - previous.now : 0;
+  drawRoutesFile(doc);
+  drawRoutes(doc, seconds);
+  drawUpstreams(doc, seconds);
+  drawShadow(doc);
+  drawCdc(doc);
+  previous = doc;
+}
+
+function setStatus(text, className) {
+  const status = $("status");
+  status.textContent = text;
+  status.className = className;
+}
+
+function askForToken(reason) {
+  $("login-reason").textContent = reason;
+  $("login").hidden = false;
+  $("token").focus();
+}
+
+async function poll() {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = { Accept: "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  try {
+    const response = await fetch("dashboard.json", { headers, cache: "no-store", credentials: "omit" });
+    const body = await response.json();
+    if (response.status === 401 || response.status === 403) {
+      setStatus(`${response.status} ${body.error}`, "bad");
+      askForToken(token ? `The token was refused: ${body.detail}` : "This dashboard needs an admin token.");
+      return; // no polling until a token is given
+    }
+    if (!response.ok) throw new Error(`${response.status} ${body.error}: ${body.detail}`);
+    $("login").hidden = true;
+    $("forget").hidden = !token;
+    draw(body);
+    setStatus(`updated ${new Date().toLocaleTimeString()}`, "good");
+  } catch (error) {
+    setStatus(`poll failed: ${error.message}`, "bad");
+  }
+  setTimeout(poll, POLL_MS);
+}
+
+$("login").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value.trim();
+  $("token").value = "";
+  if (!token) return;
+  sessionStorage.setItem(TOKEN_KEY, token);
+  poll();
+});
+
+$("forget").addEventListener("click", () => {
+  sessionStorage.removeItem(TOKEN_KEY);
+  location.reload();
+});
+
+poll();
