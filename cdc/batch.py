@@ -65,13 +65,12 @@ class Plan:
     progress: dict[str, Progress] = field(default_factory=dict)  # by topic
 
 
-def _typed(column_type: str | None, value: Any) -> Any:
-    # Declared types decode raw JSON scalars; a value decoded from its schema passes through.
-    if column_type is None or value is None or value is UNAVAILABLE:
+def _typed(column_type: str | None, value: Any, schemaless: bool) -> Any:
+    # Declared types decode plain JSON values (objects too: a VariableScaleDecimal is one);
+    # a value decoded from its schema is already typed and passes through.
+    if column_type is None or not schemaless or value is None or value is UNAVAILABLE:
         return value
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return DECLARED[column_type](value, {})
-    return value
+    return DECLARED[column_type](value, {})
 
 
 def operation(change: Change, table: TableMapping) -> Upsert | Delete | None:
@@ -89,7 +88,7 @@ def operation(change: Change, table: TableMapping) -> Upsert | Delete | None:
                 raise EventError(origin, f"'after' has no column {column.source!r}")
             value = after[column.source]
             if value is not UNAVAILABLE:
-                row[column.target] = _typed(column.type, value)
+                row[column.target] = _typed(column.type, value, change.schemaless)
         missing = [k for k in table.key if k not in row]
         if missing:
             raise EventError(origin, f"key column(s) {missing} unavailable (TOASTed)")
@@ -109,7 +108,7 @@ def _delete_key(change: Change, table: TableMapping) -> Key:
     ]
     for row in (change.key, change.before):
         if row is not None and all(source in row for source, _ in sources):
-            return tuple(_typed(kind, row[source]) for source, kind in sources)
+            return tuple(_typed(kind, row[source], change.schemaless) for source, kind in sources)
     names = [source for source, _ in sources]
     raise EventError(change.origin, f"a delete without the key column(s) {names}")
 

@@ -16,6 +16,7 @@ Delivery is at least once and the sink is idempotent, so every change takes effe
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,18 @@ class Options:
     max_wait: float = 0.02  # seconds a batch waits to fill: the latency floor
     status_file: Path | None = None
     extra: tuple[tuple[str, str], ...] = ()  # more librdkafka settings
+    # A member that dies without leaving (SIGKILL, a lost host) keeps its partitions until
+    # the coordinator has heard nothing from it for this long, and a rebalance waits for
+    # it: a restarted bridge applies nothing meanwhile (librdkafka #568). librdkafka's
+    # default is 45 s; 10 s is Kafka's old default and the brokers' minimum is 6 s.
+    # Heartbeats come from librdkafka's own thread, so a long batch does not count here
+    # (max.poll.interval.ms, 5 min, does).
+    session_timeout_ms: int = 10_000
+    # Static membership (KIP-345, `group.instance.id`): a bridge restarted under the same
+    # id takes its partitions back at once, without a rebalance, on a real broker. Give
+    # each replica a stable id (its pod or service name). librdkafka's mock cluster does
+    # not implement it; there the session timeout alone bounds a restart.
+    instance_id: str | None = None
     # Take every partition of the mapped topics without joining the group's rebalancing
     # (offsets are still committed to the group): for a single bridge, a restart resumes at
     # once instead of waiting for the dead member's session to time out.
@@ -74,14 +87,22 @@ class Bridge:
 
     def topics(self) -> list[str]:
         prefix = self.mapping.topic_prefix.replace(".", r"\.")
-        # Regex subscriptions tolerate topics that do not exist (yet): heartbeats and the
-        # transaction topic are optional in Debezium.
-        return [*self.mapping.topics, rf"^(__debezium-heartbeat\.{prefix}|{prefix}\.transaction)$"]
+        # Regex subscriptions tolerate topics that do not exist (yet): heartbeats, the
+        # transaction topic and logical decoding messages are optional in Debezium.
+        optional = rf"^(__debezium-heartbeat\.{prefix}|{prefix}\.transaction|{prefix}\.message)$"
+        return [*self.mapping.topics, optional]
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         common = {"bootstrap.servers": self.options.bootstrap_servers, **dict(self.options.extra)}
+        membership: dict[str, str | int] = {
+            "session.timeout.ms": self.options.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(3000, self.options.session_timeout_ms // 3)),
+        }
+        if self.options.instance_id:
+            membership["group.instance.id"] = self.options.instance_id
         self._consumer = Consumer(
             {
+                **membership,
                 **common,
                 "group.id": self.options.group_id,
                 "enable.auto.offset.store": False,
@@ -126,6 +147,10 @@ class Bridge:
                 raise CdcError(f"topic {topic} is not available")
             # No offset given: each partition resumes at the group's committed offset.
             partitions += [TopicPartition(topic, p) for p in metadata.partitions]
+        optional = re.compile(self.topics()[-1])
+        for topic, metadata in self._consumer.list_topics(timeout=30).topics.items():
+            if optional.match(topic) and metadata.error is None:
+                partitions += [TopicPartition(topic, p) for p in metadata.partitions]
         return partitions
 
     def _on_revoke(self, consumer: Consumer, _partitions: list[TopicPartition]) -> None:

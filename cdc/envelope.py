@@ -18,8 +18,14 @@ Positions. Each change gets a source position that orders it against every other
 the same row: Debezium's `source.sequence` is `["<lastCommitLsn>", "<lsn>"]`, and ordering by
 that pair (not by lsn alone) is what keeps interleaved transactions in commit order. It is
 encoded as fixed-width hex, `CCCCCCCCCCCCCCCC/LLLLLLLLLLLLLLLL`, so the database compares
-positions as strings. Snapshot reads (`op: r`) get commit part 0, the snapshot marker: they
-sort before every streamed change, which always reflects a later state of the row.
+positions as strings. Reads of the initial snapshot (`op: r`) get commit part 0, the
+snapshot marker: they sort before every streamed change, which always reflects a later
+state of the row. Reads of an incremental snapshot (`source.snapshot: "incremental"`) are
+different: Debezium interleaves their chunks with streaming and drops a chunk's read of
+any row that changed while the chunk was open (its watermarking), so a read it emits is
+the row's state at that point of the stream, newer than every change of the row before it
+in the topic. They keep the position of the stream they were emitted at, as a streamed
+change would, and so replace what the target has.
 """
 
 from __future__ import annotations
@@ -52,6 +58,9 @@ class Change:
     position: str | None
     source_ts_ms: int | None
     table: str | None  # "schema.table" as the source names it
+    # The value had no schema (JsonConverter schemas.enable=false): its columns are plain
+    # JSON, and the mapping's declared types decode them.
+    schemaless: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +205,16 @@ def _envelope(
         key,
         before,
         after,
-        _source_position(origin, source, op),
+        _source_position(origin, source, op, source.get("snapshot") == "incremental"),
         ts if isinstance(ts, int) else None,
         f"{schema_name}.{table}" if table else None,
+        schema is None,
     )
 
 
-def _source_position(origin: Origin, source: dict[str, Any], op: str) -> str | None:
+def _source_position(
+    origin: Origin, source: dict[str, Any], op: str, incremental: bool
+) -> str | None:
     lsn = source.get("lsn")
     if lsn is None:
         return None
@@ -220,7 +232,7 @@ def _source_position(origin: Origin, source: dict[str, Any], op: str) -> str | N
             raise EventError(
                 origin, f"source.sequence must be a JSON array of two LSNs, got {sequence!r}"
             ) from exc
-    if op == "r":
+    if op == "r" and not incremental:
         commit = SNAPSHOT_MARKER
     return position(commit, lsn)
 
@@ -246,8 +258,10 @@ def _flattened(
     if lsn is not None and (isinstance(lsn, bool) or not isinstance(lsn, int)):
         raise EventError(origin, f"__lsn must be an integer, got {lsn!r}")
     ts = meta.get("__source_ts_ms")
-    # Without `sequence` the lsn is all there is: (lsn, lsn), or the snapshot marker.
-    where = None if lsn is None else position(SNAPSHOT_MARKER if op == "r" else lsn, lsn)
+    # Without `sequence` the lsn is all there is: (lsn, lsn), or the snapshot marker for an
+    # initial snapshot's read (`add.fields=source.snapshot` tells an incremental one apart).
+    initial = op == "r" and meta.get("__source_snapshot") != "incremental"
+    where = None if lsn is None else position(SNAPSHOT_MARKER if initial else lsn, lsn)
     return Change(
         origin,
         op,
@@ -257,4 +271,5 @@ def _flattened(
         where,
         ts if isinstance(ts, int) else None,
         meta.get("__table") if isinstance(meta.get("__table"), str) else None,
+        schema is None,
     )

@@ -161,8 +161,11 @@ LOGICAL: Final[dict[str, Decoder]] = {
 }
 
 
-def _plain_decimal(value: Any, _schema: dict[str, Any]) -> Decimal:
-    # decimal.handling.mode=string gives "12.34"; =double gives 12.34 (already lossy).
+def _plain_decimal(value: Any, schema: dict[str, Any]) -> Decimal:
+    # decimal.handling.mode=string gives "12.34"; =double gives 12.34 (already lossy); a
+    # numeric column without precision (VariableScaleDecimal) stays a {scale, value} struct.
+    if isinstance(value, dict):
+        return _variable_decimal(value, schema)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a decimal number, got {value!r}")
     try:

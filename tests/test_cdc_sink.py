@@ -54,6 +54,7 @@ class Topic:
         row: dict[str, Any] | None,
         lsn: int,
         before: dict[str, Any] | None = None,
+        snapshot: str | None = None,
     ) -> Change:
         key_row = row if row is not None else before
         assert key_row is not None
@@ -64,7 +65,7 @@ class Topic:
             lsn=lsn,
             last_commit=lsn,
             ts_ms=1_700_000_000_000,
-            snapshot="true" if op == "r" else "false",
+            snapshot=snapshot or ("true" if op == "r" else "false"),
         )
         origin = Origin(self.source.topic, 0, self.offset)
         self.offset += 1
@@ -169,6 +170,21 @@ def test_a_snapshot_read_never_overwrites_a_streamed_change(
     # The snapshot marker sorts before every streamed change, whatever the lsn.
     assert sink.apply([topic.event("r", product(1, "Snapshot"), 500)]).skipped == 1
     assert documents(sink)[1][0] == "Streamed"
+
+
+def test_an_incremental_snapshot_read_replaces_older_streamed_changes(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1, "Streamed"), 200), topic.event("c", product(2), 201)])
+    # Debezium emits a chunk's reads after the streamed changes they supersede.
+    read = topic.event("r", product(1, "Read"), 300, snapshot="incremental")
+    assert sink.apply([read]).applied == 1
+    assert documents(sink)[1][0] == "Read"
+    # A change streamed after the read wins, and redelivering the read changes nothing.
+    sink.apply([topic.event("u", product(1, "Later"), 301)])
+    assert sink.apply([read]).skipped == 1
+    assert documents(sink)[1][0] == "Later"
 
 
 def test_delete_then_reinsert_in_one_batch_leaves_the_row(sink: SqlSink, categories: Topic) -> None:
