@@ -150,6 +150,7 @@ class _Checker(NodeReader):
             prefix = self.scalar(top["topic_prefix"], "topic_prefix")
             if prefix is not None and not _TOPIC.match(prefix):
                 self.error(top["topic_prefix"], f"topic_prefix {prefix!r} is not a topic name")
+                prefix = None  # one error, not one more per topic checked against it
         dead_letter = DEFAULT_DEAD_LETTER_TOPIC
         if "dead_letter_topic" in top:
             dead_letter = self.scalar(top["dead_letter_topic"], "dead_letter_topic") or ""
