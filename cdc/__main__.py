@@ -135,7 +135,8 @@ def _options(args: argparse.Namespace, servers: str) -> Options:
         extra=tuple(extra),
         session_timeout_ms=args.session_timeout_ms,
         instance_id=args.instance_id,
-        assign_all=args.assign_all,
+        # The embedded cluster lives and dies with this one bridge: no group to wait for.
+        assign_all=args.assign_all or args.embedded,
     )
 
 

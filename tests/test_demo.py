@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,12 @@ def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
     assert "X-Strangler-Upstream: legacy" in out
     assert "X-Strangler-Upstream: search" in out
     assert "identical body" in out
+    # The search database came from the CDC bridge (a snapshot), not from a backfill, and a
+    # write through the gateway reached the new service's /search.
+    assert "search documents from a snapshot (op r)" in out
+    assert "POST /products -> 201" in out
+    assert "found by the new service's /search after" in out
+    assert "the rename is in /search after" in out
     assert out.rstrip().endswith("All steps verified.")
     routes = config.load(tmp_path / "routes.yaml")
     search = routes.match("/search", "GET")
@@ -69,3 +76,19 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
     assert first.strip().endswith("strangler demo")
     assert second.strip().endswith("python -m pytest") and "[test]" in second
     assert "sed -n '2s/^    //p' README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_demo_check_fails_with_the_step_when_the_cdc_bridge_cannot_start(tmp_path: Path) -> None:
+    broken = tmp_path / "mapping.yaml"
+    broken.write_text("topic_prefix: legacy\n")  # no tables: the bridge refuses to start
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, "CDC_MAPPING": str(broken)},
+    )
+    assert result.returncode == 1
+    assert "FAILED at step 2: the cdc process exited (1)" in result.stderr
+    assert "missing 'tables'" in result.stderr  # the bridge's log, shown by --check
