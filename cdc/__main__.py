@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from cdc import mapping as mappings
+from cdc import positions
 from cdc.capture import Capture
 from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
@@ -154,7 +155,7 @@ def _start_capture(
     capture.create_topics(producer)
     # The mock cluster forgets everything when this process ends: start from a snapshot
     # whenever the target has not seen this source yet (Debezium's snapshot.mode=initial).
-    if not sink.positions_applied():
+    if not positions.read(sink.engine, mapping.topic_prefix):
         sent = capture.snapshot(producer)
         print(f"strangler cdc: dev capture snapshot, {sent} rows (op r)", flush=True)
 

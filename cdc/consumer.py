@@ -273,7 +273,7 @@ class Bridge:
     def _count(self, changes: list[Change], outcome: Outcome | None, dead: list[Any]) -> None:
         metrics = self.metrics
         for _, error in dead:
-            metrics.topic(error.origin.topic).dead_lettered += 1
+            metrics.dead_letter(error.origin.topic)
         if outcome is None:
             return
         for change in changes:

@@ -365,15 +365,3 @@ class SqlSink:
                 for topic, p in work.progress.items()
             ],
         )
-
-    def positions_applied(self) -> dict[str, tuple[str | None, int | None]]:
-        """The last applied source position and source timestamp per topic."""
-        if self.positions is None:
-            return {}
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(
-                    self.positions.c.topic, self.positions.c.position, self.positions.c.source_ts_ms
-                )
-            )
-            return {row[0]: (row[1], row[2]) for row in rows}

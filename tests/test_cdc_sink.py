@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc import envelope, mapping
+from cdc import envelope, mapping, positions
 from cdc.envelope import Change
 from cdc.errors import Origin
 from cdc.record import Field, Source
@@ -252,15 +252,30 @@ def test_a_constraint_violation_rejects_only_that_event(sink: SqlSink, categorie
     assert list(documents(sink)) == [1, 3]
 
 
-def test_positions_are_published_per_topic(sink: SqlSink, categories: Topic) -> None:
+def test_positions_are_published_per_source_table(sink: SqlSink, categories: Topic) -> None:
     topic = Topic(PRODUCTS)
     sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2), 0x1234)])
-    published = sink.positions_applied()
-    assert published["legacy.public.products"] == (
+    published = positions.read(sink.engine, "legacy")
+    products = published["public.products"]
+    assert (products.topic, products.position) == (
+        "legacy.public.products",
         envelope.position(0x1234, 0x1234),
-        1_700_000_000_000,
     )
-    assert published["legacy.public.categories"][0] == envelope.position(0, 10)
+    assert products.source_ts_ms == 1_700_000_000_000
+    assert products.applied_at is not None
+    # A write committed at or before 0x1234 is in; a later one is not yet.
+    assert products.covers(0x1234) and not products.covers(0x1235)
+    # The categories came from a snapshot read: commit 0 covers no streamed write.
+    assert published["public.categories"].position == envelope.position(0, 10)
+    assert not published["public.categories"].covers(1)
+
+
+def test_no_positions_before_the_bridge_tables_exist(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        assert positions.read(engine, "legacy") == {}
+    finally:
+        engine.dispose()
 
 
 def test_updated_at_arrives_as_a_datetime(sink: SqlSink, categories: Topic) -> None:
