@@ -74,6 +74,7 @@ class Bridge:
         self.options = options
         self.metrics = Metrics()
         self._stop = threading.Event()
+        self._parser = envelope.Parser(mapping.topic_prefix)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -170,7 +171,8 @@ class Bridge:
         changes: list[Change] = []
         dead: list[tuple[Message, EventError]] = []
         by_origin: dict[Origin, Message] = {}
-        prefix = self.mapping.topic_prefix
+        last: dict[tuple[str, int], int] = {}  # the offset to store, per partition
+        parse = self._parser.parse
         metrics = self.metrics
         for message in messages:
             error = message.error()
@@ -183,9 +185,12 @@ class Bridge:
                     log.warning("Kafka: %s", error)  # transient: the client retries
                 continue
             topic = message.topic() or ""
-            origin = Origin(topic, message.partition() or 0, message.offset() or 0)
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            last[(topic, partition)] = offset
+            origin = Origin(topic, partition, offset)
             try:
-                event = envelope.parse(origin, message.key(), message.value(), prefix)
+                event = parse(origin, message.key(), message.value())
             except EventError as exc:
                 dead.append((message, exc))
                 continue
@@ -205,8 +210,8 @@ class Bridge:
             dead.extend((by_origin[e.origin], e) for e in outcome.rejected)
         if dead:
             self._dead_letter(dead)
-        self._store(messages)
-        self._count(changes, outcome, dead)
+        self._store(last)
+        self._count(outcome, dead)
         metrics.batch_done(time.perf_counter() - started)
 
     def _apply(self, changes: list[Change]) -> Outcome | None:
@@ -253,12 +258,8 @@ class Bridge:
             # Storing offsets now would lose the messages: fail, and replay them on restart.
             raise CdcError(f"dead-letter topic unavailable: {failures or 'flush timed out'}")
 
-    def _store(self, messages: list[Message]) -> None:
+    def _store(self, last: dict[tuple[str, int], int]) -> None:
         assert self._consumer is not None
-        last: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if message.error() is None:
-                last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
         if last:
             self._consumer.store_offsets(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
@@ -270,20 +271,20 @@ class Bridge:
             lag = max(0, high - offset - 1) if high >= 0 else 0
             self.metrics.topic(topic).partitions[partition] = lag
 
-    def _count(self, changes: list[Change], outcome: Outcome | None, dead: list[Any]) -> None:
+    def _count(self, outcome: Outcome | None, dead: list[Any]) -> None:
         metrics = self.metrics
         for _, error in dead:
             metrics.dead_letter(error.origin.topic)
         if outcome is None:
             return
-        for change in changes:
-            stats = metrics.topic(change.origin.topic)
-            if change.source_ts_ms is not None:
-                stats.last_source_ts_ms = max(stats.last_source_ts_ms or 0, change.source_ts_ms)
-            if change.position is not None and (
-                stats.position is None or change.position > stats.position
+        for topic, progress in outcome.progress.items():
+            stats = metrics.topic(topic)
+            if progress.source_ts_ms is not None:
+                stats.last_source_ts_ms = max(stats.last_source_ts_ms or 0, progress.source_ts_ms)
+            if progress.position is not None and (
+                stats.position is None or progress.position > stats.position
             ):
-                stats.position = change.position
+                stats.position = progress.position
         for topic, counts in outcome.topics.items():
             stats = metrics.topic(topic)
             stats.applied += counts.applied

@@ -34,7 +34,7 @@ def test_the_shipped_mapping_is_valid_and_frozen() -> None:
     assert loaded.topics == ["legacy.public.categories", "legacy.public.products"]
     products = loaded.by_topic["legacy.public.products"]
     assert products.key == ("product_id",)
-    assert products.source_of("product_id") == "id"
+    assert products.key_sources == (("id", None),)
     assert next(c for c in products.columns if c.target == "updated_at").type == "timestamp"
     assert products.join is not None
     assert products.join.columns == (("category_slug", "slug"), ("category_name", "name"))
