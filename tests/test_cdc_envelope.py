@@ -1042,3 +1042,53 @@ def test_malformed_input_is_an_event_error_with_its_origin(
     assert error.origin == origin
     assert reason in error.reason
     assert str(error).startswith(f"{topic}[2]@7: ")
+
+
+# --- one Parser per topic prefix: schemas remembered -------------------------------------------
+
+
+def compact(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":")).encode()  # as JsonConverter writes
+
+
+def test_a_parser_decodes_repeated_schemas_the_same_as_the_first_time() -> None:
+    parser = envelope.Parser(PREFIX)
+    key = compact(KEY_WITH_SCHEMA)
+    first = compact(with_schema(VALUE_SCHEMA, value("c", after=ROW)))
+    second = compact(with_schema(VALUE_SCHEMA, value("u", after={**ROW, "name": "Desk lamp"})))
+    events = [parser.parse(ORIGIN, key, data) for data in (first, second, first)]
+    assert (
+        events[0]
+        == events[2]
+        == change(KEY_WITH_SCHEMA, with_schema(VALUE_SCHEMA, value("c", after=ROW)))
+    )
+    assert isinstance(events[1], Change) and events[1].after == {**DECODED, "name": "Desk lamp"}
+
+
+def test_a_changed_schema_is_picked_up() -> None:
+    parser = envelope.Parser(PREFIX)
+    parser.parse(ORIGIN, None, compact(with_schema(VALUE_SCHEMA, value("c", after=ROW))))
+    # The column `price` becomes decimal.handling.mode=string: the same value, a new schema.
+    evolved = json.loads(json.dumps(VALUE_SCHEMA))
+    for row in evolved["fields"][:2]:
+        row["fields"] = [
+            {"type": "string", "optional": True, "field": "price"} if f["field"] == "price" else f
+            for f in row["fields"]
+        ]
+    event = parser.parse(
+        ORIGIN, None, compact(with_schema(evolved, value("c", after={**ROW, "price": "12.34"})))
+    )
+    assert isinstance(event, Change) and event.after is not None
+    assert event.after["price"] == "12.34"
+    assert event.after["weight"] == Decimal("12.345")
+
+
+def test_a_remembered_schema_with_a_broken_payload_is_still_an_error() -> None:
+    parser = envelope.Parser(PREFIX)
+    good = compact(with_schema(VALUE_SCHEMA, value("c", after=ROW)))
+    parser.parse(ORIGIN, None, good)
+    head = good[: good.index(b',"payload":') + len(b',"payload":')]
+    with pytest.raises(EventError, match="the value is not JSON"):
+        parser.parse(ORIGIN, None, head + b'{"before":null,"after":}')
+    with pytest.raises(EventError, match="value must be a JSON object"):
+        parser.parse(ORIGIN, None, head + b"[1]}")
