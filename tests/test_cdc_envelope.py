@@ -440,34 +440,20 @@ def test_logical_decoding_message_parses_without_rows(topic: str) -> None:
     assert event.position == f"{24023119:016x}/{24023300:016x}"
 
 
-MAPPING = mapping.parse(
-    b"""
-topic_prefix: legacy
-tables:
-  - topic: legacy.public.products
-    target: products
-    key: [id]
-    columns:
-      id: id
-      name: name
-      description: description
-      photo: {from: photo, type: bytes}
-"""
+def products_mapping(columns: str) -> mapping.Mapping:
+    return mapping.parse(
+        b"topic_prefix: legacy\ntables:\n  - topic: legacy.public.products\n"
+        b"    target: products\n    key: [id]\n    columns:\n" + columns.encode()
+    )
+
+
+MAPPING = products_mapping(
+    "      id: id\n      name: name\n      description: description\n"
+    "      photo: {from: photo, type: bytes}\n"
 )
-
-
-DECIMALS = mapping.parse(
-    b"""
-topic_prefix: legacy
-tables:
-  - topic: legacy.public.products
-    target: products
-    key: [id]
-    columns:
-      id: id
-      weight: {from: weight, type: decimal}
-      price: {from: price, type: decimal}
-"""
+DECIMALS = products_mapping(
+    "      id: id\n      weight: {from: weight, type: decimal}\n"
+    "      price: {from: price, type: decimal}\n"
 )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from confluent_kafka import Consumer
+from test_cdc_envelope import MESSAGE_VALUE  # the documented logical-message fixture
 
 from cdc import mapping
 from cdc.capture import Capture
@@ -308,27 +309,8 @@ def test_logical_decoding_messages_are_consumed_and_counted(
     pipeline: Pipeline, assign_all: bool
 ) -> None:
     # Debezium writes `op: m` events to <prefix>.message, a topic of no table.
-    message = {
-        "op": "m",
-        "ts_ms": 1709210096900,
-        "source": {
-            "version": "2.7.3.Final",
-            "connector": "postgresql",
-            "name": "legacy",
-            "ts_ms": 1709210096789,
-            "snapshot": "false",
-            "db": "legacy",
-            "sequence": '["24023119","24023300"]',
-            "schema": "",
-            "table": "",
-            "txId": 562,
-            "lsn": 24023300,
-            "xmin": None,
-        },
-        "message": {"prefix": "audit", "content": "aGVsbG8="},
-    }
     producer = pipeline.cluster.producer()
-    producer.produce("legacy.message", key=b'{"prefix": "audit"}', value=json.dumps(message))
+    producer.produce("legacy.message", key=b'{"prefix": "audit"}', value=json.dumps(MESSAGE_VALUE))
     producer.flush(10)
     running = start_bridge(pipeline, assign_all=assign_all)
     try:

@@ -12,14 +12,19 @@ from gateway import config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
-    result = subprocess.run(
+def run_demo(tmp_path: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=180,
         check=False,
+        env=env,
     )
+
+
+def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
+    result = run_demo(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "X-Strangler-Upstream: legacy" in out
@@ -81,14 +86,7 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
 def test_demo_check_fails_with_the_step_when_the_cdc_bridge_cannot_start(tmp_path: Path) -> None:
     broken = tmp_path / "mapping.yaml"
     broken.write_text("topic_prefix: legacy\n")  # no tables: the bridge refuses to start
-    result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "demo", "--check", "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={**os.environ, "CDC_MAPPING": str(broken)},
-    )
+    result = run_demo(tmp_path, {**os.environ, "CDC_MAPPING": str(broken)})
     assert result.returncode == 1
     assert "FAILED at step 2: the cdc process exited (1)" in result.stderr
     assert "missing 'tables'" in result.stderr  # the bridge's log, shown by --check
