@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -95,6 +96,34 @@ class _Compiled:
 
 
 @dataclass(frozen=True, slots=True)
+class _Staged:
+    """PostgreSQL's faster path for complete rows: COPY them into a temporary table, then
+    one `INSERT ... SELECT ... ON CONFLICT` (about twice the rows/s of executemany here)."""
+
+    create: str  # the session's stage table, empty at each commit
+    copy: str
+    insert: str
+    clear: str
+    columns: tuple[str, ...]
+
+    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
+        driver = connection.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(self.create)
+                with cursor.copy(self.copy) as copy:
+                    for row in rows:
+                        copy.write_row([row[c] for c in self.columns])
+                cursor.execute(self.insert)
+                changed = int(cursor.rowcount)
+                cursor.execute(self.clear)
+                return changed
+        except psycopg.Error as exc:
+            # As SQLAlchemy would raise it: an outage or a row the database refuses.
+            raise DBAPIError.instance(self.insert, None, exc, psycopg.Error) from exc
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     applied: int = 0  # events whose effect is in the database (coalesced ones included)
     skipped: int = 0  # events older than (or as old as) the row: already reflected
@@ -143,6 +172,8 @@ class SqlSink:
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._statements: dict[tuple[Any, ...], Any] = {}
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self._staged: dict[tuple[Any, ...], _Staged] = {}
+        self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
     def open(self) -> None:
         """Reflect the target tables and check the mapping against them (every problem)."""
@@ -283,8 +314,13 @@ class SqlSink:
                 # rows it had), and an INSERT of the partial row would fail NOT NULL on SQLite.
                 changed += self._partial_updates(connection, mapping, table, columns, guarded, rows)
                 continue
-            statement = self._upsert_statement(mapping, table, columns, guarded)
-            changed += statement.run(connection, rows)
+            if self._copy:
+                changed += self._staged_upsert(mapping, table, columns, guarded).run(
+                    connection, rows
+                )
+            else:
+                statement = self._upsert_statement(mapping, table, columns, guarded)
+                changed += statement.run(connection, rows)
         return changed
 
     def _partial_updates(
@@ -309,26 +345,59 @@ class SqlSink:
         params = [{f"u_{k}": v for k, v in row.items()} for row in rows]
         return int(connection.execute(self._statements[cache_key], params).rowcount)
 
+    def _on_conflict(
+        self,
+        mapping: TableMapping,
+        table: sa.Table,
+        insert: Any,
+        columns: tuple[str, ...],
+        guarded: bool,
+    ) -> Any:
+        """The upsert: newer rows replace older ones; a row at a newer position stays."""
+        updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
+        if not updates:
+            return insert.on_conflict_do_nothing(index_elements=list(mapping.key))
+        where = None
+        if guarded and mapping.position is not None:
+            column = table.c[mapping.position]
+            where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
+        return insert.on_conflict_do_update(
+            index_elements=list(mapping.key), set_=updates, where=where
+        )
+
     def _upsert_statement(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
     ) -> _Compiled:
         cache_key = ("upsert", mapping.target, columns, guarded)
         if cache_key not in self._compiled:
             insert = self._insert(table).values({c: sa.bindparam(c) for c in columns})
-            updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
-            if not updates:
-                statement = insert.on_conflict_do_nothing(index_elements=list(mapping.key))
-            else:
-                where = None
-                if guarded and mapping.position is not None:
-                    column = table.c[mapping.position]
-                    where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
-                statement = insert.on_conflict_do_update(
-                    index_elements=list(mapping.key), set_=updates, where=where
-                )
+            statement = self._on_conflict(mapping, table, insert, columns, guarded)
             types = {c: table.c[c].type for c in columns}
             self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
         return self._compiled[cache_key]
+
+    def _staged_upsert(
+        self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
+    ) -> _Staged:
+        cache_key = (mapping.target, columns, guarded)
+        if cache_key not in self._staged:
+            quote = self.engine.dialect.identifier_preparer.quote
+            stage = sa.table(f"cdc_stage_{table.name}", *(sa.column(c) for c in columns))
+            names = ", ".join(quote(c) for c in columns)
+            insert = postgresql.insert(table).from_select(
+                list(columns), sa.select(*(stage.c[c] for c in columns))
+            )
+            statement = self._on_conflict(mapping, table, insert, columns, guarded)
+            # Names come from the reflected table and the mapping's checked identifiers.
+            self._staged[cache_key] = _Staged(
+                create=f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(stage.name)}"  # noqa: S608
+                f" ON COMMIT DELETE ROWS AS SELECT * FROM {quote(table.name)} WITH NO DATA",
+                copy=f"COPY {quote(stage.name)} ({names}) FROM STDIN",
+                insert=str(statement.compile(dialect=self.engine.dialect)),
+                clear=f"TRUNCATE {quote(stage.name)}",
+                columns=columns,
+            )
+        return self._staged[cache_key]
 
     def _lookup(
         self, connection: Connection, target: str, key: str, names: list[str], keys: set[Any]
