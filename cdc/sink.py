@@ -6,8 +6,11 @@ the target already has at a newer (or the same) source position; deletes are gua
 same way. The statements are built with SQLAlchemy once, compiled for the dialect, and run
 as the driver's own `executemany` (values through the columns' bind processors, as
 SQLAlchemy would store them): per row, that is all the work there is between Python and
-the database. That guard is what makes redelivery harmless: replaying any suffix of a topic
-finds every row at its position and changes nothing.
+the database. On PostgreSQL (psycopg) complete rows go faster still: COPY into a temporary
+table of the session, then one `INSERT ... SELECT ... ON CONFLICT` with the same guard.
+
+The guard is what makes redelivery harmless: replaying any suffix of a topic finds every
+row at its position and changes nothing.
 
 Errors are sorted at this edge: a lost or locked database raises `SinkUnavailable` (the
 consumer retries the whole batch later, committing nothing); a batch that violates a
