@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy.engine import make_url
+
 SNAPSHOT_DEADLINE_SECONDS = 60.0
 SYNC_DEADLINE_SECONDS = 1.0  # the promise: a write shows up in the new service's /search
 
@@ -63,7 +65,7 @@ def start_bridge(stack: Stack, work: Path, legacy_db: str, search_db: str) -> Pa
 
 
 def _count(database_url: str, table: str) -> int | None:
-    path = urllib.parse.urlsplit(database_url).path.removeprefix("/")
+    path = make_url(database_url).database
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as connection:
             (count,) = connection.execute(f"SELECT count(*) FROM {table}").fetchone()  # noqa: S608
