@@ -7,7 +7,7 @@
 
 Defaults come from the environment: CDC_BOOTSTRAP_SERVERS, SEARCH_DATABASE_URL (the target),
 DATABASE_URL (the monolith's SQLite file, for --embedded), CDC_MAPPING, CDC_GROUP_ID,
-CDC_STATUS_FILE.
+CDC_STATUS_FILE, CDC_SESSION_TIMEOUT_MS, CDC_INSTANCE_ID.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from cdc import mapping as mappings
+from cdc import positions
 from cdc.capture import Capture
 from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
@@ -52,7 +53,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--mapping", type=Path, default=env.mapping_path)
     run.add_argument("--group-id", default=env.group_id)
     run.add_argument("--status-file", type=Path, default=env.status_file)
-    run.add_argument("--max-batch", type=int, default=5000)
+    run.add_argument("--max-batch", type=int, default=Options.max_batch)
+    run.add_argument(
+        "--session-timeout-ms",
+        type=int,
+        default=env.session_timeout_ms,
+        help="how long the group waits for a member that died without leaving (min 6000)",
+    )
+    run.add_argument(
+        "--instance-id",
+        default=env.instance_id,
+        help="group.instance.id: a stable name per replica; a restart skips the rebalance",
+    )
     run.add_argument(
         "--assign-all",
         action="store_true",
@@ -91,11 +103,7 @@ def run(args: argparse.Namespace) -> int:
             cluster = MockCluster()
             servers = cluster.bootstrap_servers
             stack.append(_start_capture(args, mapping, sink, cluster, stop_capture))
-        bridge = Bridge(
-            mapping,
-            sink,
-            Options(servers, args.group_id, args.max_batch, status_file=args.status_file),
-        )
+        bridge = Bridge(mapping, sink, _options(args, servers))
 
         def on_signal(_signum: int, _frame: FrameType | None) -> None:
             bridge.stop()
@@ -113,6 +121,26 @@ def run(args: argparse.Namespace) -> int:
         engine.dispose()
 
 
+def _options(args: argparse.Namespace, servers: str) -> Options:
+    extra = []
+    for setting in args.kafka_option:
+        key, equals, value = setting.partition("=")
+        if not equals or not key:
+            raise CdcError(f"--kafka-option {setting!r} is not KEY=VALUE")
+        extra.append((key, value))
+    return Options(
+        servers,
+        args.group_id,
+        args.max_batch,
+        status_file=args.status_file,
+        extra=tuple(extra),
+        session_timeout_ms=args.session_timeout_ms,
+        instance_id=args.instance_id,
+        # The embedded cluster lives and dies with this one bridge: no group to wait for.
+        assign_all=args.assign_all or args.embedded,
+    )
+
+
 def _start_capture(
     args: argparse.Namespace,
     mapping: mappings.Mapping,
@@ -127,7 +155,7 @@ def _start_capture(
     capture.create_topics(producer)
     # The mock cluster forgets everything when this process ends: start from a snapshot
     # whenever the target has not seen this source yet (Debezium's snapshot.mode=initial).
-    if not sink.positions_applied():
+    if not positions.read(sink.engine, mapping.topic_prefix):
         sent = capture.snapshot(producer)
         print(f"strangler cdc: dev capture snapshot, {sent} rows (op r)", flush=True)
 

@@ -65,13 +65,12 @@ class Plan:
     progress: dict[str, Progress] = field(default_factory=dict)  # by topic
 
 
-def _typed(column_type: str | None, value: Any) -> Any:
-    # Declared types decode raw JSON scalars; a value decoded from its schema passes through.
-    if column_type is None or value is None or value is UNAVAILABLE:
+def _typed(column_type: str | None, value: Any, schemaless: bool) -> Any:
+    # Declared types decode plain JSON values (objects too: a VariableScaleDecimal is one);
+    # a value decoded from its schema is already typed and passes through.
+    if column_type is None or not schemaless or value is None or value is UNAVAILABLE:
         return value
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return DECLARED[column_type](value, {})
-    return value
+    return DECLARED[column_type](value, {})
 
 
 def operation(change: Change, table: TableMapping) -> Upsert | Delete | None:
@@ -84,12 +83,17 @@ def operation(change: Change, table: TableMapping) -> Upsert | Delete | None:
             return Delete(origin, _delete_key(change, table), change.position)
         after = change.after or {}
         row: dict[str, Any] = {}
+        schemaless = change.schemaless
         for column in table.columns:
-            if column.source not in after:
-                raise EventError(origin, f"'after' has no column {column.source!r}")
-            value = after[column.source]
-            if value is not UNAVAILABLE:
-                row[column.target] = _typed(column.type, value)
+            try:
+                value = after[column.source]
+            except KeyError:
+                raise EventError(origin, f"'after' has no column {column.source!r}") from None
+            if value is UNAVAILABLE:
+                continue
+            row[column.target] = (
+                value if column.type is None else _typed(column.type, value, schemaless)
+            )
         missing = [k for k in table.key if k not in row]
         if missing:
             raise EventError(origin, f"key column(s) {missing} unavailable (TOASTed)")
@@ -103,13 +107,10 @@ def operation(change: Change, table: TableMapping) -> Upsert | Delete | None:
 def _delete_key(change: Change, table: TableMapping) -> Key:
     # REPLICA IDENTITY DEFAULT: `before` holds only the key columns, or is null; the message
     # key always has them.
-    sources = [
-        (table.source_of(k), next(c.type for c in table.columns if c.target == k))
-        for k in table.key
-    ]
+    sources = table.key_sources
     for row in (change.key, change.before):
         if row is not None and all(source in row for source, _ in sources):
-            return tuple(_typed(kind, row[source]) for source, kind in sources)
+            return tuple(_typed(kind, row[source], change.schemaless) for source, kind in sources)
     names = [source for source, _ in sources]
     raise EventError(change.origin, f"a delete without the key column(s) {names}")
 
@@ -118,12 +119,22 @@ def plan(changes: Iterable[Change], mapping: Mapping) -> Plan:
     result = Plan()
     for each in mapping.tables:
         result.tables[each.target] = TableBatch(each)
+    positions: dict[str, str | None] = {}  # the newest per topic, for `progress`
+    stamps: dict[str, int | None] = {}
     for change in changes:
-        table = mapping.by_topic.get(change.origin.topic)
+        topic = change.origin.topic
+        table = mapping.by_topic.get(topic)
         if table is None:
             _ignore(result, change)
             continue
-        _advance(result.progress, change)
+        if change.position is not None and (positions.get(topic) or "") < change.position:
+            positions[topic] = change.position
+        else:
+            positions.setdefault(topic, None)
+        if change.source_ts_ms is not None and (stamps.get(topic) or 0) < change.source_ts_ms:
+            stamps[topic] = change.source_ts_ms
+        else:
+            stamps.setdefault(topic, None)
         try:
             op = operation(change, table)
         except EventError as exc:
@@ -142,19 +153,10 @@ def plan(changes: Iterable[Change], mapping: Mapping) -> Plan:
         if isinstance(op, Upsert) and isinstance(previous, Upsert):
             op.row = {**previous.row, **op.row}
         ops[op.key] = op
+    result.progress = {t: Progress(p, stamps[t]) for t, p in positions.items()}
     return result
 
 
 def _ignore(result: Plan, change: Change) -> None:
     topic = change.origin.topic
     result.ignored[topic] = result.ignored.get(topic, 0) + 1
-
-
-def _advance(progress: dict[str, Progress], change: Change) -> None:
-    old = progress.get(change.origin.topic)
-    if old is None:
-        progress[change.origin.topic] = Progress(change.position, change.source_ts_ms)
-        return
-    position = max((p for p in (old.position, change.position) if p is not None), default=None)
-    ts = max((t for t in (old.source_ts_ms, change.source_ts_ms) if t is not None), default=None)
-    progress[change.origin.topic] = Progress(position, ts)

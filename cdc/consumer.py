@@ -16,6 +16,7 @@ Delivery is at least once and the sink is idempotent, so every change takes effe
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,18 @@ class Options:
     max_wait: float = 0.02  # seconds a batch waits to fill: the latency floor
     status_file: Path | None = None
     extra: tuple[tuple[str, str], ...] = ()  # more librdkafka settings
+    # A member that dies without leaving (SIGKILL, a lost host) keeps its partitions until
+    # the coordinator has heard nothing from it for this long, and a rebalance waits for
+    # it: a restarted bridge applies nothing meanwhile (librdkafka #568). librdkafka's
+    # default is 45 s; 10 s is Kafka's old default and the brokers' minimum is 6 s.
+    # Heartbeats come from librdkafka's own thread, so a long batch does not count here
+    # (max.poll.interval.ms, 5 min, does).
+    session_timeout_ms: int = 10_000
+    # Static membership (KIP-345, `group.instance.id`): a bridge restarted under the same
+    # id takes its partitions back at once, without a rebalance, on a real broker. Give
+    # each replica a stable id (its pod or service name). librdkafka's mock cluster does
+    # not implement it; there the session timeout alone bounds a restart.
+    instance_id: str | None = None
     # Take every partition of the mapped topics without joining the group's rebalancing
     # (offsets are still committed to the group): for a single bridge, a restart resumes at
     # once instead of waiting for the dead member's session to time out.
@@ -61,6 +74,7 @@ class Bridge:
         self.options = options
         self.metrics = Metrics()
         self._stop = threading.Event()
+        self._parser = envelope.Parser(mapping.topic_prefix)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
 
@@ -74,14 +88,22 @@ class Bridge:
 
     def topics(self) -> list[str]:
         prefix = self.mapping.topic_prefix.replace(".", r"\.")
-        # Regex subscriptions tolerate topics that do not exist (yet): heartbeats and the
-        # transaction topic are optional in Debezium.
-        return [*self.mapping.topics, rf"^(__debezium-heartbeat\.{prefix}|{prefix}\.transaction)$"]
+        # Regex subscriptions tolerate topics that do not exist (yet): heartbeats, the
+        # transaction topic and logical decoding messages are optional in Debezium.
+        optional = rf"^(__debezium-heartbeat\.{prefix}|{prefix}\.transaction|{prefix}\.message)$"
+        return [*self.mapping.topics, optional]
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
         common = {"bootstrap.servers": self.options.bootstrap_servers, **dict(self.options.extra)}
+        membership: dict[str, str | int] = {
+            "session.timeout.ms": self.options.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, min(3000, self.options.session_timeout_ms // 3)),
+        }
+        if self.options.instance_id:
+            membership["group.instance.id"] = self.options.instance_id
         self._consumer = Consumer(
             {
+                **membership,
                 **common,
                 "group.id": self.options.group_id,
                 "enable.auto.offset.store": False,
@@ -126,6 +148,10 @@ class Bridge:
                 raise CdcError(f"topic {topic} is not available")
             # No offset given: each partition resumes at the group's committed offset.
             partitions += [TopicPartition(topic, p) for p in metadata.partitions]
+        optional = re.compile(self.topics()[-1])
+        for topic, metadata in self._consumer.list_topics(timeout=30).topics.items():
+            if optional.match(topic) and metadata.error is None:
+                partitions += [TopicPartition(topic, p) for p in metadata.partitions]
         return partitions
 
     def _on_revoke(self, consumer: Consumer, _partitions: list[TopicPartition]) -> None:
@@ -145,7 +171,8 @@ class Bridge:
         changes: list[Change] = []
         dead: list[tuple[Message, EventError]] = []
         by_origin: dict[Origin, Message] = {}
-        prefix = self.mapping.topic_prefix
+        last: dict[tuple[str, int], int] = {}  # the offset to store, per partition
+        parse = self._parser.parse
         metrics = self.metrics
         for message in messages:
             error = message.error()
@@ -158,9 +185,12 @@ class Bridge:
                     log.warning("Kafka: %s", error)  # transient: the client retries
                 continue
             topic = message.topic() or ""
-            origin = Origin(topic, message.partition() or 0, message.offset() or 0)
+            partition = message.partition() or 0
+            offset = message.offset() or 0
+            last[(topic, partition)] = offset
+            origin = Origin(topic, partition, offset)
             try:
-                event = envelope.parse(origin, message.key(), message.value(), prefix)
+                event = parse(origin, message.key(), message.value())
             except EventError as exc:
                 dead.append((message, exc))
                 continue
@@ -180,8 +210,8 @@ class Bridge:
             dead.extend((by_origin[e.origin], e) for e in outcome.rejected)
         if dead:
             self._dead_letter(dead)
-        self._store(messages)
-        self._count(changes, outcome, dead)
+        self._store(last)
+        self._count(outcome, dead)
         metrics.batch_done(time.perf_counter() - started)
 
     def _apply(self, changes: list[Change]) -> Outcome | None:
@@ -228,12 +258,8 @@ class Bridge:
             # Storing offsets now would lose the messages: fail, and replay them on restart.
             raise CdcError(f"dead-letter topic unavailable: {failures or 'flush timed out'}")
 
-    def _store(self, messages: list[Message]) -> None:
+    def _store(self, last: dict[tuple[str, int], int]) -> None:
         assert self._consumer is not None
-        last: dict[tuple[str, int], int] = {}
-        for message in messages:
-            if message.error() is None:
-                last[(message.topic() or "", message.partition() or 0)] = message.offset() or 0
         if last:
             self._consumer.store_offsets(
                 offsets=[TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
@@ -245,20 +271,20 @@ class Bridge:
             lag = max(0, high - offset - 1) if high >= 0 else 0
             self.metrics.topic(topic).partitions[partition] = lag
 
-    def _count(self, changes: list[Change], outcome: Outcome | None, dead: list[Any]) -> None:
+    def _count(self, outcome: Outcome | None, dead: list[Any]) -> None:
         metrics = self.metrics
         for _, error in dead:
-            metrics.topic(error.origin.topic).dead_lettered += 1
+            metrics.dead_letter(error.origin.topic)
         if outcome is None:
             return
-        for change in changes:
-            stats = metrics.topic(change.origin.topic)
-            if change.source_ts_ms is not None:
-                stats.last_source_ts_ms = max(stats.last_source_ts_ms or 0, change.source_ts_ms)
-            if change.position is not None and (
-                stats.position is None or change.position > stats.position
+        for topic, progress in outcome.progress.items():
+            stats = metrics.topic(topic)
+            if progress.source_ts_ms is not None:
+                stats.last_source_ts_ms = max(stats.last_source_ts_ms or 0, progress.source_ts_ms)
+            if progress.position is not None and (
+                stats.position is None or progress.position > stats.position
             ):
-                stats.position = change.position
+                stats.position = progress.position
         for topic, counts in outcome.topics.items():
             stats = metrics.topic(topic)
             stats.applied += counts.applied

@@ -75,8 +75,14 @@ class TableMapping:
     join: Join | None = None
     line: int = 0
 
-    def source_of(self, target_column: str) -> str:
-        return next(c.source for c in self.columns if c.target == target_column)
+    # (source column, declared type) of each key column, in key order: deletes read it.
+    key_sources: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_target = {c.target: (c.source, c.type) for c in self.columns}
+        # A key column missing from `columns` is an error the checker reports.
+        sources = tuple(by_target.get(k, (k, None)) for k in self.key)
+        object.__setattr__(self, "key_sources", sources)  # derived once, still frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +156,7 @@ class _Checker(NodeReader):
             prefix = self.scalar(top["topic_prefix"], "topic_prefix")
             if prefix is not None and not _TOPIC.match(prefix):
                 self.error(top["topic_prefix"], f"topic_prefix {prefix!r} is not a topic name")
+                prefix = None  # one error, not one more per topic checked against it
         dead_letter = DEFAULT_DEAD_LETTER_TOPIC
         if "dead_letter_topic" in top:
             dead_letter = self.scalar(top["dead_letter_topic"], "dead_letter_topic") or ""

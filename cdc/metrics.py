@@ -4,7 +4,12 @@
 `interval` and when it stops. Per topic: events applied / skipped / ignored / dead-lettered,
 heartbeats and tombstones seen, lag in events (high watermark minus next offset, summed over
 the topic's partitions) and in seconds (now minus the last applied event's `source.ts_ms`;
-zero when no event is waiting), and the last applied source position.
+zero when no event is waiting), and the last applied source position. Overall: batches and
+their latency, and `dead_lettered`, the messages sent to the dead-letter topic (the DLQ
+count), whatever topic they came from.
+
+The counters are plain attributes, read where they are needed: in this process at scrape
+time (a metrics endpoint), or from the status file by another one.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class TopicStats:
 class Metrics:
     topics: dict[str, TopicStats] = field(default_factory=dict)
     batches: int = 0
+    dead_lettered: int = 0  # messages produced to the dead-letter topic
     latencies: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started_at: float = field(default_factory=time.time)
     state: str = "starting"  # running, waiting-for-database, stopped
@@ -49,6 +55,10 @@ class Metrics:
         if stats is None:
             stats = self.topics[name] = TopicStats()
         return stats
+
+    def dead_letter(self, topic: str) -> None:
+        self.dead_lettered += 1
+        self.topic(topic).dead_lettered += 1
 
     def batch_done(self, seconds: float) -> None:
         self.batches += 1
@@ -73,6 +83,9 @@ class Metrics:
             "started_at": self.started_at,
             "updated_at": time.time(),
             "batches": self.batches,
+            "applied": sum(t.applied for t in self.topics.values()),
+            "skipped": sum(t.skipped for t in self.topics.values()),
+            "dead_lettered": self.dead_lettered,
             "batch_latency_ms": {
                 "last": _ms(self.latencies[-1]) if self.latencies else None,
                 "p50": _ms(_quantile(ordered, 0.5)),
@@ -107,6 +120,8 @@ def render(status: dict[str, Any]) -> str:
     lines = [
         f"state {status['state']}  pid {status['pid']}  batches {status['batches']}  "
         f"batch latency ms: last {latency['last']} p50 {latency['p50']} p99 {latency['p99']}",
+        f"applied {status['applied']}  skipped {status['skipped']}  "
+        f"dead-lettered {status['dead_lettered']}",
         f"{'topic':<36} {'applied':>9} {'skipped':>8} {'ignored':>8} {'dlq':>5} "
         f"{'lag':>7} {'lag s':>7}  position",
     ]

@@ -19,6 +19,8 @@ class Settings:
     mapping_path: Path
     group_id: str
     status_file: Path
+    session_timeout_ms: int
+    instance_id: str | None  # group.instance.id: static membership
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -29,6 +31,8 @@ class Settings:
             mapping_path=Path(environ.get("CDC_MAPPING") or DEFAULT_PATH),
             group_id=environ.get("CDC_GROUP_ID") or "strangler-cdc",
             status_file=Path(environ.get("CDC_STATUS_FILE") or "var/cdc-status.json"),
+            session_timeout_ms=int(environ.get("CDC_SESSION_TIMEOUT_MS") or 10_000),
+            instance_id=environ.get("CDC_INSTANCE_ID") or None,
         )
 
 

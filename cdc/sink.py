@@ -3,8 +3,14 @@
 The same code serves SQLite and PostgreSQL: both speak `INSERT ... ON CONFLICT (key) DO
 UPDATE ... WHERE`, so upserts are batched `executemany` calls whose WHERE clause skips rows
 the target already has at a newer (or the same) source position; deletes are guarded the
-same way. That guard is what makes redelivery harmless: replaying any suffix of a topic
-finds every row at its position and changes nothing.
+same way. The statements are built with SQLAlchemy once, compiled for the dialect, and run
+as the driver's own `executemany` (values through the columns' bind processors, as
+SQLAlchemy would store them): per row, that is all the work there is between Python and
+the database. On PostgreSQL (psycopg) complete rows go faster still: COPY into a temporary
+table of the session, then one `INSERT ... SELECT ... ON CONFLICT` with the same guard.
+
+The guard is what makes redelivery harmless: replaying any suffix of a topic finds every
+row at its position and changes nothing.
 
 Errors are sorted at this edge: a lost or locked database raises `SinkUnavailable` (the
 consumer retries the whole batch later, committing nothing); a batch that violates a
@@ -21,13 +27,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
 
-from cdc.batch import Delete, Plan, Segment, TableBatch, Upsert, plan
+from cdc.batch import Delete, Plan, Progress, Segment, TableBatch, Upsert, plan
 from cdc.envelope import Change
 from cdc.errors import EventError, MappingError, SinkUnavailable
 from cdc.mapping import Mapping, TableMapping
@@ -59,6 +66,67 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
 
 
 @dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A statement compiled once for the dialect: its SQL and how to lay out its values."""
+
+    sql: str
+    names: tuple[str, ...] | None  # positional parameter order (qmark), None for named
+    processors: tuple[tuple[str, Any], ...]  # bind processors of the columns that have one
+
+    @classmethod
+    def of(
+        cls, statement: Any, engine: Engine, types: dict[str, sa.types.TypeEngine[Any]]
+    ) -> _Compiled:
+        compiled = statement.compile(dialect=engine.dialect)
+        processors = []
+        for name, kind in types.items():
+            processor = kind.dialect_impl(engine.dialect).bind_processor(engine.dialect)
+            if processor is not None:
+                processors.append((name, processor))
+        names = tuple(compiled.positiontup) if compiled.positional else None
+        return cls(compiled.string, names, tuple(processors))
+
+    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
+        """executemany over the rows (dicts by bind name); the rows it changed."""
+        for name, processor in self.processors:
+            for row in rows:
+                value = row.get(name)
+                if value is not None:
+                    row[name] = processor(value)
+        names = self.names
+        params: list[Any] = rows if names is None else [tuple(r[n] for n in names) for r in rows]
+        return int(connection.exec_driver_sql(self.sql, params).rowcount)
+
+
+@dataclass(frozen=True, slots=True)
+class _Staged:
+    """PostgreSQL's faster path for complete rows: COPY them into a temporary table, then
+    one `INSERT ... SELECT ... ON CONFLICT` (about twice the rows/s of executemany here)."""
+
+    create: str  # the session's stage table, empty at each commit
+    copy: str
+    insert: str
+    clear: str
+    columns: tuple[str, ...]
+
+    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
+        driver = connection.connection.driver_connection
+        try:
+            with driver.cursor() as cursor:  # type: ignore[union-attr]
+                cursor.execute(self.create)
+                with cursor.copy(self.copy) as copy:
+                    for row in rows:
+                        copy.write_row([row[c] for c in self.columns])
+                cursor.execute(self.insert)
+                changed = int(cursor.rowcount)
+                cursor.execute(self.clear)
+                return changed
+        except psycopg.Error as exc:
+            # As SQLAlchemy would raise it: an outage or a row the database refuses.
+            raise DBAPIError.instance(self.insert, None, exc, psycopg.Error) from exc
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     applied: int = 0  # events whose effect is in the database (coalesced ones included)
     skipped: int = 0  # events older than (or as old as) the row: already reflected
@@ -76,6 +144,7 @@ class Counts:
 class Outcome:
     topics: dict[str, Counts]
     rejected: tuple[EventError, ...]  # for the dead-letter topic
+    progress: dict[str, Progress]  # the newest position and source time per topic
 
     @property
     def applied(self) -> int:
@@ -105,6 +174,9 @@ class SqlSink:
         self.positions: sa.Table | None = None
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._statements: dict[tuple[Any, ...], Any] = {}
+        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self._staged: dict[tuple[Any, ...], _Staged] = {}
+        self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
     def open(self) -> None:
         """Reflect the target tables and check the mapping against them (every problem)."""
@@ -142,7 +214,7 @@ class SqlSink:
         them one at a time and return those that fail as rejected."""
         whole = plan(changes, self.mapping)
         try:
-            return Outcome(self._transaction(whole), tuple(whole.rejected))
+            return Outcome(self._transaction(whole), tuple(whole.rejected), whole.progress)
         except SinkUnavailable:
             raise
         except StatementError:
@@ -161,7 +233,7 @@ class SqlSink:
             except StatementError as exc:
                 reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
                 rejected.append(EventError(change.origin, f"rejected by the database: {reason}"))
-        return Outcome(topics, tuple(rejected))
+        return Outcome(topics, tuple(rejected), whole.progress)
 
     def _transaction(self, work: Plan) -> dict[str, Counts]:
         topics = {topic: Counts(ignored=n) for topic, n in work.ignored.items()}
@@ -213,18 +285,21 @@ class SqlSink:
             if guarded:
                 for param, op in zip(params, group, strict=True):
                     param["p_position"] = op.position
-            changed += connection.execute(statement, params).rowcount
+            changed += statement.run(connection, params)
         return changed
 
-    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> Any:
+    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> _Compiled:
         cache_key = ("delete", mapping.target, guarded)
-        if cache_key not in self._statements:
+        if cache_key not in self._compiled:
             where = [table.c[k] == sa.bindparam(f"k_{k}") for k in mapping.key]
+            types = {f"k_{k}": table.c[k].type for k in mapping.key}
             if guarded and mapping.position is not None:
                 column = table.c[mapping.position]
                 where.append(sa.or_(column.is_(None), column < sa.bindparam("p_position")))
-            self._statements[cache_key] = sa.delete(table).where(*where)
-        return self._statements[cache_key]
+                types["p_position"] = column.type
+            statement = sa.delete(table).where(*where)
+            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+        return self._compiled[cache_key]
 
     def _upserts(
         self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Upsert]
@@ -242,10 +317,13 @@ class SqlSink:
                 # rows it had), and an INSERT of the partial row would fail NOT NULL on SQLite.
                 changed += self._partial_updates(connection, mapping, table, columns, guarded, rows)
                 continue
-            statement = self._upsert_statement(mapping, table, columns, guarded)
-            # RETURNING, not rowcount: executemany's rowcount is -1 on psycopg. The rows a
-            # guard skipped return nothing. (SQLAlchemy sends one multi-row INSERT per page.)
-            changed += len(connection.execute(statement, rows).all())
+            if self._copy:
+                changed += self._staged_upsert(mapping, table, columns, guarded).run(
+                    connection, rows
+                )
+            else:
+                statement = self._upsert_statement(mapping, table, columns, guarded)
+                changed += statement.run(connection, rows)
         return changed
 
     def _partial_updates(
@@ -270,25 +348,59 @@ class SqlSink:
         params = [{f"u_{k}": v for k, v in row.items()} for row in rows]
         return int(connection.execute(self._statements[cache_key], params).rowcount)
 
+    def _on_conflict(
+        self,
+        mapping: TableMapping,
+        table: sa.Table,
+        insert: Any,
+        columns: tuple[str, ...],
+        guarded: bool,
+    ) -> Any:
+        """The upsert: newer rows replace older ones; a row at a newer position stays."""
+        updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
+        if not updates:
+            return insert.on_conflict_do_nothing(index_elements=list(mapping.key))
+        where = None
+        if guarded and mapping.position is not None:
+            column = table.c[mapping.position]
+            where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
+        return insert.on_conflict_do_update(
+            index_elements=list(mapping.key), set_=updates, where=where
+        )
+
     def _upsert_statement(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> Any:
+    ) -> _Compiled:
         cache_key = ("upsert", mapping.target, columns, guarded)
-        if cache_key not in self._statements:
-            insert = self._insert(table)
-            updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
-            if not updates:
-                statement = insert.on_conflict_do_nothing(index_elements=list(mapping.key))
-            else:
-                where = None
-                if guarded and mapping.position is not None:
-                    column = table.c[mapping.position]
-                    where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
-                statement = insert.on_conflict_do_update(
-                    index_elements=list(mapping.key), set_=updates, where=where
-                )
-            self._statements[cache_key] = statement.returning(table.c[mapping.key[0]])
-        return self._statements[cache_key]
+        if cache_key not in self._compiled:
+            insert = self._insert(table).values({c: sa.bindparam(c) for c in columns})
+            statement = self._on_conflict(mapping, table, insert, columns, guarded)
+            types = {c: table.c[c].type for c in columns}
+            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+        return self._compiled[cache_key]
+
+    def _staged_upsert(
+        self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
+    ) -> _Staged:
+        cache_key = (mapping.target, columns, guarded)
+        if cache_key not in self._staged:
+            quote = self.engine.dialect.identifier_preparer.quote
+            stage = sa.table(f"cdc_stage_{table.name}", *(sa.column(c) for c in columns))
+            names = ", ".join(quote(c) for c in columns)
+            insert = postgresql.insert(table).from_select(
+                list(columns), sa.select(*(stage.c[c] for c in columns))
+            )
+            statement = self._on_conflict(mapping, table, insert, columns, guarded)
+            # Names come from the reflected table and the mapping's checked identifiers.
+            self._staged[cache_key] = _Staged(
+                create=f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(stage.name)}"  # noqa: S608
+                f" ON COMMIT DELETE ROWS AS SELECT * FROM {quote(table.name)} WITH NO DATA",
+                copy=f"COPY {quote(stage.name)} ({names}) FROM STDIN",
+                insert=str(statement.compile(dialect=self.engine.dialect)),
+                clear=f"TRUNCATE {quote(stage.name)}",
+                columns=columns,
+            )
+        return self._staged[cache_key]
 
     def _lookup(
         self, connection: Connection, target: str, key: str, names: list[str], keys: set[Any]
@@ -365,15 +477,3 @@ class SqlSink:
                 for topic, p in work.progress.items()
             ],
         )
-
-    def positions_applied(self) -> dict[str, tuple[str | None, int | None]]:
-        """The last applied source position and source timestamp per topic."""
-        if self.positions is None:
-            return {}
-        with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(
-                    self.positions.c.topic, self.positions.c.position, self.positions.c.source_ts_ms
-                )
-            )
-            return {row[0]: (row[1], row[2]) for row in rows}

@@ -31,6 +31,7 @@ from typing import Any, Final
 
 TOAST_PLACEHOLDER: Final = "__debezium_unavailable_value"
 _TOAST_PLACEHOLDER_B64: Final = base64.b64encode(TOAST_PLACEHOLDER.encode()).decode()
+_PLACEHOLDERS: Final = frozenset({TOAST_PLACEHOLDER, _TOAST_PLACEHOLDER_B64})
 _EPOCH_DATE: Final = date(1970, 1, 1)
 _EPOCH: Final = datetime(1970, 1, 1)
 
@@ -161,8 +162,11 @@ LOGICAL: Final[dict[str, Decoder]] = {
 }
 
 
-def _plain_decimal(value: Any, _schema: dict[str, Any]) -> Decimal:
-    # decimal.handling.mode=string gives "12.34"; =double gives 12.34 (already lossy).
+def _plain_decimal(value: Any, schema: dict[str, Any]) -> Decimal:
+    # decimal.handling.mode=string gives "12.34"; =double gives 12.34 (already lossy); a
+    # numeric column without precision (VariableScaleDecimal) stays a {scale, value} struct.
+    if isinstance(value, dict):
+        return _variable_decimal(value, schema)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a decimal number, got {value!r}")
     try:
@@ -198,36 +202,57 @@ DECLARED: Final[dict[str, Decoder]] = {
 }
 
 
-def is_placeholder(value: Any) -> bool:
-    return isinstance(value, str) and value in (TOAST_PLACEHOLDER, _TOAST_PLACEHOLDER_B64)
+RowDecoder = Callable[[Any], dict[str, Any]]
+
+
+def _plain_row(row: Any) -> dict[str, Any]:
+    if not isinstance(row, dict):
+        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+    for name, value in row.items():
+        if value.__class__ is str and value in _PLACEHOLDERS:
+            row[name] = UNAVAILABLE
+    return row
+
+
+def row_decoder(schema: dict[str, Any] | None) -> RowDecoder:
+    """A decoder of `before`/`after` structs of this schema (None: schemaless), compiled once
+    per schema: it visits only the fields that need decoding or may hold the TOAST
+    placeholder. It decodes the row in place and returns it; raises ValueError."""
+    if schema is None:
+        return _plain_row
+    fields = schema.get("fields")
+    if not isinstance(fields, list):
+        raise ValueError("a struct schema without 'fields'")
+    steps: list[tuple[str, Decoder | None, dict[str, Any]]] = []
+    for field in fields:
+        if not isinstance(field, dict):
+            raise ValueError("a struct schema's fields must be objects")
+        decoder = LOGICAL.get(field.get("name", ""))
+        if decoder is None and field.get("type") == "bytes":
+            decoder = _bytes
+        if decoder is not None or field.get("type") in ("string", "bytes"):
+            steps.append((str(field.get("field")), decoder, field))
+
+    def decode(row: Any) -> dict[str, Any]:
+        if not isinstance(row, dict):
+            raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
+        for name, decoder, field in steps:
+            value = row.get(name)
+            if value is None:
+                continue
+            if value.__class__ is str and value in _PLACEHOLDERS:
+                row[name] = UNAVAILABLE
+            elif decoder is not None:
+                try:
+                    row[name] = decoder(value, field)
+                except ValueError as exc:
+                    kind = field.get("name", "bytes")
+                    raise ValueError(f"column {name!r} ({kind}): {exc}") from exc
+        return row
+
+    return decode
 
 
 def decode_row(row: Any, schema: dict[str, Any] | None) -> dict[str, Any]:
     """A `before`/`after` struct as a dict of Python values; raises ValueError."""
-    if not isinstance(row, dict):
-        raise ValueError(f"a row must be a JSON object, got {type(row).__name__}")
-    if schema is None:
-        return {k: UNAVAILABLE if is_placeholder(v) else v for k, v in row.items()}
-    fields = schema.get("fields")
-    if not isinstance(fields, list):
-        raise ValueError("a struct schema without 'fields'")
-    result = dict(row)
-    for field in fields:
-        name = field.get("field")
-        if name not in result:
-            continue
-        value = result[name]
-        if value is None:
-            continue
-        if is_placeholder(value):
-            result[name] = UNAVAILABLE
-            continue
-        decoder = LOGICAL.get(field.get("name", ""))
-        if decoder is None and field.get("type") == "bytes":
-            decoder = _bytes
-        if decoder is not None:
-            try:
-                result[name] = decoder(value, field)
-            except ValueError as exc:
-                raise ValueError(f"column {name!r} ({field.get('name', 'bytes')}): {exc}") from exc
-    return result
+    return row_decoder(schema)(dict(row) if isinstance(row, dict) else row)

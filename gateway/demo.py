@@ -25,7 +25,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from gateway import config, tokens
+from gateway import config, demo_cdc, tokens
 
 QUERY = "/search?q=lamp&size=5"
 # The shadow steps' traffic: searches whose answers carry prices.
@@ -90,7 +90,7 @@ class Demo:
             stack.callback(self.stop)
             try:
                 self.story(work)
-            except StepFailed as exc:
+            except (StepFailed, demo_cdc.StepError) as exc:
                 print(f"\nFAILED at step {self.step_no} ({self.step_text}): {exc}", file=sys.stderr)
                 print(f"Logs are in {work}/*.log", file=sys.stderr)
                 if check:
@@ -121,10 +121,16 @@ class Demo:
         monolith.seed(legacy_db)
         print(f"    {legacy_db}")
 
-        self.step("Set up the search service's own database and copy the catalogue into it")
+        self.step(
+            "Set up the search service's own database; the CDC bridge fills it and keeps it in sync"
+        )
         search.migrate(search_db)
-        copied = search.backfill(legacy_db, search_db)
-        print(f"    {search_db}: {copied} search documents (a one-off backfill)")
+        status = demo_cdc.start_bridge(self, work, legacy_db, search_db)
+        copied, seconds = demo_cdc.wait_snapshot(legacy_db, search_db, self.check_running)
+        print(
+            f"    {search_db}: {copied} search documents from a snapshot (op r) in {seconds:.1f}s"
+        )
+        print(f"    strangler cdc run --embedded: Kafka (mock cluster) + dev capture -> {status}")
 
         self.step("Start the monolith, the search service and the gateway")
         routes = work / "routes.yaml"
@@ -198,6 +204,9 @@ class Demo:
 
         self.step("Everything else still goes to the monolith")
         self.expect_upstream("/products/1", "legacy")
+
+        self.step("Write to the monolith through the gateway: CDC carries it to the new service")
+        demo_cdc.write_and_find(self)
 
     def shadow_steps(self, routes: Path) -> None:
         self.step("Edit routes.yaml: shadow /search to the new service (the monolith answers)")
@@ -304,6 +313,22 @@ class Demo:
             )
         self.names.append(name)
 
+    def send(
+        self, method: str, path: str, body: dict[str, object] | None, roles: list[str]
+    ) -> tuple[int, bytes]:
+        """A request through the gateway, with a token of these roles when there are any."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.gateway_port, timeout=10)
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if roles:
+            token = tokens.mint(self.dev_key(), "demo", roles, ttl=300)
+            headers["Authorization"] = f"Bearer {token}"
+        try:
+            conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
+
     def get(self, port: int, path: str, token: str | None = None) -> Answer:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -319,14 +344,17 @@ class Demo:
     def wait_healthy(self, port: int, path: str, seconds: float = 30) -> None:
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            for name, proc in zip(self.names, self.processes, strict=True):
-                if proc.poll() is not None:
-                    raise StepFailed(f"the {name} process exited ({proc.returncode})")
+            self.check_running()
             with contextlib.suppress(OSError):
                 if self.get(port, path).status == 200:
                     return
             time.sleep(0.1)  # start-up of a child process: nothing to wait on but the port
         raise StepFailed(f"nothing healthy on port {port} after {seconds}s")
+
+    def check_running(self) -> None:
+        for name, proc in zip(self.names, self.processes, strict=True):
+            if proc.poll() is not None:
+                raise StepFailed(f"the {name} process exited ({proc.returncode})")
 
     def expect_upstream(self, path: str, upstream: str) -> Answer:
         answer = self.get(self.gateway_port, path)
@@ -372,6 +400,7 @@ class Demo:
             f"--roles admin,buyer)\n"
             f'    curl -s -H "Authorization: Bearer $TOKEN" {gw}/_strangler/routes\n'
             f"    strangler shadow report --routes {work / 'routes.yaml'}   # the shadow steps\n"
+            f"    strangler cdc status --status-file {work / 'cdc-status.json'}\n"
             f"Move /search back by editing {work / 'routes.yaml'} (upstream: legacy).\n"
             f"Press Ctrl-C to stop."
         )

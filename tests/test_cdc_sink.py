@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc import envelope, mapping
+from cdc import envelope, mapping, positions
 from cdc.envelope import Change
 from cdc.errors import Origin
 from cdc.record import Field, Source
@@ -54,6 +54,7 @@ class Topic:
         row: dict[str, Any] | None,
         lsn: int,
         before: dict[str, Any] | None = None,
+        snapshot: str | None = None,
     ) -> Change:
         key_row = row if row is not None else before
         assert key_row is not None
@@ -64,7 +65,7 @@ class Topic:
             lsn=lsn,
             last_commit=lsn,
             ts_ms=1_700_000_000_000,
-            snapshot="true" if op == "r" else "false",
+            snapshot=snapshot or ("true" if op == "r" else "false"),
         )
         origin = Origin(self.source.topic, 0, self.offset)
         self.offset += 1
@@ -171,6 +172,21 @@ def test_a_snapshot_read_never_overwrites_a_streamed_change(
     assert documents(sink)[1][0] == "Streamed"
 
 
+def test_an_incremental_snapshot_read_replaces_older_streamed_changes(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1, "Streamed"), 200), topic.event("c", product(2), 201)])
+    # Debezium emits a chunk's reads after the streamed changes they supersede.
+    read = topic.event("r", product(1, "Read"), 300, snapshot="incremental")
+    assert sink.apply([read]).applied == 1
+    assert documents(sink)[1][0] == "Read"
+    # A change streamed after the read wins, and redelivering the read changes nothing.
+    sink.apply([topic.event("u", product(1, "Later"), 301)])
+    assert sink.apply([read]).skipped == 1
+    assert documents(sink)[1][0] == "Later"
+
+
 def test_delete_then_reinsert_in_one_batch_leaves_the_row(sink: SqlSink, categories: Topic) -> None:
     topic = Topic(PRODUCTS)
     sink.apply([topic.event("c", product(1), 100)])
@@ -236,15 +252,30 @@ def test_a_constraint_violation_rejects_only_that_event(sink: SqlSink, categorie
     assert list(documents(sink)) == [1, 3]
 
 
-def test_positions_are_published_per_topic(sink: SqlSink, categories: Topic) -> None:
+def test_positions_are_published_per_source_table(sink: SqlSink, categories: Topic) -> None:
     topic = Topic(PRODUCTS)
     sink.apply([topic.event("c", product(1), 100), topic.event("c", product(2), 0x1234)])
-    published = sink.positions_applied()
-    assert published["legacy.public.products"] == (
+    published = positions.read(sink.engine, "legacy")
+    products = published["public.products"]
+    assert (products.topic, products.position) == (
+        "legacy.public.products",
         envelope.position(0x1234, 0x1234),
-        1_700_000_000_000,
     )
-    assert published["legacy.public.categories"][0] == envelope.position(0, 10)
+    assert products.source_ts_ms == 1_700_000_000_000
+    assert products.applied_at is not None
+    # A write committed at or before 0x1234 is in; a later one is not yet.
+    assert products.covers(0x1234) and not products.covers(0x1235)
+    # The categories came from a snapshot read: commit 0 covers no streamed write.
+    assert published["public.categories"].position == envelope.position(0, 10)
+    assert not published["public.categories"].covers(1)
+
+
+def test_no_positions_before_the_bridge_tables_exist(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    try:
+        assert positions.read(engine, "legacy") == {}
+    finally:
+        engine.dispose()
 
 
 def test_updated_at_arrives_as_a_datetime(sink: SqlSink, categories: Topic) -> None:

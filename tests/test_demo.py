@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,9 @@ from gateway import config
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def demo_check(workdir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def demo_check(
+    workdir: Path, *options: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -27,6 +30,7 @@ def demo_check(workdir: Path, *options: str) -> subprocess.CompletedProcess[str]
         text=True,
         timeout=180,
         check=False,
+        env=env,
     )
 
 
@@ -45,6 +49,12 @@ def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
     assert "0 identical (0.0%), 8 differing (100.0%)" in reports[1]
     assert "8 identical (100.0%), 0 differing" in reports[2]
     assert "differing field $.results[*].price (value_changed) in 8 comparisons" in shadowed
+    # The search database came from the CDC bridge (a snapshot), not from a backfill, and a
+    # write through the gateway reached the new service's /search.
+    assert "search documents from a snapshot (op r)" in out
+    assert "POST /products -> 201" in out
+    assert "found by the new service's /search after" in out
+    assert "the rename is in /search after" in out
     assert out.rstrip().endswith("All steps verified.")
     routes = config.load(tmp_path / "routes.yaml")
     search = routes.match("/search", "GET")
@@ -85,3 +95,13 @@ def test_readme_starts_with_the_two_commands_ci_runs() -> None:
     assert first.strip().endswith("strangler demo")
     assert second.strip().endswith("python -m pytest") and "[test]" in second
     assert "sed -n '2s/^    //p' README.md" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_demo_check_fails_with_the_step_when_the_cdc_bridge_cannot_start(tmp_path: Path) -> None:
+    broken = tmp_path / "mapping.yaml"
+    broken.write_text("topic_prefix: legacy\n")  # no tables: the bridge refuses to start
+    result = demo_check(tmp_path, env={**os.environ, "CDC_MAPPING": str(broken)})
+    assert result.returncode == 1
+    assert "FAILED at step 2 (Set up the search service's own database" in result.stderr
+    assert "the cdc process exited (1)" in result.stderr
+    assert "missing 'tables'" in result.stderr  # the bridge's log, shown by --check
