@@ -13,6 +13,7 @@ from gateway.guard import Guards
 from gateway.pools import Pools
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
+from gateway.resilience import Resilience
 from gateway.shadow import Mirror
 from gateway.shadow_store import create_store
 from gateway.tokens import InMemoryRevocations, RevocationStore
@@ -32,18 +33,22 @@ class GatewayApp:
         revocations: RevocationStore | None = None,
     ) -> None:
         self.pools = Pools()
+        self.resilience = Resilience()
         self.guards = Guards(revocations or InMemoryRevocations())
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
         store = self.watcher.table.shadow_store
         self.mirror = Mirror(create_store(store.url), store)
-        self.gateway = Gateway(self.watcher, self.pools, self.guards, self.mirror, access_log)
+        self.gateway = Gateway(
+            self.watcher, self.pools, self.guards, self.mirror, access_log, self.resilience
+        )
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
 
     def _swapped(self, table: RouteTable) -> None:
         self.pools.retain_only(table)
+        self.resilience.retain_only(table)
         self.guards.retain_only(table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -35,6 +35,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.paths import PathError, normalise
+from gateway.resilience_config import (
+    ROUTE_KEYS,
+    UPSTREAM_KEYS,
+    RouteResilience,
+    Shedding,
+    UpstreamResilience,
+    read_route,
+    read_shedding,
+    read_upstream,
+)
 from gateway.shadow_config import ShadowSettings, ShadowStoreSettings, read_shadow, read_store
 from gateway.tokens import AuthSettings
 from gateway.validation import (
@@ -69,6 +79,7 @@ class Upstream:
     ca: str | None = None  # https: verify the upstream against this CA bundle
     client_cert: str | None = None  # https: present this certificate (mTLS) ...
     client_key: str | None = None  # ... with this key
+    resilience: UpstreamResilience = field(default_factory=UpstreamResilience)
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -89,6 +100,7 @@ class Route:
     authz_failure: str = "closed"  # open: let requests through when the policy engine fails
     shadow: ShadowSettings | None = None  # mirror to a candidate and compare the answers
     line: int = 0
+    resilience: RouteResilience = field(default_factory=RouteResilience)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -115,6 +127,7 @@ class RouteTable:
     source: str
     version: str  # sha256 of the file's bytes, first 12 hex digits
     loaded_at: float = field(default_factory=time.time)
+    shedding: Shedding = field(default_factory=Shedding)  # the gateway's in-flight limit
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -214,6 +227,7 @@ class _Validator(NodeReader):
                 "auth",
                 "authz",
                 "shadow_store",
+                "load_shedding",
             },
         )
         if top is None:
@@ -242,6 +256,7 @@ class _Validator(NodeReader):
         if "routes" in top:
             routes = self.routes(top["routes"], upstreams)
         store = read_store(self, top["shadow_store"]) if "shadow_store" in top else None
+        shedding = read_shedding(self, top["load_shedding"]) if "load_shedding" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -255,6 +270,7 @@ class _Validator(NodeReader):
             store or ShadowStoreSettings(),
             source,
             version,
+            shedding=shedding or Shedding(),
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -276,7 +292,8 @@ class _Validator(NodeReader):
         fields = self.mapping(
             node,
             what,
-            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"},
+            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"}
+            | UPSTREAM_KEYS,
         )
         if fields is None:
             return None
@@ -297,6 +314,7 @@ class _Validator(NodeReader):
             fields, "connect_timeout", what, parse_duration, DEFAULT_CONNECT_TIMEOUT
         )
         pool = self.optional(fields, "pool", what, positive_int, DEFAULT_POOL)
+        resilience = read_upstream(self, fields, what)
         if url is None:
             return None
         if tls and not url.startswith("https://"):
@@ -310,6 +328,7 @@ class _Validator(NodeReader):
             tls.get("ca"),
             tls.get("client_cert"),
             tls.get("client_key"),
+            resilience,
         )
 
     def readable_file(self, name: str) -> str:
@@ -369,7 +388,8 @@ class _Validator(NodeReader):
                 "auth",
                 "authz_failure",
                 "shadow",
-            },
+            }
+            | ROUTE_KEYS,
         )
         if fields is None:
             return None
@@ -403,10 +423,21 @@ class _Validator(NodeReader):
         shadow = None
         if "shadow" in fields:
             shadow = read_shadow(self, fields["shadow"], what, self.declared)
+        resilience = read_route(self, fields, what)
         if name is None or path is None or upstream is None:
             return None
         return Route(
-            name, path, upstream, methods, rewrite, max_body, auth, failure, shadow, line_of(node)
+            name,
+            path,
+            upstream,
+            methods,
+            rewrite,
+            max_body,
+            auth,
+            failure,
+            shadow,
+            line_of(node),
+            resilience,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

@@ -28,6 +28,7 @@ from gateway.guard import Guard, Guards, Verdict
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
+from gateway.resilience import Resilience
 from gateway.shadow import Exchange, Mirror, Tee
 from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
@@ -81,13 +82,15 @@ class Gateway:
         guards: Guards,
         mirror: Mirror,
         access_log: AccessLog | None = None,
+        resilience: Resilience | None = None,
     ) -> None:
         self.watcher = watcher
         self.pools = pools
         self.guards = guards
         self.mirror = mirror
         self.access_log = access_log
-        self.admin = Admin(watcher, mirror)
+        self.resilience = resilience or Resilience()  # timeouts, retries, breakers, shedding
+        self.admin = Admin(watcher, mirror, self.resilience)
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
     def _guard(self, table: RouteTable) -> Guard:
@@ -219,8 +222,16 @@ class Gateway:
             body.tee = Tee(shadow.max_body)
         pool = self.pools.get(upstream)
         try:
-            response = await pool.request(
-                scope["method"], target, outgoing, body.chunks() if body else None, length
+            response = await self.resilience.exchange(
+                pool,
+                table,
+                route,
+                upstream,
+                scope["method"],
+                target,
+                outgoing,
+                body.chunks() if body else None,
+                length,
             )
         except BodySourceError as exc:
             if isinstance(exc.__cause__, BodyTooLarge):

@@ -11,6 +11,7 @@ import pytest
 from gateway.client import BodySourceError, Pool, Response
 from gateway.config import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.resilience_config import Timeouts
 
 pytestmark = pytest.mark.anyio
 
@@ -143,9 +144,9 @@ async def test_stalled_headers_time_out() -> None:
         await reader.read()  # never answers; returns when the client aborts
 
     async with scripted(handler) as (pool, _):
-        pool.upstream = Upstream("u", pool.upstream.url, timeout=0.2)
-        with pytest.raises(UpstreamTimeout):
-            await pool.request("GET", b"/", [])
+        limits = Timeouts(connect=1.0, first_byte=0.2, idle=2.0, deadline=5.0)
+        with pytest.raises(UpstreamTimeout, match="did not answer in time"):
+            await pool.request("GET", b"/", [], limits=limits)
 
 
 @pytest.mark.parametrize("with_body", [False, True])

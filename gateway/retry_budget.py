@@ -1,0 +1,56 @@
+"""How many retries an upstream may get: a budget over a sliding window, and the backoff.
+
+Per-request attempt caps alone let retries multiply load during an outage: with 3 attempts
+each, a failing upstream sees 3x its traffic exactly when it can least take it. A budget
+bounds retries to a share of the requests sent over the last `window` seconds, plus a small
+allowance per second so a quiet upstream can still retry (Finagle's RetryBudget: ratio and
+minRetriesPerSec over a TTL; Envoy's retry_budget is the same idea over concurrency).
+
+Backoff is exponential with full jitter (AWS Architecture Blog, "Exponential Backoff And
+Jitter"): the n-th retry waits uniform(0, min(cap, base * 2**(n-1))), which spreads the
+retries of many clients instead of synchronising them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.resilience_config import RetrySettings
+from gateway.window import SlidingCounts
+
+WINDOW = 10.0  # seconds, Finagle's default TTL
+
+
+@dataclass
+class RetryStats:
+    retried: int = 0  # retries sent
+    denied: int = 0  # retries the budget refused
+
+
+class RetryBudget:
+    def __init__(self, settings: RetrySettings, window: float = WINDOW) -> None:
+        self.settings = settings
+        self._allowance = settings.min_per_second * window
+        self._window = SlidingCounts(window)  # total: requests and retries; marked: retries
+        self.stats = RetryStats()
+
+    def requested(self, now: float) -> None:
+        """A request (its first attempt) was sent."""
+        self._window.add(now)
+
+    def withdraw(self, now: float) -> bool:
+        """True, and the retry is counted, when the budget has room for one more."""
+        window = self._window
+        window.advance(now)
+        requests = window.total - window.marked
+        if window.marked + 1 > self.settings.budget * requests + self._allowance:
+            self.stats.denied += 1
+            return False
+        window.add(now, marked=True)
+        self.stats.retried += 1
+        return True
+
+
+def backoff(settings: RetrySettings, retry: int, uniform: float) -> float:
+    """The wait before retry number `retry` (1-based); `uniform` is a draw from [0, 1)."""
+    return uniform * min(settings.max_backoff, settings.backoff * 2.0 ** (retry - 1))
