@@ -7,7 +7,8 @@ gobreaker's and resilience4j's semantics:
     half-open --(`probes` calls all succeed)--> closed (a fresh window)
     half-open --(a probe fails)--> open (a fresh cool-down)
 
-Closed lets every call through and counts outcomes in a sliding time window. Open rejects
+Closed lets every call through and counts outcomes in a sliding time window, judging the
+failure rate after every call once the window holds the minimum (resilience4j). Open rejects
 every call at once (the caller answers 503 with Retry-After). Half-open lets `probes`
 calls through, one at a time or together, and rejects the rest. Each permission is a ticket
 naming the state's generation: an outcome that arrives after the state changed belongs to
@@ -78,8 +79,7 @@ class CircuitBreaker:
             window = self.window
             window.add(now, not success)
             if (
-                not success
-                and window.total >= self.settings.minimum_calls
+                window.total >= self.settings.minimum_calls
                 and window.marked >= self.settings.failure_rate * window.total
             ):
                 self._enter(State.OPEN, now)
