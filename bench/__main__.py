@@ -2,6 +2,10 @@
 
     python -m bench proxy [--duration SECONDS] [--connections N]
                           [--loadgen auto|wrk|python] [--no-nginx]
+    python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
+    python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
+                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE]
+    python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
 
 (``strangler bench ...`` is the same command.)
 """
@@ -13,7 +17,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, proxy, shadow
+from bench import cdc, faults, proxy, shadow
 from bench.errors import BenchError
 
 
@@ -21,6 +25,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
     return value
 
 
@@ -72,6 +83,29 @@ def _parser() -> argparse.ArgumentParser:
     bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
     bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
     bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    bench_faults = sub.add_parser(
+        "faults",
+        help="a failing upstream next to a healthy one, with the circuit breaker on and off",
+        description=faults.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_faults.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
+    bench_faults.add_argument("--connections", type=_positive, default=32, metavar="N")
+    bench_faults.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    bench_faults.add_argument(
+        "--rate",
+        type=_positive,
+        default=500,
+        metavar="REQUESTS_PER_SECOND",
+        help="paced load on the flaky route (default 500)",
+    )
+    bench_faults.add_argument(
+        "--share",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="share of the flaky upstream's requests that fail during faults (default 0.5)",
+    )
     bench_cdc = sub.add_parser(
         "cdc",
         help="the CDC bridge against a raw executemany upsert, and its lag",
@@ -95,6 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cdc":
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
+        if args.command == "faults":
+            return faults.run(
+                faults.Options(args.duration, args.connections, args.loadgen, args.rate, args.share)
+            )
         if args.command == "shadow":
             return shadow.run(shadow.Options(args.duration, args.connections, args.loadgen))
         options = proxy.Options(

@@ -31,6 +31,11 @@ class State(StrEnum):
     HALF_OPEN = "half_open"
 
 
+# Module constants: an Enum member looked up on its class costs more than the rest of a
+# closed breaker's bookkeeping, which runs on every request.
+CLOSED, OPEN, HALF_OPEN = State.CLOSED, State.OPEN, State.HALF_OPEN
+
+
 @dataclass
 class BreakerStats:
     """Counters since the breaker was made (read at scrape time)."""
@@ -44,7 +49,7 @@ class BreakerStats:
 class CircuitBreaker:
     def __init__(self, settings: BreakerSettings) -> None:
         self.settings = settings
-        self.state = State.CLOSED
+        self.state = CLOSED
         self.generation = 0
         self.window = SlidingCounts(settings.window)  # marked: failures
         self.stats = BreakerStats()
@@ -54,13 +59,13 @@ class CircuitBreaker:
 
     def allow(self, now: float) -> int | None:
         """A ticket for one call, or None when the call must be rejected."""
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             return self.generation
-        if self.state is State.OPEN:
+        if self.state is OPEN:
             if now < self._opened_at + self.settings.cool_down:
                 self.stats.rejected += 1
                 return None
-            self._enter(State.HALF_OPEN, now)
+            self._enter(HALF_OPEN, now)
         if self._probing + self._passed >= self.settings.probes:
             self.stats.rejected += 1
             return None
@@ -75,37 +80,37 @@ class CircuitBreaker:
             self.stats.failures += 1
         if ticket != self.generation:
             return
-        if self.state is State.CLOSED:
+        if self.state is CLOSED:
             window = self.window
             window.add(now, not success)
             if (
                 window.total >= self.settings.minimum_calls
                 and window.marked >= self.settings.failure_rate * window.total
             ):
-                self._enter(State.OPEN, now)
-        elif self.state is State.HALF_OPEN:
+                self._enter(OPEN, now)
+        elif self.state is HALF_OPEN:
             self._probing -= 1
             if not success:
-                self._enter(State.OPEN, now)
+                self._enter(OPEN, now)
             else:
                 self._passed += 1
                 if self._passed >= self.settings.probes:
-                    self._enter(State.CLOSED, now)
+                    self._enter(CLOSED, now)
 
     def cancel(self, ticket: int) -> None:
         """The call was given up without an outcome (say the client left): free its probe."""
-        if ticket == self.generation and self.state is State.HALF_OPEN:
+        if ticket == self.generation and self.state is HALF_OPEN:
             self._probing -= 1
 
     def current(self, now: float) -> State:
         """The state a call arriving at `now` meets (open turns half-open once cooled down)."""
-        if self.state is State.OPEN and now >= self._opened_at + self.settings.cool_down:
-            return State.HALF_OPEN
+        if self.state is OPEN and now >= self._opened_at + self.settings.cool_down:
+            return HALF_OPEN
         return self.state
 
     def retry_after(self, now: float) -> float:
         """Seconds a rejected caller should wait before trying again."""
-        if self.state is State.OPEN:
+        if self.state is OPEN:
             return max(0.0, self._opened_at + self.settings.cool_down - now)
         return 1.0  # half-open with every probe taken: they are judged within a request
 
@@ -117,8 +122,8 @@ class CircuitBreaker:
         self.state = state
         self.generation += 1
         self._probing = self._passed = 0
-        if state is State.OPEN:
+        if state is OPEN:
             self._opened_at = now
             self.stats.opened += 1
-        elif state is State.CLOSED:
+        elif state is CLOSED:
             self.window.clear()

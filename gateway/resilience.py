@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.breaker import CircuitBreaker, State
+from gateway.breaker import OPEN, CircuitBreaker
 from gateway.bulkhead import Bulkhead
 from gateway.client import Pool, Response
 from gateway.config import Route, RouteTable, Upstream
@@ -73,8 +73,9 @@ class UpstreamState:
         self._gateway = gateway
 
     def leave(self) -> None:
-        self.bulkhead.leave()
-        self._gateway.leave()
+        """One request of this upstream is over (inlined Bulkhead.leave: every request)."""
+        self.bulkhead.in_flight -= 1
+        self._gateway.in_flight -= 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,63 +189,53 @@ class Resilience:
                 " requests",
                 _SHED_RETRY_AFTER,
             )
+        # One coroutine for admission and attempts: this runs on every proxied request.
         try:
-            response = await self._attempts(pool, chosen, method, target, headers, body, length)
+            now = self.clock()
+            ticket = self._ticket(state, now)
+            stats = state.stats
+            stats.requests += 1
+            state.budget.requested(now)
+            attempts = chosen.attempts if method in chosen.retry_methods else 1
+            source = _Replayable(body) if body is not None and attempts > 1 else body
+            deadline = asyncio.get_running_loop().time() + chosen.timeouts.deadline
+            attempt = 1
+            while True:
+                stats.attempts += 1
+                try:
+                    response = await pool.request(
+                        method, target, headers, source, length, chosen.timeouts, deadline
+                    )
+                except (UpstreamUnavailable, UpstreamTimeout) as exc:
+                    self._failed(state, ticket, isinstance(exc, UpstreamTimeout))
+                    if not isinstance(exc, _RETRIED_ERRORS):
+                        raise
+                    delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
+                    if delay is None:
+                        raise
+                except BaseException:
+                    if state.breaker is not None:
+                        state.breaker.cancel(ticket)  # not the upstream's doing: not judged
+                    raise
+                else:
+                    status = response.status
+                    if status in FAILED_STATUSES:
+                        self._failed(state, ticket, status == 504)
+                    elif state.breaker is not None:
+                        state.breaker.record(ticket, True, self.clock())
+                    delay = None
+                    if status in RETRIED_STATUSES:
+                        delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
+                    if delay is None:  # a success, or the upstream's 502/503 for the client
+                        response.on_release = state.leave
+                        return response
+                    response.release()
+                attempt += 1
+                await asyncio.sleep(delay)
+                ticket = self._ticket(state, self.clock())
         except BaseException:
             state.leave()
             raise
-        response.on_release = state.leave
-        return response
-
-    async def _attempts(
-        self,
-        pool: Pool,
-        plan: RoutePlan,
-        method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
-        body: AsyncIterator[bytes] | None,
-        length: int | None,
-    ) -> Response:
-        state = plan.state
-        now = self.clock()
-        ticket = self._ticket(state, now)
-        stats = state.stats
-        stats.requests += 1
-        state.budget.requested(now)
-        attempts = plan.attempts if method in plan.retry_methods else 1
-        source = _Replayable(body) if body is not None and attempts > 1 else body
-        deadline = asyncio.get_running_loop().time() + plan.timeouts.deadline
-        attempt = 1
-        while True:
-            stats.attempts += 1
-            try:
-                response = await pool.request(
-                    method, target, headers, source, length, plan.timeouts, deadline
-                )
-            except (UpstreamUnavailable, UpstreamTimeout) as exc:
-                self._judge(state, ticket, False, isinstance(exc, UpstreamTimeout))
-                if not isinstance(exc, _RETRIED_ERRORS):
-                    raise
-                delay = self._retry_delay(plan, attempt, attempts, source, deadline)
-                if delay is None:
-                    raise
-            except BaseException:
-                if state.breaker is not None:
-                    state.breaker.cancel(ticket)  # not the upstream's doing: not judged
-                raise
-            else:
-                status = response.status
-                self._judge(state, ticket, status not in FAILED_STATUSES, status == 504)
-                if status not in RETRIED_STATUSES:
-                    return response
-                delay = self._retry_delay(plan, attempt, attempts, source, deadline)
-                if delay is None:
-                    return response  # the upstream's own 502/503 goes to the client
-                response.release()
-            attempt += 1
-            await asyncio.sleep(delay)
-            ticket = self._ticket(state, self.clock())
 
     def _ticket(self, state: UpstreamState, now: float) -> int:
         breaker = state.breaker
@@ -258,12 +249,11 @@ class Resilience:
             )
         return ticket
 
-    def _judge(self, state: UpstreamState, ticket: int, success: bool, timed_out: bool) -> None:
-        if not success:
-            state.stats.failures += 1
-            state.stats.timeouts += timed_out
+    def _failed(self, state: UpstreamState, ticket: int, timed_out: bool) -> None:
+        state.stats.failures += 1
+        state.stats.timeouts += timed_out
         if state.breaker is not None:
-            state.breaker.record(ticket, success, self.clock())
+            state.breaker.record(ticket, False, self.clock())
 
     def _retry_delay(
         self,
@@ -305,7 +295,7 @@ class Resilience:
                     "failure_rate": round(breaker.failure_rate(now), 4),
                     "calls_in_window": breaker.window.total,
                     "retry_after": round(breaker.retry_after(now), 3)
-                    if breaker.state is State.OPEN
+                    if breaker.state is OPEN
                     else None,
                     **vars(breaker.stats),
                 },

@@ -22,7 +22,9 @@ class SlidingCounts:
         self.marked = 0  # marked events in the window
 
     def add(self, now: float, marked: bool = False) -> None:
-        self.advance(now)
+        slot = int(now // self._width)
+        if slot > self._newest:
+            self.advance(now)
         i = self._newest % len(self._counts)
         self._counts[i] += 1
         self.total += 1
