@@ -35,6 +35,12 @@ def _share(text: str) -> float:
     return value
 
 
+def _load_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
+    parser.add_argument("--connections", type=_positive, default=32, metavar="N")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
@@ -80,18 +86,14 @@ def _parser() -> argparse.ArgumentParser:
         description=shadow.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
-    bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
-    bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    _load_arguments(bench_shadow)
     bench_faults = sub.add_parser(
         "faults",
         help="a failing upstream next to a healthy one, with the circuit breaker on and off",
         description=faults.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench_faults.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
-    bench_faults.add_argument("--connections", type=_positive, default=32, metavar="N")
-    bench_faults.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    _load_arguments(bench_faults)
     bench_faults.add_argument(
         "--rate",
         type=_positive,

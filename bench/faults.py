@@ -4,7 +4,7 @@ One gateway process routes `/healthy` to a fast upstream (``bench.upstream``) an
 to ``bench.flaky``. The healthy route is loaded as in ``bench proxy`` (wrk or the Python
 generator, keep-alive connections, as fast as it answers); the flaky route gets a steady
 paced load (``--rate`` requests a second, open loop, so a faster answer does not mean more
-requests). Three runs, each after a warm-up:
+requests). Three runs, each on a fresh gateway after a warm-up:
 
     clean              the flaky upstream healthy, the breaker on (the reference)
     faults             the flaky upstream failing ``--share`` of requests (503 after 20 ms,
@@ -18,7 +18,6 @@ and how many requests a second reached the failing upstream with the breaker on 
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import tempfile
@@ -27,12 +26,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-import uvloop
-
 from bench import flaky, loadgen, upstream
 from bench.errors import BenchError
-from bench.loadgen import LoadGenerator, LoadResult
+from bench.loadgen import LoadGenerator, LoadResult, Paced
 from bench.process import Target, free_port, running
 from bench.proxy import GATEWAY_HEALTH_PATH, WARMUP_SECONDS, gateway_command
 
@@ -51,7 +47,6 @@ routes:
   - {{name: healthy, path: {healthy_path}, upstream: healthy}}
   - {{name: flaky, path: {flaky_path}, upstream: flaky}}
 """
-_PACED_TIMEOUT_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -61,16 +56,6 @@ class Options:
     loadgen: str
     rate: int  # requests a second on the flaky route
     share: float  # of the flaky upstream's requests that fail while faults are on
-
-
-@dataclass
-class Paced:
-    """What the paced load on the flaky route got back from the gateway."""
-
-    sent: int = 0
-    ok: int = 0
-    unavailable: int = 0  # 503: the upstream's own, or the gateway's circuit_open
-    other: int = 0  # any other status, or no answer
 
 
 @dataclass(frozen=True)
@@ -128,15 +113,15 @@ def run(options: Options) -> int:
             port = free_port()
             return start(name, gateway_command(routes, port), port, GATEWAY_HEALTH_PATH, HEALTHY)
 
-        with_breaker, without = gateway("breaker-on", BREAKER_ON), gateway("breaker-off", "off")
-
-        def measure(name: str, target: Target, faults: bool) -> Run:
-            return _measure(name, target, faults, flaky_port, generate, options)
-
+        # A gateway of its own per run: a breaker's window must not start out holding the
+        # clean run's successes.
         runs = [
-            measure("clean", with_breaker, False),
-            measure("faults", with_breaker, True),
-            measure("faults-no-breaker", without, True),
+            _measure(name, gateway(name, breaker), faults, flaky_port, generate, options)
+            for name, breaker, faults in (
+                ("clean", BREAKER_ON, False),
+                ("faults", BREAKER_ON, True),
+                ("faults-no-breaker", "off", True),
+            )
         ]
     print(_table(runs))
     clean, faults, unguarded = runs
@@ -165,7 +150,7 @@ def _measure(
     flaky_url = target.url.replace(HEALTHY, FLAKY)
     paced = Paced()
     thread = threading.Thread(
-        target=lambda: uvloop.run(_paced(flaky_url, options.rate, options.duration, paced))
+        target=loadgen.run_paced, args=(flaky_url, options.rate, options.duration, paced)
     )
     thread.start()
     try:
@@ -192,39 +177,6 @@ def _control(port: int, path: str) -> bytes:
     return body
 
 
-async def _paced(url: str, rate: int, duration: float, tally: Paced) -> None:
-    """`rate` requests a second for `duration` seconds, each sent on time whatever the
-    answers before it (open loop); waits for the last answers."""
-    loop = asyncio.get_running_loop()
-    timeout = aiohttp.ClientTimeout(total=_PACED_TIMEOUT_SECONDS)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-
-        async def one() -> None:
-            try:
-                async with session.get(url) as response:
-                    await response.read()
-                    status = response.status
-            except (aiohttp.ClientError, TimeoutError):
-                tally.other += 1
-                return
-            if status == 200:
-                tally.ok += 1
-            elif status == 503:
-                tally.unavailable += 1
-            else:
-                tally.other += 1
-
-        tasks: set[asyncio.Task[None]] = set()
-        start = loop.time()
-        while (due := start + tally.sent / rate) < start + duration:
-            await asyncio.sleep(max(0.0, due - loop.time()))
-            task = loop.create_task(one())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            tally.sent += 1
-        await asyncio.gather(*tasks)
-
-
 def _table(runs: list[Run]) -> str:
     lines = [
         f"{'run':<19}{'healthy/s':>10}{'p50':>9}{'p99':>9}{'errors':>8}{'success':>9}"
@@ -235,7 +187,8 @@ def _table(runs: list[Run]) -> str:
         lines.append(
             f"{r.name:<19}{h.requests_per_second:>10.1f}{h.p50 * 1000:>7.2f}ms"
             f"{h.p99 * 1000:>7.2f}ms{h.errors:>8}{r.success:>9.2%}"
-            f"  {p.sent:>10}{p.ok:>7}{p.unavailable:>7}{p.other:>6}"
+            f"  {p.sent:>10}{p.statuses[200]:>7}{p.statuses[503]:>7}"
+            f"{p.sent - p.statuses[200] - p.statuses[503]:>6}"
             f"{r.reached_per_second:>10.1f}{r.failed:>7}"
         )
     return "\n".join(lines)
