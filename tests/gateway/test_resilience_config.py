@@ -154,3 +154,19 @@ def test_caps_by_priority_round_down() -> None:
 )
 def test_each_error_is_reported_with_its_line(text: str, expected: list[str]) -> None:
     assert errors_of(text) == expected
+
+
+def test_upstream_state_survives_a_reload_that_keeps_the_upstream() -> None:
+    base = (
+        b"upstreams:\n  a: {url: http://127.0.0.1:1}\n  b: {url: http://127.0.0.1:2}\ndefault: a\n"
+    )
+    first, same = parse(base), parse(base + b"max_body: 1KiB\n")
+    changed = parse(base.replace(b"127.0.0.1:2}", b"127.0.0.1:2, breaker: off}"))
+    resilience = Resilience()
+    a, b = (resilience.plan(first).defaults[name].state for name in "ab")
+    assert resilience.plan(same).defaults["a"].state is a  # a new table, the same upstream
+    resilience.retain_only(changed)
+    assert resilience.plan(changed).defaults["a"].state is a
+    fresh = resilience.plan(changed).defaults["b"].state
+    assert fresh is not b and fresh.breaker is None  # b's config changed: it starts afresh
+    assert set(resilience.states) == set(changed.upstreams.values())
