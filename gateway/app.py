@@ -77,6 +77,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.pools.close()
+        self.resilience.close()
         await self.guards.close()
         await self.mirror.close()
         if self.access_log is not None:

@@ -153,14 +153,16 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def wait(self, until: float, deadline: float, why: str) -> None:
-        """Until the next event on this connection; abort it at loop time `until`, or at
-        `deadline` when that comes first."""
-        if deadline < until:
-            until, why = deadline, _PAST_DEADLINE
+    async def wait(self, seconds: float, deadline: float, why: str) -> None:
+        """Until the next event on this connection; abort it after `seconds`, or at the
+        loop time `deadline` when that comes first."""
+        left = deadline - self.loop.time()
+        if left < seconds:
+            seconds, why = left, _PAST_DEADLINE
         waiter = self.waiter = self.loop.create_future()
-        # A bare timer is several times cheaper than asyncio.timeout() on this hot path.
-        timer = self.loop.call_at(until, self._time_out, waiter, why)
+        # A bare timer is several times cheaper than asyncio.timeout() on this hot path
+        # (and call_later than call_at, which goes through it in uvloop).
+        timer = self.loop.call_later(seconds, self._time_out, waiter, why)
         try:
             await waiter
         finally:
@@ -210,17 +212,14 @@ class Response:
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end of the body."""
         conn = self._conn
-        now = conn.loop.time()
-        if now >= self._deadline and not conn.complete:
-            conn._abort()  # a fast trickle never waits, so the deadline is checked here too
-            raise UpstreamTimeout(_PAST_DEADLINE)
+        # Only a wait checks the deadline: while chunks are buffered the client is the slow
+        # side, and the buffer is bounded (_HIGH_WATER), so a wait comes soon enough.
         while not conn.chunks:
             if conn.error is not None:
                 raise conn.error
             if conn.complete:
                 return b""
-            await conn.wait(now + self._idle, self._deadline, _SLOW_BODY)
-            now = conn.loop.time()
+            await conn.wait(self._idle, self._deadline, _SLOW_BODY)
         chunk = conn.chunks.popleft()
         conn.buffered -= len(chunk)
         if conn.paused and conn.buffered < _HIGH_WATER // 4 and conn.transport is not None:
@@ -281,11 +280,13 @@ class Pool:
             conn._reset(method == "HEAD")
             try:
                 await self._send(conn, head, body, content_length, deadline)
+                # From the request sent, whatever arrives: a head trickled out in pieces does
+                # not restart it.
                 head_by = loop.time() + limits.first_byte
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(head_by, deadline, _SLOW_HEAD)
+                    await conn.wait(head_by - loop.time(), deadline, _SLOW_HEAD)
             except UpstreamUnavailable:
                 self.release(conn)
                 stale = reused and not conn.got_bytes and body is None

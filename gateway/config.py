@@ -26,7 +26,7 @@ import hashlib
 import ipaddress
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -80,6 +80,16 @@ class Upstream:
     client_cert: str | None = None  # https: present this certificate (mTLS) ...
     client_key: str | None = None  # ... with this key
     resilience: UpstreamResilience = field(default_factory=UpstreamResilience)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Pools and resilience state are looked up by the whole upstream on every request,
+        # and a frozen dataclass rehashes every field (nested ones too) on each lookup.
+        key = tuple(getattr(self, f.name) for f in fields(self) if f.compare)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def origin(self) -> tuple[str, str, int]:

@@ -49,6 +49,7 @@ RETRIED_STATUSES = frozenset({502, 503})
 FAILED_STATUSES = frozenset({502, 503, 504})
 _RETRIED_ERRORS = (ConnectFailed, ConnectTimeout, ConnectionDropped)
 _SHED_RETRY_AFTER = 1.0
+TICK = 0.1  # seconds between moves of the windows: their smallest bucket (a 1 s window's)
 
 
 @dataclass
@@ -62,15 +63,24 @@ class UpstreamStats:
 class UpstreamState:
     """The breaker, retry budget, bulkhead and counters of one upstream."""
 
-    def __init__(self, upstream: Upstream, gateway: Bulkhead) -> None:
+    def __init__(self, upstream: Upstream, gateway: Bulkhead, clock: Callable[[], float]) -> None:
         self.upstream = upstream
         settings = upstream.resilience
-        self.breaker = CircuitBreaker(settings.breaker) if settings.breaker.enabled else None
+        self.breaker = None
+        if settings.breaker.enabled:
+            self.breaker = CircuitBreaker(settings.breaker, clock)
         self.budget = RetryBudget(settings.retries)
-        self.bulkhead = Bulkhead()
         self.max_in_flight = settings.max_in_flight or upstream.pool
         self.stats = UpstreamStats()
+        self.advance(clock())
+        self.bulkhead = Bulkhead()
         self._gateway = gateway
+
+    def advance(self, now: float) -> None:
+        """Move the breaker's and the budget's windows along (Resilience's timer)."""
+        if self.breaker is not None:
+            self.breaker.advance(now)
+        self.budget.advance(now, self.stats.requests)
 
     def leave(self) -> None:
         """One request of this upstream is over (inlined Bulkhead.leave: every request)."""
@@ -131,7 +141,11 @@ class _Replayable:
 
 class Resilience:
     """Kept for the gateway's life: per-upstream state survives reloads that keep the
-    upstream, and the gateway-wide bulkhead all of them."""
+    upstream, and the gateway-wide bulkhead all of them.
+
+    The breakers' and budgets' windows count without reading a clock on the success path;
+    a timer started by the first request moves them along every `TICK` seconds.
+    """
 
     def __init__(
         self,
@@ -143,12 +157,28 @@ class Resilience:
         self.gateway = Bulkhead()
         self.states: dict[Upstream, UpstreamState] = {}
         self._planned: tuple[RouteTable, Plan] | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def now(self) -> float:
+        return self.clock()  # late-bound: a test may swap `clock`
 
     def state(self, upstream: Upstream) -> UpstreamState:
         found = self.states.get(upstream)
         if found is None:
-            found = self.states[upstream] = UpstreamState(upstream, self.gateway)
+            found = self.states[upstream] = UpstreamState(upstream, self.gateway, self.now)
         return found
+
+    def tick(self) -> None:
+        """Move every window to now, and again in `TICK` seconds."""
+        now = self.clock()
+        for state in self.states.values():
+            state.advance(now)
+        self._ticker = asyncio.get_running_loop().call_later(TICK, self.tick)
+
+    def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     def plan(self, table: RouteTable) -> Plan:
         if self._planned is None or self._planned[0] is not table:
@@ -174,6 +204,8 @@ class Resilience:
         length: int | None,
     ) -> Response:
         """The upstream's response head, within the rules; its release() frees the slots."""
+        if self._ticker is None:
+            self.tick()
         plan = self.plan(table)
         chosen = plan.routes[route.name] if route is not None else plan.defaults[upstream.name]
         state = chosen.state
@@ -191,11 +223,9 @@ class Resilience:
             )
         # One coroutine for admission and attempts: this runs on every proxied request.
         try:
-            now = self.clock()
-            ticket = self._ticket(state, now)
+            ticket = self._ticket(state)
             stats = state.stats
-            stats.requests += 1
-            state.budget.requested(now)
+            stats.requests += 1  # the retry budget's count too (folded in by advance)
             attempts = chosen.attempts if method in chosen.retry_methods else 1
             source = _Replayable(body) if body is not None and attempts > 1 else body
             deadline = asyncio.get_running_loop().time() + chosen.timeouts.deadline
@@ -222,7 +252,7 @@ class Resilience:
                     if status in FAILED_STATUSES:
                         self._failed(state, ticket, status == 504)
                     elif state.breaker is not None:
-                        state.breaker.record(ticket, True, self.clock())
+                        state.breaker.record(ticket, True)
                     delay = None
                     if status in RETRIED_STATUSES:
                         delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
@@ -232,20 +262,20 @@ class Resilience:
                     response.release()
                 attempt += 1
                 await asyncio.sleep(delay)
-                ticket = self._ticket(state, self.clock())
+                ticket = self._ticket(state)
         except BaseException:
             state.leave()
             raise
 
-    def _ticket(self, state: UpstreamState, now: float) -> int:
+    def _ticket(self, state: UpstreamState) -> int:
         breaker = state.breaker
         if breaker is None:
             return 0
-        ticket = breaker.allow(now)
+        ticket = breaker.allow()
         if ticket is None:
             raise CircuitOpen(
                 f"the circuit breaker of upstream {state.upstream.name!r} is open",
-                breaker.retry_after(now),
+                breaker.retry_after(),
             )
         return ticket
 
@@ -253,7 +283,7 @@ class Resilience:
         state.stats.failures += 1
         state.stats.timeouts += timed_out
         if state.breaker is not None:
-            state.breaker.record(ticket, False, self.clock())
+            state.breaker.record(ticket, False)
 
     def _retry_delay(
         self,
@@ -270,13 +300,12 @@ class Resilience:
         delay = backoff(settings, attempt, self.uniform())
         if asyncio.get_running_loop().time() + delay >= deadline:
             return None
-        if not plan.state.budget.withdraw(self.clock()):
+        if not plan.state.budget.withdraw(self.clock(), plan.state.stats.requests):
             return None
         return delay
 
     def describe(self, table: RouteTable) -> dict[str, Any]:
         """`GET /_strangler/upstreams`: limits, breakers and counters of the live table."""
-        now = self.clock()
         upstreams: dict[str, Any] = {}
         for upstream in table.upstreams.values():
             state = self.state(upstream)
@@ -291,10 +320,10 @@ class Resilience:
                 "breaker": None
                 if breaker is None
                 else {
-                    "state": breaker.current(now).value,
-                    "failure_rate": round(breaker.failure_rate(now), 4),
+                    "state": breaker.current().value,
+                    "failure_rate": round(breaker.failure_rate(), 4),
                     "calls_in_window": breaker.window.total,
-                    "retry_after": round(breaker.retry_after(now), 3)
+                    "retry_after": round(breaker.retry_after(), 3)
                     if breaker.state is OPEN
                     else None,
                     **vars(breaker.stats),

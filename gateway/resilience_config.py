@@ -247,7 +247,7 @@ def _breaker(reader: NodeReader, node: Node, what: str) -> BreakerSettings:
         minimum_calls=reader.optional(
             fields, "minimum_calls", what, positive_int, defaults.minimum_calls
         ),
-        window=reader.optional(fields, "window", what, _positive_duration, defaults.window),
+        window=reader.optional(fields, "window", what, _window, defaults.window),
         cool_down=reader.optional(
             fields, "cool_down", what, _positive_duration, defaults.cool_down
         ),
@@ -259,6 +259,14 @@ def _positive_duration(text: str) -> float:
     value = parse_duration(text)
     if value <= 0:
         raise ValueError(f"{text!r} must be longer than 0")
+    return value
+
+
+def _window(text: str) -> float:
+    # Ten buckets, moved along every 100 ms (gateway.resilience.TICK): at least 1 s.
+    value = parse_duration(text)
+    if value < 1:
+        raise ValueError(f"{text!r} must be at least 1s")
     return value
 
 

@@ -28,25 +28,32 @@ class RetryStats:
 
 
 class RetryBudget:
+    """Requests are not counted here one by one (that would run on every request): the
+    owner passes its running total of requests to `advance`, on a timer, and to
+    `withdraw`, which folds the requests since into the window before it decides."""
+
     def __init__(self, settings: RetrySettings, window: float = WINDOW) -> None:
         self.settings = settings
         self._allowance = settings.min_per_second * window
         self._window = SlidingCounts(window)  # total: requests and retries; marked: retries
+        self._requests = 0  # the owner's running total, as last folded in
         self.stats = RetryStats()
 
-    def requested(self, now: float) -> None:
-        """A request (its first attempt) was sent."""
-        self._window.add(now)
+    def advance(self, now: float, requests: int) -> None:
+        """Fold in the requests since the last call (`requests`: the running total)."""
+        self._window.add(requests - self._requests)
+        self._requests = requests
+        self._window.advance(now)
 
-    def withdraw(self, now: float) -> bool:
+    def withdraw(self, now: float, requests: int) -> bool:
         """True, and the retry is counted, when the budget has room for one more."""
+        self.advance(now, requests)
         window = self._window
-        window.advance(now)
         requests = window.total - window.marked
         if window.marked + 1 > self.settings.budget * requests + self._allowance:
             self.stats.denied += 1
             return False
-        window.add(now, marked=True)
+        window.add(1, 1)
         self.stats.retried += 1
         return True
 

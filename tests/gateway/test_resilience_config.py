@@ -121,9 +121,10 @@ def test_caps_by_priority_round_down() -> None:
             ],
         ),
         (
-            "upstreams:\n  a:\n    url: http://h\n    breaker: {failure_rate: 0, cool_down: x}\n",
+            "upstreams:\n  a:\n    url: http://h\n    breaker: {failure_rate: 0, window: 500ms, cool_down: x}\n",
             [
                 "line 4: upstream 'a': breaker: failure_rate: '0' must be more than 0",
+                "line 4: upstream 'a': breaker: window: '500ms' must be at least 1s",
                 "line 4: upstream 'a': breaker: cool_down: bad duration 'x' (use e.g. 250ms, 5s, 1m)",
             ],
         ),
