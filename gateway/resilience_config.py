@@ -22,6 +22,7 @@
         retries: {attempts: 3, methods: [GET, PUT]}   # or: retries: off
 
 `retries: off` and `breaker: off` turn either off for an upstream (or a route's retries).
+A breaker's `window` is at least 1s (ten buckets, moved along every 100 ms).
 """
 
 from __future__ import annotations
