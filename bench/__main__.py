@@ -4,6 +4,8 @@
                           [--loadgen auto|wrk|python] [--no-nginx]
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
+    python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
+                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE]
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
 
@@ -17,7 +19,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, limits, proxy, shadow
+from bench import cdc, faults, limits, proxy, shadow
 from bench.errors import BenchError
 
 
@@ -33,6 +35,12 @@ def _share(text: str) -> float:
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
     return value
+
+
+def _load_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
+    parser.add_argument("--connections", type=_positive, default=32, metavar="N")
+    parser.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -80,9 +88,7 @@ def _parser() -> argparse.ArgumentParser:
         description=shadow.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench_shadow.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
-    bench_shadow.add_argument("--connections", type=_positive, default=32, metavar="N")
-    bench_shadow.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    _load_arguments(bench_shadow)
     bench_shadow.add_argument(
         "--rounds", type=_positive, default=1, help="repeat; ratios are the medians"
     )
@@ -102,9 +108,28 @@ def _parser() -> argparse.ArgumentParser:
         description=limits.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    bench_limits.add_argument("--duration", type=_positive, default=10, metavar="SECONDS")
-    bench_limits.add_argument("--connections", type=_positive, default=32, metavar="N")
-    bench_limits.add_argument("--loadgen", choices=["auto", "wrk", "python"], default="auto")
+    _load_arguments(bench_limits)
+    bench_faults = sub.add_parser(
+        "faults",
+        help="a failing upstream next to a healthy one, with the circuit breaker on and off",
+        description=faults.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _load_arguments(bench_faults)
+    bench_faults.add_argument(
+        "--rate",
+        type=_positive,
+        default=500,
+        metavar="REQUESTS_PER_SECOND",
+        help="paced load on the flaky route (default 500)",
+    )
+    bench_faults.add_argument(
+        "--share",
+        type=_share,
+        default=0.5,
+        metavar="SHARE",
+        help="share of the flaky upstream's requests that fail during faults (default 0.5)",
+    )
     bench_cdc = sub.add_parser(
         "cdc",
         help="the CDC bridge against a raw executemany upsert, and its lag",
@@ -130,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
         if args.command == "limits":
             return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
+        if args.command == "faults":
+            return faults.run(
+                faults.Options(args.duration, args.connections, args.loadgen, args.rate, args.share)
+            )
         if args.command == "shadow":
             return shadow.run(
                 shadow.Options(

@@ -15,6 +15,10 @@ where the default (no wait) saturates the target and its latency is mostly queue
 it shares the machine with the processes it measures. The Python generator (asyncio + aiohttp
 on uvloop) exists for machines without wrk and for tests; it is slower than the servers it
 loads, so its ratios say less.
+
+``run_paced`` is not one of them: it sends a fixed rate of requests (open loop) and counts the
+answers by status, for background traffic whose volume must not depend on how fast it is
+answered (the faults benchmark's failing route).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
@@ -183,6 +188,16 @@ class _Tally:
         self.errors = 0
 
 
+async def _status(session: aiohttp.ClientSession, url: str) -> int | None:
+    """GET `url` and read the body; the status, or None when no answer came."""
+    try:
+        async with session.get(url) as response:
+            await response.read()
+            return response.status
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+
+
 async def _connection_loop(
     session: aiohttp.ClientSession, url: str, deadline: float, tally: _Tally, think: float
 ) -> None:
@@ -191,11 +206,8 @@ async def _connection_loop(
             await asyncio.sleep(think)
         tally.budget -= 1
         start = time.perf_counter()
-        try:
-            async with session.get(url) as response:
-                await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError):
+        status = await _status(session, url)
+        if status is None:
             tally.errors += 1
             continue
         tally.latencies.append(time.perf_counter() - start)
@@ -244,6 +256,45 @@ def run_python(
     """Load ``url`` from ``connections`` keep-alive connections until ``duration`` seconds
     have passed or ``max_requests`` requests were sent, whichever comes first."""
     return uvloop.run(_drive(url, connections, duration, max_requests, headers, think))
+
+
+@dataclass
+class Paced:
+    """What a paced (open-loop) load got back: answers by status, and no answer."""
+
+    sent: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    unanswered: int = 0
+
+
+async def _paced(url: str, rate: int, duration: float, tally: Paced) -> None:
+    loop = asyncio.get_running_loop()
+    timeout = aiohttp.ClientTimeout(total=_REQUEST_TIMEOUT_SECONDS)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+
+        async def one() -> None:
+            status = await _status(session, url)
+            if status is None:
+                tally.unanswered += 1
+            else:
+                tally.statuses[status] += 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        start = loop.time()
+        while (due := start + tally.sent / rate) < start + duration:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            task = loop.create_task(one())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            tally.sent += 1
+        await asyncio.gather(*tasks)
+
+
+def run_paced(url: str, rate: int, duration: float, tally: Paced) -> None:
+    """Send `rate` requests a second to `url` for `duration` seconds, each on time whatever
+    the answers before it (open loop: a faster answer does not mean more requests), and wait
+    for the last answers. Fills `tally` as it goes (so another thread can run it)."""
+    uvloop.run(_paced(url, rate, duration, tally))
 
 
 GENERATORS: dict[str, LoadGenerator] = {"wrk": run_wrk, "python": run_python}

@@ -3,7 +3,9 @@
 `GET /_strangler/health` answers 200 once the gateway serves; `GET /_strangler/routes` shows
 the active routes.yaml version (hash, loaded-at, source), the resolved table, the reload
 history and the last rejected reload's errors; `GET /_strangler/shadow[?route=&since=1h]`
-the shadow comparisons per route (the same numbers as `strangler shadow report`).
+the shadow comparisons per route (the same numbers as `strangler shadow report`);
+`GET /_strangler/upstreams` each upstream's in-flight count and limit, circuit breaker
+state, retry and shed counters (gateway.resilience).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from urllib.parse import parse_qs
 
 from gateway.errors import BadRequest, MethodNotAllowed, NotFound, send_json
 from gateway.reload import RoutesWatcher
+from gateway.resilience import Resilience
 from gateway.shadow import Mirror
 from gateway.shadow_report import report_json
 from gateway.types import Scope, Send
@@ -23,9 +26,10 @@ ADMIN_HEALTH = ADMIN_PREFIX + "health"
 
 
 class Admin:
-    def __init__(self, watcher: RoutesWatcher, mirror: Mirror) -> None:
+    def __init__(self, watcher: RoutesWatcher, mirror: Mirror, resilience: Resilience) -> None:
         self.watcher = watcher
         self.mirror = mirror
+        self.resilience = resilience
 
     async def handle(self, path: str, scope: Scope, send: Send, request_id: str) -> int:
         if scope["method"] not in ("GET", "HEAD"):
@@ -45,6 +49,8 @@ class Admin:
                     raise BadRequest(f"since: {exc}") from None
             await self.mirror.flush()  # what was compared so far, not what the last batch held
             body = report_json(await self.mirror.store.summary(route=route, since=since))
+        elif path == ADMIN_PREFIX + "upstreams":
+            body = self.resilience.describe(self.watcher.table)
         else:
             raise NotFound(f"no admin endpoint {path}")
         extra = [(b"x-request-id", request_id.encode())]

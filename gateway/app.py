@@ -20,6 +20,7 @@ from gateway.pools import Pools
 from gateway.promotion import Promoter
 from gateway.proxy import Gateway
 from gateway.reload import RoutesWatcher
+from gateway.resilience import Resilience
 from gateway.shadow_store import create_store
 from gateway.shadow_worker import create_mirror
 from gateway.tokens import RevocationStore
@@ -39,6 +40,7 @@ class GatewayApp:
         revocations: RevocationStore | None = None,
     ) -> None:
         self.pools = Pools()
+        self.resilience = Resilience()
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         # rate limits, idempotency keys and (unless given) revoked tokens, on `store:`
         self.limits = Limits(self.watcher.table.store)
@@ -58,6 +60,7 @@ class GatewayApp:
             access_log,
             self.monitor,
             limits=self.limits,
+            resilience=self.resilience,
         )
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -71,6 +74,7 @@ class GatewayApp:
 
     def _swapped(self, table: RouteTable) -> None:
         self.pools.retain_only(table)
+        self.resilience.retain_only(table)
         self.guards.retain_only(table)
         self.limits.retain_only(table)
         self.gateway.evidence.retarget(table)
@@ -102,6 +106,7 @@ class GatewayApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
         self.pools.close()
+        self.resilience.close()
         await self.guards.close()
         await self.promoter.save()  # the evidence since the last save
         await self.mirror.close()

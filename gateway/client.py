@@ -10,12 +10,16 @@ module only moves bytes and keeps connections.
 
 Behaviour:
 - bodies stream both ways with back-pressure (pause_reading/pause_writing);
-- `timeout` bounds the wait for the response head and every wait for more body bytes;
-  `connect_timeout` bounds the TCP connect, and `timeout` the wait for a free connection;
+- each request has its `Timeouts` (gateway.resilience_config; the upstream's unless a
+  route overrides them): `connect` bounds the TCP connect, `first_byte` the wait from the
+  request being sent to the response head, `idle` the wait for a free connection and every
+  wait for more body bytes, and the absolute `deadline` (loop time) all of them together;
 - a pooled connection the upstream closed while idle is detected when its request fails
   before any response byte arrives; bodiless requests are then retried once on a new
-  connection (RFC 9112 9.3.1), requests with a body are not, since it may have been read;
-- errors are raised as `gateway.errors` types: `UpstreamUnavailable`, `UpstreamTimeout`.
+  connection (RFC 9112 9.3.1), requests with a body are not, since it may have been read.
+  This is part of one attempt, apart from the retry policy of `gateway.resilience`;
+- errors are raised as `gateway.errors` types: `UpstreamUnavailable` (`ConnectFailed`,
+  `ConnectionDropped`), `UpstreamTimeout` (`ConnectTimeout`).
 """
 
 from __future__ import annotations
@@ -23,16 +27,26 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import cast
 
 import httptools
 
 from gateway.config import Upstream
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    ConnectFailed,
+    ConnectionDropped,
+    ConnectTimeout,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from gateway.resilience_config import Timeouts, timeouts
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the socket pauses
 _CRLF = b"\r\n"
+_SLOW_HEAD = "the upstream did not answer in time"
+_SLOW_BODY = "the upstream stopped sending its response"
+_PAST_DEADLINE = "the request's deadline passed"
 
 
 class BodySourceError(Exception):
@@ -88,7 +102,7 @@ class _Connection(asyncio.Protocol):
             if self.head_done and not _has_length(self.headers):
                 self.complete = True  # read-until-close framing (RFC 9112 6.3, rule 8)
             else:
-                self.error = UpstreamUnavailable("the upstream closed the connection")
+                self.error = ConnectionDropped("the upstream closed the connection")
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         self._wake()
@@ -139,27 +153,38 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
 
-    async def wait(self, seconds: float) -> None:
-        """Until the next event on this connection; abort it after `seconds` of silence."""
+    async def wait(self, seconds: float, deadline: float, why: str) -> None:
+        """Until the next event on this connection; abort it after `seconds`, or at the
+        loop time `deadline` when that comes first."""
+        left = deadline - self.loop.time()
+        if left < seconds:
+            seconds, why = left, _PAST_DEADLINE
         waiter = self.waiter = self.loop.create_future()
-        # A bare timer is several times cheaper than asyncio.timeout() on this hot path.
-        timer = self.loop.call_later(seconds, self._time_out, waiter)
+        # A bare timer is several times cheaper than asyncio.timeout() on this hot path
+        # (and call_later than call_at, which goes through it in uvloop).
+        timer = self.loop.call_later(seconds, self._time_out, waiter, why)
         try:
             await waiter
         finally:
             timer.cancel()
             self.waiter = None
 
-    def _time_out(self, waiter: asyncio.Future[None]) -> None:
+    def _time_out(self, waiter: asyncio.Future[None], why: str) -> None:
         if not waiter.done():
             self._abort()
-            waiter.set_exception(UpstreamTimeout("the upstream did not answer in time"))
+            waiter.set_exception(UpstreamTimeout(why))
 
-    async def drain(self) -> None:
+    async def drain(self, deadline: float) -> None:
         if self._writable is not None:
-            await self._writable
+            # Rare (the upstream reads slower than the client sends): asyncio.timeout is fine.
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._writable
+            except TimeoutError:
+                self._abort()
+                raise UpstreamTimeout(_PAST_DEADLINE) from None
         if self.closed:
-            raise UpstreamUnavailable("the upstream closed the connection")
+            raise ConnectionDropped("the upstream closed the connection")
 
     @property
     def reusable(self) -> bool:
@@ -175,22 +200,26 @@ class _Connection(asyncio.Protocol):
 class Response:
     """An upstream response whose body is read chunk by chunk; release() when done."""
 
-    def __init__(self, pool: Pool, conn: _Connection, timeout: float) -> None:
+    def __init__(self, pool: Pool, conn: _Connection, idle: float, deadline: float) -> None:
         self._pool = pool
         self._conn = conn
-        self._timeout = timeout
+        self._idle = idle
+        self._deadline = deadline
         self.status = conn.status
         self.headers = conn.headers
+        self.on_release: Callable[[], None] | None = None  # set by gateway.resilience
 
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end of the body."""
         conn = self._conn
+        # Only a wait checks the deadline: while chunks are buffered the client is the slow
+        # side, and the buffer is bounded (_HIGH_WATER), so a wait comes soon enough.
         while not conn.chunks:
             if conn.error is not None:
                 raise conn.error
             if conn.complete:
                 return b""
-            await conn.wait(self._timeout)
+            await conn.wait(self._idle, self._deadline, _SLOW_BODY)
         chunk = conn.chunks.popleft()
         conn.buffered -= len(chunk)
         if conn.paused and conn.buffered < _HIGH_WATER // 4 and conn.transport is not None:
@@ -205,6 +234,8 @@ class Response:
 
     def release(self) -> None:
         self._pool.release(self._conn)
+        if self.on_release is not None:
+            self.on_release()
 
 
 class Pool:
@@ -216,6 +247,7 @@ class Pool:
         self._host, self._port = host, port
         self._tls = _tls_context(upstream) if scheme == "https" else None
         self._host_header = upstream.url.split("://", 1)[1].encode("ascii")
+        self._timeouts = timeouts(upstream)
         self._idle: list[_Connection] = []
         self._count = 0
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -228,20 +260,33 @@ class Pool:
         headers: list[tuple[bytes, bytes]],
         body: AsyncIterator[bytes] | None = None,
         content_length: int | None = None,
+        limits: Timeouts | None = None,
+        deadline: float | None = None,
     ) -> Response:
-        """Send one request; return once the response head has arrived."""
+        """Send one request; return once the response head has arrived.
+
+        `limits`: the route's timeouts (default: the upstream's); `deadline`: the loop time
+        by which the whole exchange must be over (default: now + `limits.deadline`).
+        """
+        limits = limits or self._timeouts
+        loop = asyncio.get_running_loop()
+        if deadline is None:
+            deadline = loop.time() + limits.deadline
         head = _head(method, target, self._host_header, headers, body, content_length)
         for attempt in (1, 2):
-            conn = await self._acquire()
+            conn = await self._acquire(limits, deadline)
             reused = conn.used
             conn.used = True
             conn._reset(method == "HEAD")
             try:
-                await self._send(conn, head, body, content_length)
+                await self._send(conn, head, body, content_length, deadline)
+                # From the request sent, whatever arrives: a head trickled out in pieces does
+                # not restart it.
+                head_by = loop.time() + limits.first_byte
                 while not conn.head_done:
                     if conn.error is not None:
                         raise conn.error
-                    await conn.wait(self.upstream.timeout)
+                    await conn.wait(head_by - loop.time(), deadline, _SLOW_HEAD)
             except UpstreamUnavailable:
                 self.release(conn)
                 stale = reused and not conn.got_bytes and body is None
@@ -251,7 +296,7 @@ class Pool:
             except BaseException:
                 self.release(conn)
                 raise
-            return Response(self, conn, self.upstream.timeout)
+            return Response(self, conn, limits.idle, deadline)
         raise AssertionError("unreachable")
 
     async def _send(
@@ -260,11 +305,12 @@ class Pool:
         head: bytes,
         body: AsyncIterator[bytes] | None,
         content_length: int | None,
+        deadline: float,
     ) -> None:
         transport = conn.transport
         assert transport is not None
         if conn.closed:
-            raise UpstreamUnavailable("the upstream closed the connection")
+            raise ConnectionDropped("the upstream closed the connection")
         transport.write(head)
         if body is None:
             return
@@ -277,8 +323,8 @@ class Pool:
                     transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
                 else:
                     transport.write(chunk)
-                await conn.drain()
-        except UpstreamUnavailable:
+                await conn.drain(deadline)
+        except (UpstreamUnavailable, UpstreamTimeout):
             raise
         except Exception as exc:
             conn._abort()  # the upstream must never see a truncated body as complete
@@ -289,43 +335,44 @@ class Pool:
             conn._abort()
             raise BodySourceError("the request body was shorter than its Content-Length")
 
-    async def _acquire(self) -> _Connection:
+    async def _acquire(self, limits: Timeouts, deadline: float) -> _Connection:
         while self._idle:
             conn = self._idle.pop()
             if not conn.closed:
                 return conn
             self._count -= 1
+        loop = asyncio.get_running_loop()
         if self._count >= self.upstream.pool:
-            waiter = asyncio.get_running_loop().create_future()
+            waiter = loop.create_future()
             self._waiters.append(waiter)
             try:
-                async with asyncio.timeout(self.upstream.timeout):
+                async with asyncio.timeout_at(min(loop.time() + limits.idle, deadline)):
                     await waiter
             except TimeoutError:
                 raise UpstreamTimeout("no free connection to the upstream in time") from None
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
-            return await self._acquire()
+            return await self._acquire(limits, deadline)
         self._count += 1
         try:
-            return await self._connect()
+            return await self._connect(min(loop.time() + limits.connect, deadline))
         except BaseException:
             self._count -= 1
             self._wake_one()
             raise
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self, until: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(self.upstream.connect_timeout):
+            async with asyncio.timeout_at(until):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop), self._host, self._port, ssl=self._tls
                 )
         except TimeoutError:
-            raise UpstreamTimeout("connecting to the upstream timed out") from None
+            raise ConnectTimeout("connecting to the upstream timed out") from None
         except OSError as exc:
-            raise UpstreamUnavailable(f"cannot connect to the upstream: {exc}") from exc
+            raise ConnectFailed(f"cannot connect to the upstream: {exc}") from exc
         return conn
 
     def release(self, conn: _Connection) -> None:

@@ -26,18 +26,20 @@ import hashlib
 import ipaddress
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from gateway import resilience_config
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.cdc_status import CdcSettings, read_cdc
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.metrics_config import MetricsSettings, read_metrics
 from gateway.paths import configured
+from gateway.resilience_config import RouteResilience, Shedding, UpstreamResilience, read_shedding
 from gateway.rollout import RolloutSettings, RouteRollout, read_settings, read_upstream
 from gateway.rollout import read_route as read_rollout
 from gateway.shadow_config import (
@@ -81,6 +83,17 @@ class Upstream:
     ca: str | None = None  # https: verify the upstream against this CA bundle
     client_cert: str | None = None  # https: present this certificate (mTLS) ...
     client_key: str | None = None  # ... with this key
+    resilience: UpstreamResilience = field(default_factory=UpstreamResilience)
+    _hash: int = field(default=0, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Pools and resilience state are looked up by the whole upstream on every request,
+        # and a frozen dataclass rehashes every field (nested ones too) on each lookup.
+        key = tuple(getattr(self, f.name) for f in fields(self) if f.compare)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def origin(self) -> tuple[str, str, int]:
@@ -104,6 +117,7 @@ class Route:
     limits: RouteLimits | None = None  # rate_limit and idempotency (gateway.limits_config)
     # state, weighted targets (then `upstream` is the largest share), promotion gate
     rollout: RouteRollout = field(default_factory=RouteRollout)
+    resilience: RouteResilience = field(default_factory=RouteResilience)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -135,6 +149,7 @@ class RouteTable:
     rollout: RolloutSettings = field(default_factory=RolloutSettings)  # monolith, sticky cookie
     metrics: MetricsSettings = field(default_factory=MetricsSettings)  # GET /metrics
     cdc: CdcSettings | None = None  # where the CDC bridge's status is read (the dashboard)
+    shedding: Shedding = field(default_factory=Shedding)  # the gateway's in-flight limit
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -242,6 +257,7 @@ class _Validator(NodeReader):
                 "rollout",
                 "metrics",
                 "cdc",
+                "load_shedding",
             },
         )
         if top is None:
@@ -275,6 +291,7 @@ class _Validator(NodeReader):
         worker = read_worker(self, top["shadow_worker"]) if "shadow_worker" in top else None
         metrics = read_metrics(self, top.get("metrics"), {r.path: (r.name, r.line) for r in routes})
         cdc = read_cdc(self, top["cdc"], self.base) if "cdc" in top else None
+        shedding = read_shedding(self, top["load_shedding"]) if "load_shedding" in top else None
         if auth is None:
             return None
         return RouteTable(
@@ -293,6 +310,7 @@ class _Validator(NodeReader):
             rollout=self.rollout,
             metrics=metrics,
             cdc=cdc,
+            shedding=shedding or Shedding(),
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:
@@ -314,7 +332,8 @@ class _Validator(NodeReader):
         fields = self.mapping(
             node,
             what,
-            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"},
+            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"}
+            | resilience_config.UPSTREAM_KEYS,
         )
         if fields is None:
             return None
@@ -335,6 +354,7 @@ class _Validator(NodeReader):
             fields, "connect_timeout", what, parse_duration, DEFAULT_CONNECT_TIMEOUT
         )
         pool = self.optional(fields, "pool", what, positive_int, DEFAULT_POOL)
+        resilience = resilience_config.read_upstream(self, fields, what)
         if url is None:
             return None
         if tls and not url.startswith("https://"):
@@ -348,6 +368,7 @@ class _Validator(NodeReader):
             tls.get("ca"),
             tls.get("client_cert"),
             tls.get("client_key"),
+            resilience,
         )
 
     def readable_file(self, name: str) -> str:
@@ -411,7 +432,8 @@ class _Validator(NodeReader):
                 "idempotency",
                 "state",
                 "promote",
-            },
+            }
+            | resilience_config.ROUTE_KEYS,
         )
         if fields is None:
             return None
@@ -447,6 +469,7 @@ class _Validator(NodeReader):
         if "shadow" in fields:
             shadow = read_shadow(self, fields["shadow"], what, self.declared)
         limits = read_route_limits(self, fields, what)
+        resilience = resilience_config.read_route(self, fields, what)
         if name is None or path is None or upstream is None:
             return None
         rollout = read_rollout(
@@ -465,6 +488,7 @@ class _Validator(NodeReader):
             line_of(node),
             limits=limits,
             rollout=rollout,
+            resilience=resilience,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

@@ -5,14 +5,20 @@
      +-- Unauthorized          401 unauthorized (with WWW-Authenticate: Bearer ...)
      +-- Forbidden             403 forbidden (the policy's reason in `detail`)
      +-- NotFound              404 no_route, not_found
- +-- MethodNotAllowed      405 method_not_allowed
+     +-- MethodNotAllowed      405 method_not_allowed
      +-- IdempotencyConflict   409 idempotency_conflict, idempotency_response_not_kept
      +-- BodyTooLarge          413 body_too_large
      +-- IdempotencyMismatch   422 idempotency_key_reused
      +-- TooManyRequests       429 rate_limited (with Retry-After and RateLimit headers)
      +-- UpstreamUnavailable   502 upstream_unavailable (refused, reset, bad response)
+     |    +-- ConnectFailed          the TCP connect failed: nothing was sent
+     |    +-- ConnectionDropped      closed or reset before the response was complete
+     +-- Unavailable           503 (with Retry-After, answered at once)
+     |    +-- CircuitOpen            503 circuit_open: the upstream's breaker is open
+     |    +-- Overloaded             503 overloaded: in-flight limit reached, request shed
      +-- StoreUnavailable      503 store_unavailable (shared store down, failure policy closed)
      +-- UpstreamTimeout       504 upstream_timeout
+          +-- ConnectTimeout         the TCP connect timed out: nothing was sent
 
 Foreign errors (aiohttp's, asyncio's) are translated into this tree in one place,
 `gateway.proxy.translate_upstream_errors`, the way httpx maps httpcore's exceptions.
@@ -21,6 +27,7 @@ Foreign errors (aiohttp's, asyncio's) are translated into this tree in one place
 from __future__ import annotations
 
 import json
+import math
 
 from gateway.types import Send
 
@@ -113,6 +120,33 @@ class UpstreamUnavailable(GatewayError):
     code = "upstream_unavailable"
 
 
+class ConnectFailed(UpstreamUnavailable):
+    """Refused or unreachable: the request was not sent, so any method may be retried."""
+
+
+class ConnectionDropped(UpstreamUnavailable):
+    """The upstream closed or reset the connection before its response was complete."""
+
+
+class Unavailable(GatewayError):
+    """503 answered at once, never queued; `retry_after` seconds go in Retry-After."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))  # RFC 9110 10.2.3: whole seconds
+        super().__init__(detail, [(b"retry-after", str(seconds).encode())])
+
+
+class CircuitOpen(Unavailable):
+    code = "circuit_open"
+
+
+class Overloaded(Unavailable):
+    code = "overloaded"
+
+
 class StoreUnavailable(GatewayError):
     status = 503
     code = "store_unavailable"
@@ -121,6 +155,10 @@ class StoreUnavailable(GatewayError):
 class UpstreamTimeout(GatewayError):
     status = 504
     code = "upstream_timeout"
+
+
+class ConnectTimeout(UpstreamTimeout):
+    """The TCP connect timed out: the request was not sent."""
 
 
 async def send_json(

@@ -31,6 +31,7 @@ from gateway.monitor import Monitor
 from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
+from gateway.resilience import Resilience
 from gateway.shadow import Copy, Mirror, Tee, sampled
 from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
@@ -90,6 +91,7 @@ class Gateway:
         monitor: Monitor | None = None,
         *,
         limits: Limits,
+        resilience: Resilience | None = None,
     ) -> None:
         self.watcher = watcher
         self.monitor = monitor or Monitor(watcher, mirror)  # counts; /metrics, the dashboard
@@ -98,7 +100,8 @@ class Gateway:
         self.mirror = mirror
         self.access_log = access_log
         self.limits = limits  # rate limits and idempotency keys, for routes that have them
-        self.admin = Admin(watcher, mirror)
+        self.resilience = resilience or Resilience()  # timeouts, retries, breakers, shedding
+        self.admin = Admin(watcher, mirror, self.resilience)
         self.assigner = Assigner()  # sticky splits and tester overrides, with their counters
         self.evidence = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
@@ -263,8 +266,16 @@ class Gateway:
             body.tee = Tee(shadow.max_body)
         pool = self.pools.get(upstream)
         try:
-            response = await pool.request(
-                scope["method"], target, outgoing, body.chunks() if body else None, length
+            response = await self.resilience.exchange(
+                pool,
+                table,
+                route,
+                upstream,
+                scope["method"],
+                target,
+                outgoing,
+                body.chunks() if body else None,
+                length,
             )
         except BodySourceError as exc:
             if isinstance(exc.__cause__, BodyTooLarge):

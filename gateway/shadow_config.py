@@ -35,6 +35,7 @@ from gateway.validation import (
     NodeReader,
     non_negative_int,
     parse_duration,
+    parse_share,
     parse_size,
     positive_int,
 )
@@ -129,7 +130,7 @@ def read_shadow(
         return None
     return ShadowSettings(
         upstream=upstream,
-        sample=reader.optional(fields, "sample", where, _share, 1.0),
+        sample=reader.optional(fields, "sample", where, parse_share, 1.0),
         methods=methods,
         max_body=reader.optional(fields, "max_body", where, parse_size, DEFAULT_CAP),
         response_cap=reader.optional(fields, "response_cap", where, parse_size, DEFAULT_CAP),
@@ -186,13 +187,6 @@ def _compare(reader: NodeReader, node: Node, where: str) -> CompareRules | None:
         headers=headers,
         normalise=tuple(normalise),
     )
-
-
-def _share(text: str) -> float:
-    value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
-    if not 0 <= value <= 1:
-        raise ValueError(f"{text!r} must be between 0 and 1 (or 0% and 100%)")
-    return value
 
 
 def _tolerance(text: str) -> float:

@@ -86,6 +86,17 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_UNITS[match.group(2)]
 
 
+def parse_share(text: str) -> float:
+    """A share of a whole: `0.25` or `25%`, between 0 and 1."""
+    try:
+        value = float(text.rstrip("%")) / (100 if text.endswith("%") else 1)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a share (use e.g. 0.25 or 25%)") from None
+    if not 0 <= value <= 1:
+        raise ValueError(f"{text!r} must be between 0 and 1 (or 0% and 100%)")
+    return value
+
+
 def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{text!r} must be a positive integer")

@@ -287,3 +287,28 @@ def test_bench_cdc_end_to_end_ends_with_the_two_ratio_lines() -> None:
         match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
         assert match is not None, done.stdout
         assert float(match.group(1)) > 0
+
+
+def test_bench_faults_end_to_end_ends_with_the_three_ratio_lines() -> None:
+    argv = ["faults", "--duration", "2", "--connections", "4", "--rate", "100"]
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", *argv, "--loadgen", "python"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert any(re.fullmatch(r"healthy route success rate with faults: [0-9.]+%", x) for x in lines)
+    ratios = {}
+    names = ["faults/clean-p99", "faults/clean-success", "breaker-on/off-failing-load"]
+    for name, line in zip(names, lines[-3:], strict=True):
+        match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
+        assert match is not None, done.stdout
+        ratios[name] = float(match.group(1))
+    assert ratios["faults/clean-p99"] > 0
+    # the breaker keeps most of the load off the failing upstream
+    assert 0 < ratios["breaker-on/off-failing-load"] < 1, done.stdout
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith("faults")}
+    assert int(rows["faults-no-breaker"][-1]) > 0, done.stdout  # the upstream did fail

@@ -11,6 +11,7 @@ import pytest
 from gateway.client import BodySourceError, Pool, Response
 from gateway.config import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
+from gateway.resilience_config import Timeouts
 
 pytestmark = pytest.mark.anyio
 
@@ -143,9 +144,9 @@ async def test_stalled_headers_time_out() -> None:
         await reader.read()  # never answers; returns when the client aborts
 
     async with scripted(handler) as (pool, _):
-        pool.upstream = Upstream("u", pool.upstream.url, timeout=0.2)
-        with pytest.raises(UpstreamTimeout):
-            await pool.request("GET", b"/", [])
+        limits = Timeouts(connect=1.0, first_byte=0.2, idle=2.0, deadline=5.0)
+        with pytest.raises(UpstreamTimeout, match="did not answer in time"):
+            await pool.request("GET", b"/", [], limits=limits)
 
 
 @pytest.mark.parametrize("with_body", [False, True])
@@ -210,3 +211,38 @@ async def test_pool_limit_queues_requests_and_short_body_aborts() -> None:
 
         with pytest.raises(BodySourceError, match="shorter"):
             await pool.request("POST", b"/", [(b"content-length", b"10")], short(), 10)
+
+
+async def test_an_upload_to_an_upstream_that_stops_reading_ends_at_the_deadline() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.read_head(reader)  # type: ignore[attr-defined]
+        await asyncio.Event().wait()  # never reads the body: the socket buffers fill up
+
+    size = 1024 * 1024 * 1024
+
+    async def endless() -> AsyncIterator[bytes]:
+        block = b"x" * 65536
+        for _ in range(size // len(block)):
+            yield block
+
+    async with scripted(handler) as (pool, _):
+        limits = Timeouts(connect=1.0, first_byte=30.0, idle=30.0, deadline=0.3)
+        headers = [(b"content-length", str(size).encode())]
+        with pytest.raises(UpstreamTimeout, match="deadline"):
+            await pool.request("PUT", b"/", headers, endless(), size, limits=limits)
+
+
+async def test_a_trickling_body_ends_at_the_deadline() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await scripted.read_head(reader)  # type: ignore[attr-defined]
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        while True:
+            writer.write(b"x")
+            await writer.drain()
+            await asyncio.sleep(0.01)  # the fault: never idle, never done
+
+    async with scripted(handler) as (pool, _):
+        limits = Timeouts(connect=1.0, first_byte=1.0, idle=1.0, deadline=0.3)
+        response = await pool.request("GET", b"/", [], limits=limits)
+        with pytest.raises(UpstreamTimeout, match="deadline"):
+            await read_all(response)
