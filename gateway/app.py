@@ -13,6 +13,7 @@ from pathlib import Path
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
 from gateway.evidence import EvidenceStore
+from gateway.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
 from gateway.guard import Guards
 from gateway.limits import Limits
 from gateway.monitor import Monitor
@@ -62,6 +63,15 @@ class GatewayApp:
             limits=self.limits,
             resilience=self.resilience,
         )
+        # --- the features' stats on /metrics and the dashboard, read at scrape/poll time
+        metrics, watcher = self.monitor.metrics, self.watcher
+        metrics.add(lambda: resilience_metrics(self.resilience, watcher.table))
+        metrics.add(lambda: limits_metrics(self.limits.stats, watcher.table))
+        metrics.add(
+            lambda: rollout_metrics(self.gateway.assigner, self.gateway.evidence, watcher.table)
+        )
+        self.monitor.dashboard.add("resilience", lambda: self.resilience.describe(watcher.table))
+        # ---
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.evidence = EvidenceStore(shadow_store.engine, replica)

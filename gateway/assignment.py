@@ -26,6 +26,7 @@ from gateway.errors import BadTarget
 from gateway.guard import Guard, Verdict
 from gateway.policy import Decision
 from gateway.tokens import Identity
+from gateway.traffic import NO_ROUTE
 from gateway.types import Scope
 
 OVERRIDE_HEADER = b"x-strangler-target"
@@ -119,7 +120,7 @@ class Assigner:
         decision: Decision | None,
     ) -> Upstream:
         """The upstream once the policy has ruled on `override`."""
-        stats = self._stats(route.name if route is not None else "(default)")
+        stats = self._stats(route.name if route is not None else NO_ROUTE)
         if decision is None or not decision.override:
             stats.overrides_ignored += 1
             return upstream

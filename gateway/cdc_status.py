@@ -73,6 +73,7 @@ class CdcSnapshot:
     state: str | None = None  # the bridge's own: running, waiting-for-database, stopped
     age: float | None = None  # seconds since the bridge wrote the file
     tables: tuple[CdcTable, ...] = ()
+    dead_lettered: int = 0  # messages the bridge sent to the dead-letter topic (the DLQ count)
 
     @property
     def up(self) -> bool:
@@ -86,6 +87,7 @@ class CdcSnapshot:
             "detail": self.detail,
             "state": self.state,
             "age_seconds": None if self.age is None else round(self.age, 3),
+            "dead_lettered": self.dead_lettered,
             "tables": [
                 {
                     "table": t.table,
@@ -144,4 +146,6 @@ def _snapshot(status: dict[str, Any], settings: CdcSettings, source: str) -> Cdc
             f"the CDC status is {age:.0f} s old (stale_after {settings.stale_after:g} s): "
             "the bridge is down or stuck"
         )
-    return CdcSnapshot(True, source, detail, str(status.get("state")), age, tables)
+    state = str(status.get("state"))
+    dead_lettered = int(status.get("dead_lettered", 0))
+    return CdcSnapshot(True, source, detail, state, age, tables, dead_lettered)

@@ -11,8 +11,9 @@ sends it as `Authorization: Bearer` on its fetches.
 The JSON is built when asked: the routes as `GET /_strangler/routes` describes them (so a
 field added there, such as a route's state or weighted upstreams, reaches the page), the
 requests per route and upstream counted since start (the page turns two polls into rates),
-the shadow report (cached for a few seconds: it is a query of the results store) and the
-CDC bridge's status.
+the shadow report (cached for a few seconds: it is a query of the results store), the
+CDC bridge's status, and the sections features add (`Dashboard.add`, as they add metrics
+sources: the upstreams' breakers and in-flight counts are `resilience`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ class Dashboard:
         self.cdc = cdc
         self._assets: dict[str, tuple[bytes, bytes]] = {}
         self._shadow: tuple[float, list[dict[str, Any]]] | None = None
+        self._sections: dict[str, Callable[[], Any]] = {}
+
+    def add(self, name: str, section: Callable[[], Any]) -> None:
+        """A feature's part of dashboard.json, `section()` built at every poll."""
+        self._sections[name] = section
 
     def asset(self, path: str) -> tuple[bytes, bytes]:
         """(body, content type) of a page asset, read from the package on first use."""
@@ -109,6 +115,7 @@ class Dashboard:
             },
             "shadow": await self._shadow_report(),
             "cdc": (await self.cdc()).describe(),
+            **{name: section() for name, section in self._sections.items()},
         }
 
     async def _shadow_report(self) -> list[dict[str, Any]]:

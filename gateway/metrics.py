@@ -232,3 +232,12 @@ def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
             )
         ),
     )
+    if snapshot.detail is None:
+        # The bridge's own DLQ count (cdc.metrics.Metrics.dead_lettered), whatever the
+        # topic: the one series to alert on (issue 5: "the DLQ count is a metric").
+        yield counter(
+            "strangler_cdc_dead_lettered_total",
+            "Messages the CDC bridge sent to its dead-letter topic.",
+            [],
+            [((), snapshot.dead_lettered)],
+        )

@@ -40,18 +40,18 @@ function share(part, whole, partBefore, wholeBefore) {
   return w > 0 ? (100 * p / w).toFixed(1) + "%" : "–";
 }
 
-// `upstream` is a name today; a weighted split may arrive as {name: weight} or a list of
-// {upstream|name, weight}: show whichever the JSON has.
-function split(upstream, served) {
+// The route's targets as shares of its weights ("legacy 90% / search 10%"), or the one
+// upstream; then who actually answered since start, when more than one did.
+function split(weights, served) {
   const cell = el("td", null, "split");
-  let parts = [];
-  if (typeof upstream === "string") parts = [[upstream, null]];
-  else if (Array.isArray(upstream)) parts = upstream.map((u) => [u.upstream || u.name, u.weight]);
-  else if (upstream && typeof upstream === "object") parts = Object.entries(upstream);
-  for (const [name, weight] of parts) {
-    cell.appendChild(el("span", weight === null || weight === undefined ? name : `${name} ${weight}%`));
-  }
-  // Who actually answered since start, when more than one did (a split, or an edit).
+  const parts = Object.entries(weights);
+  const total = parts.reduce((sum, [, w]) => sum + w, 0);
+  const pct = (w) => {
+    const share = 100 * w / total;
+    return (Number.isInteger(share) ? share : share.toFixed(1)) + "%";
+  };
+  cell.appendChild(el("span", parts.length > 1
+    ? parts.map(([name, w]) => `${name} ${pct(w)}`).join(" / ") : parts[0][0], "targets"));
   const answered = Object.entries(served);
   if (answered.length > 1) {
     cell.appendChild(el("span", "served: " + answered.map(([n, c]) => `${n} ${c}`).join(", "), "hint"));
@@ -85,7 +85,7 @@ function drawRoutes(doc, seconds) {
       el("td", r.path, "mono"),
       el("td", r.methods ? r.methods.join(", ") : "any"),
       state(r.state || (r.shadow ? "shadow" : "")),
-      split(r.upstream, r.traffic.by_upstream),
+      split(r.weights, r.traffic.by_upstream),
       el("td", r.shadow ? `${r.shadow.upstream} (${Math.round(r.shadow.sample * 100)}%)` : ""),
       ...trafficCells(r.traffic, before[r.name], seconds),
     ]);
@@ -97,14 +97,50 @@ function drawRoutes(doc, seconds) {
     ? `${other} requests matched no route (default upstream, admin API, rejected paths).` : "";
 }
 
+// Requests shed at a limit, by priority ("shed normal 1, background 2"), or "".
+function shedText(shed) {
+  const parts = Object.entries(shed).filter(([, n]) => n > 0);
+  return parts.length ? "shed " + parts.map(([p, n]) => `${p} ${n}`).join(", ") : "";
+}
+
+function inFlight(load) {
+  const cell = num(null, "in-flight");
+  if (!load) return cell;
+  cell.appendChild(el("span", `${load.in_flight} / ${load.max_in_flight}`, "count"));
+  const shed = shedText(load.shed);
+  if (shed) cell.appendChild(el("span", " " + shed, "hint"));
+  return cell;
+}
+
+function breaker(b) {
+  const cell = el("td", null, "breaker");
+  if (!b) {
+    cell.appendChild(el("span", "off", "state"));
+    return cell;
+  }
+  cell.appendChild(el("span", b.state, "state" + (b.state === "closed" ? "" : " bad")));
+  const wait = b.retry_after === null ? "" : `, retry in ${Math.ceil(b.retry_after)} s`;
+  cell.appendChild(el("span",
+    ` ${(100 * b.failure_rate).toFixed(0)}% of ${b.calls_in_window} failed, opened ${b.opened}, ` +
+    `rejected ${b.rejected}${wait}`, "hint"));
+  return cell;
+}
+
 function drawUpstreams(doc, seconds) {
   const before = previous ? previous.upstreams : {};
+  const resilience = doc.resilience || { gateway: null, upstreams: {} };
   fill($("upstreams").tBodies[0], Object.entries(doc.upstreams).map(([name, u]) => {
+    const load = resilience.upstreams[name];
     const tr = row([el("td", name, "mono"), el("td", u.url || "", "mono"),
-      ...trafficCells(u, before[name], seconds)]);
+      ...trafficCells(u, before[name], seconds), inFlight(load), load ? breaker(load.breaker) : el("td")]);
     tr.dataset.upstream = name;
     return tr;
   }));
+  const gateway = resilience.gateway;
+  const shed = gateway ? shedText(gateway.shed) : "";
+  $("gateway-load").textContent = gateway
+    ? `The whole gateway: ${gateway.in_flight} / ${gateway.max_in_flight} in flight` +
+      (shed ? `; ${shed}` : "") : "";
 }
 
 function drawShadow(doc) {
@@ -139,8 +175,9 @@ function drawCdc(doc) {
     status.textContent = cdc.detail;
     status.className = cdc.configured ? "bad" : "hint";
   } else {
-    status.textContent = `bridge ${cdc.state}, status written ${cdc.age_seconds.toFixed(1)} s ago (${cdc.source})`;
-    status.className = cdc.up ? "good" : "bad";
+    status.textContent = `bridge ${cdc.state}, status written ${cdc.age_seconds.toFixed(1)} s ago ` +
+      `(${cdc.source}); ${cdc.dead_lettered} sent to the dead-letter topic`;
+    status.className = cdc.up && !cdc.dead_lettered ? "good" : "bad";
   }
   const tables = cdc.detail ? [] : cdc.tables;
   fill($("cdc").tBodies[0], tables.map((t) => {

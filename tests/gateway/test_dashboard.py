@@ -126,8 +126,13 @@ routes:
     assert shadow["identical_pct"] == 75.0
     assert shadow["top_differences"][0]["path"] == "$.total"
 
+    gone = first["resilience"]["upstreams"]["gone"]  # as GET /_strangler/upstreams says
+    assert (gone["requests"], gone["attempts"], gone["failures"]) == (1, 2, 2)  # one retry
+    assert (gone["in_flight"], gone["breaker"]["state"]) == (0, "closed")
+    assert first["resilience"]["gateway"]["max_in_flight"] == 1000
+
     cdc = first["cdc"]
-    assert cdc["up"] and cdc["detail"] is None
+    assert cdc["up"] and cdc["detail"] is None and cdc["dead_lettered"] == 1
     assert find(cdc["tables"], table="public.products")["lag_events"] == 3
     assert find(cdc["tables"], table="public.products")["applied"] == 12
 

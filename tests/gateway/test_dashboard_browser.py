@@ -4,10 +4,12 @@ or ChromeDriver is missing; failed instead under STRANGLER_REQUIRE_SERVICES=1.""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_server import refused_url
 from harness import Recorder, get, raw_request, serve_gateway, write_routes
 from test_metrics import secured_routes, token, write_cdc_status
 from test_shadow import catalogue, service
@@ -149,3 +151,69 @@ routes:
                 "return document.getElementById('cdc-status').textContent;"
             )
             assert await browser.script("return document.getElementById('login').hidden;")
+
+
+async def upstream_cell(browser: Browser, upstream: str, css: str) -> str | None:
+    text = await browser.script(
+        "const cell = document.querySelector("
+        "`#upstreams tr[data-upstream='${arguments[0]}'] ${arguments[1]}`);"
+        "return cell ? cell.textContent : null;",
+        upstream,
+        css,
+    )
+    return None if text is None else str(text)
+
+
+async def test_a_canarys_split_an_open_breaker_and_requests_in_flight(
+    upstream: Recorder, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    write_routes(
+        routes,
+        f"""
+upstreams:
+  legacy: {{url: "{upstream.url}"}}
+  search: {{url: "{upstream.url}"}}
+  billing: {{url: "{refused_url()}", retries: off, breaker: {{minimum_calls: 2, cool_down: 1m}}}}
+default: legacy
+routes:
+  - {{name: search, path: /search, upstream: {{legacy: 9, search: 1}}}}
+  - {{name: billing, path: /billing, upstream: billing}}
+""",
+    )
+    async with serve_gateway(routes) as gw, chromium() as browser:
+        await browser.open(gw.url + "/_strangler/")  # open access: no token asked
+
+        async def canary() -> object:
+            return await route_cell(browser, "search", "split .targets")
+
+        assert await browser.until("the search route's split", canary) == "legacy 90% / search 10%"
+        assert await route_cell(browser, "search", "state") == "canary"
+        assert await route_cell(browser, "billing", "state") == "migrated"
+        assert await upstream_cell(browser, "billing", ".breaker .state") == "closed"
+        assert await upstream_cell(browser, "legacy", ".in-flight .count") == "0 / 100"
+
+        for _ in range(2):  # refused: the breaker opens
+            assert (await raw_request(gw.port, get("/billing"))).status == 502
+        held = asyncio.create_task(raw_request(gw.port, get("/elsewhere/hold")))
+        await upstream.entered.wait()
+
+        async def opened() -> bool:
+            return await upstream_cell(browser, "billing", ".breaker .state") == "open"
+
+        async def in_flight() -> bool:
+            return await upstream_cell(browser, "legacy", ".in-flight .count") == "1 / 100"
+
+        await browser.until("the billing breaker to show open", opened)
+        await browser.until("one request in flight to legacy", in_flight)
+        hint = await upstream_cell(browser, "billing", ".breaker .hint")
+        assert hint is not None and "opened 1" in hint and "retry in" in hint
+        whole = await browser.script("return document.getElementById('gateway-load').textContent;")
+        assert whole == "The whole gateway: 1 / 1000 in flight"
+        upstream.release.set()
+        assert (await held).status == 200
+
+        async def drained() -> bool:
+            return await upstream_cell(browser, "legacy", ".in-flight .count") == "0 / 100"
+
+        await browser.until("legacy to have nothing in flight", drained)

@@ -219,7 +219,8 @@ def write_cdc_status(path: Path, applied: int, lag: int, *, age: float = 0.0) ->
     """The status file as the bridge itself writes it (cdc/metrics.py)."""
     bridge = CdcMetrics(state="running")
     products = bridge.topic("legacy.public.products")
-    products.applied, products.skipped, products.dead_lettered = applied, 2, 1
+    products.applied, products.skipped = applied, 2
+    bridge.dead_letter("legacy.public.products")  # one poison message, as the consumer counts it
     products.partitions = {0: lag}
     products.last_source_ts_ms = int((time.time() - 4) * 1000)
     products.position = "lsn:123"
@@ -257,11 +258,14 @@ async def test_cdc_lag_per_table_from_the_bridges_status_file(
     assert value(fresh, events, table="public.products", outcome="skipped") == 2
     assert value(fresh, events, table="public.products", outcome="dead_lettered") == 1
     assert value(fresh, events, table="public.categories", outcome="applied") == 7
+    assert value(fresh, "strangler_cdc_dead_lettered_total") == 1  # the bridge's DLQ count
     assert (value(fresh, "strangler_cdc_status_age_seconds") or 0) < 10
 
     assert value(stale, "strangler_cdc_up") == 0
     assert (value(stale, "strangler_cdc_status_age_seconds") or 0) >= 60
     assert not [k for k in stale if k[0] == "strangler_cdc_lag_seconds" and k[1]]
+    assert value(stale, "strangler_cdc_dead_lettered_total") is None  # stale counts are not shown
+    assert value(missing, "strangler_cdc_dead_lettered_total") is None
 
 
 async def test_without_a_cdc_section_there_are_no_cdc_metrics(open_gateway: Gateway) -> None:
