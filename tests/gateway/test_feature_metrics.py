@@ -31,6 +31,11 @@ def series(scraped: Samples, name: str) -> dict[tuple[tuple[str, str], ...], flo
     return {labels: v for (n, labels), v in scraped.items() if n == name}
 
 
+def per_upstream(scraped: Samples, upstream: str, *names: str) -> list[float | None]:
+    """The values of `strangler_<name>{upstream=...}` for each name."""
+    return [value(scraped, "strangler_" + name, upstream=upstream) for name in names]
+
+
 @pytest.fixture
 async def faults() -> AsyncIterator[FaultServer]:
     async with serve_faults() as server:
@@ -96,13 +101,17 @@ async def test_the_breaker_state_opened_and_rejected_as_on_the_admin_api(
     assert admin.json()["upstreams"]["flaky"]["breaker"]["state"] == "open"  # they agree
     assert states(half_open) == {"closed": 0, "open": 0, "half_open": 1}
     assert states(closed_again) == {"closed": 1, "open": 0, "half_open": 0}
-    assert value(opened, "strangler_breaker_opened_total", upstream="flaky") == 1
-    assert value(opened, "strangler_breaker_rejected_total", upstream="flaky") == 2
-    assert value(opened, "strangler_breaker_failure_ratio", upstream="flaky") == 0.75
-    assert value(opened, "strangler_upstream_requests_total", upstream="flaky") == 4
-    assert value(opened, "strangler_upstream_attempts_total", upstream="flaky") == 4
-    assert value(opened, "strangler_upstream_failures_total", upstream="flaky") == 3
-    assert value(closed_again, "strangler_upstream_requests_total", upstream="flaky") == 6
+    assert per_upstream(
+        opened,
+        "flaky",
+        "breaker_opened_total",
+        "breaker_rejected_total",
+        "breaker_failure_ratio",
+        "upstream_requests_total",
+        "upstream_attempts_total",
+        "upstream_failures_total",
+    ) == [1, 2, 0.75, 4, 4, 3]
+    assert per_upstream(closed_again, "flaky", "upstream_requests_total") == [6]
     # breaker: off has no breaker series; the other upstreams' are closed
     assert value(opened, "strangler_breaker_state", upstream="slow", state="closed") is None
     assert value(opened, "strangler_breaker_state", upstream="refused", state="closed") == 1
@@ -119,14 +128,11 @@ async def test_retries_made_and_refused_by_the_budget_and_timeouts(
             assert (await send(gw, "GET", "/flaky")).status == 503
         assert (await send(gw, "GET", "/slow/stall-head")).status == 504
         scraped = await scrape(gw)
+    counters = [f"upstream_{name}_total" for name in ("retries", "retries_denied", "attempts")]
+    counters += ["upstream_failures_total", "upstream_timeouts_total"]
     # as test_faults counts them: requests 2, 4, ... 10 get one retry each, then are refused
-    assert value(scraped, "strangler_upstream_retries_total", upstream="flaky") == 5
-    assert value(scraped, "strangler_upstream_retries_denied_total", upstream="flaky") == 10
-    assert value(scraped, "strangler_upstream_attempts_total", upstream="flaky") == 15
-    assert value(scraped, "strangler_upstream_failures_total", upstream="flaky") == 15
-    assert value(scraped, "strangler_upstream_timeouts_total", upstream="flaky") == 0
-    assert value(scraped, "strangler_upstream_timeouts_total", upstream="slow") == 1
-    assert value(scraped, "strangler_upstream_retries_total", upstream="slow") == 0
+    assert per_upstream(scraped, "flaky", *counters) == [5, 10, 15, 15, 0]
+    assert per_upstream(scraped, "slow", *counters) == [0, 0, 1, 1, 1]
     assert faults.hits["flaky"] == 15
 
 
