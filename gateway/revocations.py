@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import hashlib
 import sys
 import time
@@ -23,6 +24,8 @@ from gateway.validation import ConfigError, parse_duration
 
 if TYPE_CHECKING:  # redis-py is imported when a store is opened, not with every command
     from gateway.store import RedisStore
+
+_COMMAND_TIMEOUT = 5.0  # seconds: `strangler token revoke`'s store timeout, at the least
 
 
 class RedisRevocations:
@@ -109,7 +112,10 @@ def _what(ns: argparse.Namespace, leeway: float) -> tuple[str, float]:
 async def _revoke(settings: StoreSettings, jti: str, until: float) -> None:
     from gateway.store import RedisStore, StoreHealth
 
-    store = RedisStore(settings, StoreHealth("redis"))
+    # `timeout` is sized for the request path; a person running a command can wait seconds
+    # (a loaded Redis or machine must not make a revocation fail).
+    command = dataclasses.replace(settings, timeout=max(settings.timeout, _COMMAND_TIMEOUT))
+    store = RedisStore(command, StoreHealth("redis"))
     try:
         await RedisRevocations(store).revoke(jti, until)
     finally:
