@@ -49,8 +49,8 @@ class Story:
         self.routes: RoutesFile
         self.monolith = ""
 
-    def run(self, connect_step: str) -> None:
-        self.connect(connect_step)
+    def run(self) -> None:
+        self.connect()
         self.all_to_the_monolith()
         self.shadow()
         at10, at50 = self.canary()
@@ -64,9 +64,9 @@ class Story:
     def say(self, text: str) -> None:
         self.progress.say(text)
 
-    def connect(self, number: str) -> None:
+    def connect(self) -> None:
+        """The rest of step 0 (0.4): the gateway serves the routes file and takes our tokens."""
         target = self.target
-        self.step(number, f"Connect to the gateway at {target.gateway}, reading {target.routes}")
         for note in target.notes:
             self.say(note)
         health = self.client.get("/_strangler/health")
@@ -200,14 +200,10 @@ def main(ns: argparse.Namespace) -> int:
         local: LocalStack | None = None
         try:
             if ns.against:
-                target = running(
-                    ns.against,
-                    Path(ns.routes or COMPOSE_ROUTES),
-                    Path(ns.compose) if ns.compose else None,
-                    ns.search_url,
-                    not ns.no_cdc,
-                )
-                connect = "0"
+                routes = Path(ns.routes or COMPOSE_ROUTES)
+                progress.step("0", connect_title(ns.against, routes))
+                compose = Path(ns.compose) if ns.compose else None
+                target = running(ns.against, routes, compose, ns.search_url, not ns.no_cdc)
             else:
                 work = Path(
                     ns.workdir
@@ -215,8 +211,9 @@ def main(ns: argparse.Namespace) -> int:
                 )
                 local = LocalStack(work, ns.gateway_port, ns.legacy_port, ns.search_port)
                 stack.callback(local.stop)
-                target, connect = local.start(progress), "0.4"
-            Story(target, progress).run(connect)
+                target = local.start(progress)
+                progress.step("0.4", connect_title(target.gateway, target.routes))
+            Story(target, progress).run()
         except _FAILURES as exc:
             print(f"\n{progress.failure(exc)}", file=sys.stderr)
             if local is not None:
@@ -229,6 +226,10 @@ def main(ns: argparse.Namespace) -> int:
         elif local is not None:
             wait_for_interrupt(local, target)
         return 0
+
+
+def connect_title(gateway: str, routes: Path) -> str:
+    return f"Connect to the gateway at {gateway}, reading {routes}"
 
 
 def _misplaced(ns: argparse.Namespace) -> str | None:

@@ -41,7 +41,7 @@ class Client:
     def __init__(self, base_url: str, timeout: float = 10.0) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"{base_url!r}: give an http:// or https:// URL")
+            raise StepFailed(f"{base_url!r}: give an http:// or https:// URL")
         self.base_url = base_url.rstrip("/")
         self._https = parts.scheme == "https"
         self._host = parts.hostname

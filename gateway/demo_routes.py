@@ -141,8 +141,9 @@ class RoutesFile:
                 rejected = served.get("last_rejected") or {}
                 errors = "\n".join(rejected.get("errors") or ["(no rejected edit either)"])
                 raise StepFailed(
-                    f"the gateway still serves version {served['version']}, not the saved "
-                    f"{version}, after {RELOAD_SECONDS:.0f}s; its last rejected edit:\n{errors}"
+                    f"after {RELOAD_SECONDS:.0f}s the gateway serves version {served['version']}"
+                    f" ({served['source']}), not {version}, the version of {self.path}: is it "
+                    f"the file the gateway reads? Its last rejected edit:\n{errors}"
                 )
             time.sleep(0.05)  # the gateway polls the file; the demo polls the admin API
         routes = {entry["name"]: entry for entry in served["routes"]}
