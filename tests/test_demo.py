@@ -8,7 +8,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -105,19 +104,6 @@ def test_demo_check_verifies_every_step(tmp_path: Path) -> None:
     assert out.rstrip().endswith("All steps verified.")
     search = config.load(tmp_path / "routes.yaml").match("/search", "GET")
     assert search is not None and search.rollout.state == "migrated"  # the edits were made
-
-
-def test_demo_check_fails_with_the_step_when_a_port_is_taken(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        result = demo_check("--workdir", str(tmp_path), "--gateway-port", str(port))
-    assert result.returncode == 1
-    assert "FAILED at step 0.3 (Start the monolith, the search service and the gateway)" in (
-        result.stderr
-    )
-    assert "the gateway process exited" in result.stderr
 
 
 def test_demo_check_fails_naming_the_shadow_step_when_the_store_is_broken(
