@@ -69,6 +69,14 @@ def register(sub: Any) -> None:
     demo.add_argument("--gateway-port", type=int, default=0, help="0 picks a free port")
     demo.add_argument("--legacy-port", type=int, default=0)
     demo.add_argument("--search-port", type=int, default=0)
+    # --- `strangler demo --against URL`: drive a running stack (gateway/demo_stack.py) ---
+    demo.add_argument("--against", metavar="URL", help="a running stack's gateway, e.g. compose's")
+    demo.add_argument(
+        "--routes", help="the routes file that gateway reads (default: deploy/routes.compose.yaml)"
+    )
+    demo.add_argument("--compose", help="where secret_env values come from (default: nearest)")
+    demo.add_argument("--search-url", help="the search service itself, for its --dev-toggles")
+    demo.add_argument("--no-cdc", action="store_true", help="the stack has no CDC bridge")
     demo.set_defaults(handler=run_demo)
 
 
@@ -219,11 +227,6 @@ def gateway_serve(ns: argparse.Namespace) -> int:
 
 
 def run_demo(ns: argparse.Namespace) -> int:
-    from gateway.demo import Demo
+    from gateway.demo import main
 
-    return Demo(
-        workdir=ns.workdir,
-        gateway_port=ns.gateway_port,
-        legacy_port=ns.legacy_port,
-        search_port=ns.search_port,
-    ).run(check=ns.check)
+    return main(ns)

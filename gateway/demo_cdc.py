@@ -1,50 +1,50 @@
-"""The demo's CDC steps: the search service's database fed by the bridge, not a backfill.
+"""The demo's CDC parts: the bridge that fills the search database, and step 4's write.
 
 `strangler cdc run --embedded` runs as one more child process of the demo: librdkafka's mock
 cluster in that process, the SQLite dev capture (the development stand-in for Debezium)
 relaying the monolith's row changes onto it, and the same consumer code as in production.
-The search service's database starts empty and is filled from a snapshot (`op: r`); a write
-made through the gateway on the monolith then reaches the new service's `/search` through
-the same path, which the demo times against `SYNC_DEADLINE_SECONDS`.
+The search service's database starts empty and is filled from a snapshot (`op: r`).
+
+Step 4: a user whom the canary sends to the new service writes a product through the
+gateway (the monolith answers writes) and searches for it at once; the write then reaches
+the new service's `/search` through CDC, timed against the stack's sync deadline
+(`SYNC_DEADLINE_SECONDS` on the embedded stack; Debezium's path in compose is longer).
+Against a running stack the same step runs on its own CDC path (Debezium, Kafka, the bridge).
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 import sqlite3
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
+from gateway.demo_client import Answer, Client, Tokens
+from gateway.demo_progress import Progress, StepFailed
+
 SNAPSHOT_DEADLINE_SECONDS = 60.0
 SYNC_DEADLINE_SECONDS = 1.0  # the promise: a write shows up in the new service's /search
-
-
-class StepError(Exception):
-    """A CDC step failed; the demo reports it as its current step's failure."""
+# A running stack's path: Debezium reads the WAL, Kafka, the bridge's batches.
+RUNNING_SYNC_DEADLINE_SECONDS = 10.0
 
 
 class Stack(Protocol):
-    """What the steps need of the demo: its child processes and an HTTP client."""
+    """What starting the bridge needs of the demo's stack: a child process started."""
 
-    def start(self, work: Path, name: str, argv: list[str]) -> None: ...
-
-    def send(
-        self, method: str, path: str, body: dict[str, object] | None, roles: list[str]
-    ) -> tuple[int, bytes]: ...
+    def spawn(self, name: str, argv: list[str]) -> None: ...
 
 
 def start_bridge(stack: Stack, work: Path, legacy_db: str, search_db: str) -> Path:
     """Start `strangler cdc run --embedded` on the two databases; return its status file."""
     status = work / "cdc-status.json"
-    stack.start(
-        work,
+    stack.spawn(
         "cdc",
         [
             sys.executable,
@@ -83,53 +83,87 @@ def wait_snapshot(legacy_db: str, search_db: str, alive: Callable[[], None]) -> 
         if wanted is not None and _count(search_db, "search_documents") == wanted:
             return wanted, time.monotonic() - started
         time.sleep(0.05)  # polling a database for a condition, with a deadline
-    raise StepError(
+    raise StepFailed(
         f"the CDC snapshot did not fill the search database within {SNAPSHOT_DEADLINE_SECONDS:.0f}s"
     )
 
 
-def _search(stack: Stack, words: str) -> list[dict[str, object]]:
-    status, body = stack.send("GET", f"/search?q={urllib.parse.quote(words)}", None, [])
-    if status != 200:
-        raise StepError(f"/search answered {status}: {body[:200]!r}")
-    results: list[dict[str, object]] = json.loads(body)["results"]
-    return results
+@dataclass(frozen=True, slots=True)
+class Read:
+    answer: Answer
+    found: bool  # the product just written is in the answer
 
 
-def _until_searchable(stack: Stack, words: str, name: str) -> float:
-    started = time.monotonic()
-    while True:
-        found = [r for r in _search(stack, words) if r["name"] == name]
-        elapsed = time.monotonic() - started
-        if found:
-            return elapsed
-        if elapsed > SYNC_DEADLINE_SECONDS:
-            raise StepError(
-                f"{name!r} was not in the new service's /search within "
-                f"{SYNC_DEADLINE_SECONDS:.0f}s of the monolith's answer"
-            )
-        time.sleep(0.01)  # polling the endpoint under test, with a deadline
+def read_your_writes(progress: Progress, first: Read) -> None:
+    """Step 4's promise: a user's first search after their write includes it.
+
+    READ-YOUR-WRITES IS NOT ON MAIN YET (issue 6, branch w-ryw). When it lands, give the
+    demo's routes files their `read_your_writes:` block (gateway/demo_stack.py's ROUTES; the
+    compose file's too) and check it here, in place of the line below:
+
+        if not first.found:
+            raise StepFailed(f"{first.answer.upstream} answered without the write")
+        progress.say(f"read-your-writes holds: {first.answer.upstream} answered, with it")
+    """
+    progress.say(
+        "read-your-writes: not checked yet (its pin is on branch w-ryw, not on main); "
+        "until then the user may read from the new service before CDC brings the write"
+    )
 
 
-def write_and_find(stack: Stack) -> None:
-    """Create and then rename a product on the monolith, through the gateway as an admin,
-    and time how long each takes to show up in the new service's /search."""
+def write_then_search(
+    client: Client, tokens: Tokens, progress: Progress, user: str, new: str, deadline: float
+) -> None:
+    """As `user` (whom the split sends to `new`): create a product through the gateway on
+    the monolith, search for it at once, then time how long the new service takes to find
+    it, and the same for a rename."""
+    token = tokens.of(user, "admin", "buyer")  # product writes need the admin role
     word = f"Demo{secrets.token_hex(3)}"
     name = f"{word} Lamp"
     product: dict[str, object] = {"name": name, "price": "19.99", "category": "lighting"}
-    status, body = stack.send("POST", "/products", product, ["admin"])
-    if status != 201:
-        raise StepError(f"POST /products answered {status}: {body[:200]!r}")
-    product_id = json.loads(body)["id"]
-    print(f"    POST /products -> 201, product {product_id} {name!r} (the monolith's database)")
-    print(
-        f"    found by the new service's /search after {_until_searchable(stack, word, name):.3f}s"
+    answer = client.send("POST", "/products", product, token)
+    if answer.status != 201:
+        raise StepFailed(f"POST /products answered {answer.brief()}")
+    product_id = answer.json()["id"]
+    progress.say(
+        f"{user}: POST /products -> 201 from {answer.upstream}: product {product_id} {name!r}"
     )
+    first = _search(client, token, word, name)
+    progress.say(
+        f"{user}: GET /search?q={word} at once -> {first.answer.upstream}, "
+        f"{'with' if first.found else 'without'} the new product"
+    )
+    read_your_writes(progress, first)
+    seconds = _until_found(client, token, word, name, new, deadline)
+    progress.say(f"the new service's /search finds it {seconds:.3f}s after the write's answer")
     renamed = f"{word} Reading Lamp"
-    status, body = stack.send(
-        "PUT", f"/products/{product_id}", {**product, "name": renamed}, ["admin"]
-    )
-    if status != 200:
-        raise StepError(f"PUT /products/{product_id} answered {status}: {body[:200]!r}")
-    print(f"    PUT /products/{product_id} -> 200, renamed {renamed!r}")
-    print(f"    the rename is in /search after {_until_searchable(stack, word, renamed):.3f}s")
+    answer = client.send("PUT", f"/products/{product_id}", {**product, "name": renamed}, token)
+    if answer.status != 200:
+        raise StepFailed(f"PUT /products/{product_id} answered {answer.brief()}")
+    progress.say(f"{user}: PUT /products/{product_id} -> 200, renamed {renamed!r}")
+    seconds = _until_found(client, token, word, renamed, new, deadline)
+    progress.say(f"the rename is in the new service's /search after {seconds:.3f}s")
+
+
+def _search(client: Client, token: str, word: str, name: str) -> Read:
+    answer = client.get(f"/search?q={urllib.parse.quote(word)}", token)
+    if answer.status != 200:
+        raise StepFailed(f"/search answered {answer.brief()}")
+    return Read(answer, any(r["name"] == name for r in answer.json()["results"]))
+
+
+def _until_found(
+    client: Client, token: str, word: str, name: str, new: str, deadline: float
+) -> float:
+    started = time.monotonic()
+    while True:
+        read = _search(client, token, word, name)
+        elapsed = time.monotonic() - started
+        if read.found and read.answer.upstream == new:
+            return elapsed
+        if elapsed > deadline:
+            raise StepFailed(
+                f"{name!r} was not in {new}'s /search within {deadline:g}s of the "
+                "monolith's answer: is the CDC bridge running?"
+            )
+        time.sleep(0.01)  # polling the endpoint under test, with a deadline

@@ -6,12 +6,15 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway import config
 from gateway.config import RouteTable
 from gateway.rollout import gate_text, targets_text
 from gateway.validation import ConfigError
+
+if TYPE_CHECKING:
+    from gateway.promotion import Outcome
 
 
 def register(routes_sub: Any, routes_file: str) -> None:
@@ -67,33 +70,18 @@ def routes_diff(ns: argparse.Namespace) -> int:
 
 
 def routes_step(ns: argparse.Namespace) -> int:
-    from gateway.evidence import EvidenceStore
-    from gateway.promotion import Outcome, PromotionError, step
-    from gateway.shadow_store import create_store
+    from gateway.promotion import PromotionError
 
     try:
-        table = config.load(ns.routes)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-
-    async def run() -> Outcome:
-        shadow = create_store(table.shadow_store.url)
-        try:
-            return await step(
+        outcome = asyncio.run(
+            step_file(
                 Path(ns.routes),
                 ns.route,
-                evidence=EvidenceStore(shadow.engine, "cli"),
-                shadow=shadow,
                 backwards=ns.backwards,
                 to=getattr(ns, "to", None),
                 dry_run=ns.dry_run,
             )
-        finally:
-            await shadow.close()
-
-    try:
-        outcome = asyncio.run(run())
+        )
     except (PromotionError, ConfigError) as exc:
         print(exc, file=sys.stderr)
         return 1
@@ -104,3 +92,28 @@ def routes_step(ns: argparse.Namespace) -> int:
     if ns.dry_run:
         print("dry run: the edit validates; nothing was written")
     return 0
+
+
+async def step_file(
+    path: Path, route: str, *, backwards: bool, to: str | None = None, dry_run: bool = False
+) -> Outcome:
+    """`promotion.step` with the evidence in the stores the routes file names: what
+    `strangler routes promote | rollback` do (`strangler demo` calls it too)."""
+    from gateway.evidence import EvidenceStore
+    from gateway.promotion import step
+    from gateway.shadow_store import create_store
+
+    table = config.load(path)
+    shadow = create_store(table.shadow_store.url)
+    try:
+        return await step(
+            path,
+            route,
+            evidence=EvidenceStore(shadow.engine, "cli"),
+            shadow=shadow,
+            backwards=backwards,
+            to=to,
+            dry_run=dry_run,
+        )
+    finally:
+        await shadow.close()

@@ -173,14 +173,18 @@ def k8s_documents() -> Iterator[tuple[Path, dict[str, Any]]]:
 # --- the compose file -------------------------------------------------------------------------
 
 
-def test_docker_compose_accepts_the_file() -> None:
+# The file alone, and with the override `strangler demo --against` documents.
+@pytest.mark.parametrize(
+    "files", [(COMPOSE,), (COMPOSE, DEPLOY / "compose.demo.yaml")], ids=["alone", "demo"]
+)
+def test_docker_compose_accepts_the_file(files: tuple[Path, ...]) -> None:
     if shutil.which("docker-compose") is None:
         reason = "docker-compose is not installed (Debian: apt-get install docker-compose)"
         if os.environ.get("STRANGLER_REQUIRE_SERVICES") == "1":
             pytest.fail(f"{reason} (STRANGLER_REQUIRE_SERVICES=1)", pytrace=False)
         pytest.skip(reason)
     result = subprocess.run(
-        ["docker-compose", "-f", str(COMPOSE), "config", "--quiet"],
+        ["docker-compose", *(arg for file in files for arg in ("-f", str(file))), "config", "-q"],
         cwd=ROOT,
         capture_output=True,
         text=True,
