@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
+from gateway.consistency import consistency_metrics
 from gateway.evidence import EvidenceStore
 from gateway.guard import Guards
 from gateway.limits import Limits
@@ -62,6 +63,7 @@ class GatewayApp:
             limits=self.limits,
             resilience=self.resilience,
         )
+        self.monitor.metrics.add(lambda: consistency_metrics(self.gateway.consistency))
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.evidence = EvidenceStore(shadow_store.engine, replica)
@@ -110,6 +112,7 @@ class GatewayApp:
         await self.guards.close()
         await self.promoter.save()  # the evidence since the last save
         await self.mirror.close()
+        await self.gateway.consistency.close()  # read-your-writes' position readers
         await self.limits.close()
         if self.access_log is not None:
             self.access_log.flush()
