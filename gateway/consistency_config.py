@@ -8,8 +8,8 @@ read_your_writes:
                             # while someone is pinned)
   upstreams:                # the CDC-fed upstreams: a pinned user's reads go to the monolith
     search:
-      tables: all           # the source tables that feed it (a list: [public.products]);
-                            # all: every table a write reports
+      tables: all           # position mode: the source tables that feed it (a list:
+                            # [public.products]); all: every table a write reports
       positions: sqlite:///var/search.db   # position mode: the database holding the bridge's
                             # cdc_positions (or positions_env: NAME, a URL with a password)
       topic_prefix: legacy  # the bridge's topic prefix (cdc/mappings.yaml topic_prefix)

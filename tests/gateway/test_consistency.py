@@ -290,6 +290,19 @@ async def test_refused_writes_do_not_pin_and_failed_ones_do(stack: Stack) -> Non
         assert await stack.reader(ALICE) == "legacy"
 
 
+async def test_a_write_the_gateway_could_not_deliver_pins(stack: Stack) -> None:
+    """502: the monolith may have done the write before the connection broke."""
+    stack.configure("  upstreams: {search: {}}")
+    stack.routes.write_text(
+        stack.routes.read_text().replace(stack.legacy.url, "http://127.0.0.1:9")
+    )
+    async with stack.gateway() as app:
+        assert (await stack.send("POST", "/products", ALICE)).status == 502
+        assert app.gateway.consistency.stats.pins == {"window": 1}
+        assert (await stack.send("GET", "/search", ALICE)).status == 502  # to the monolith
+        assert await stack.reader(BOB) == "search"
+
+
 async def test_anonymous_writers_are_pinned_by_their_sticky_key(stack: Stack) -> None:
     stack.configure("  upstreams: {search: {}}")
     cookie = "Cookie: strangler_sticky=" + "0123456789abcdef" * 2
