@@ -48,7 +48,9 @@ from bench.proxy import (
     gateway_command,
     measure,
     ratio,
+    require_no_errors,
     table,
+    worker_micros,
 )
 from gateway.config import parse
 from gateway.consistency import Consistency
@@ -218,13 +220,13 @@ def run(options: Options) -> int:
             "ryw-released": (RETURNING, "fed"),
         }
         measurements = []
-        for variant, extra in sections.items():
+        for variant, section in sections.items():
             routes = work / f"{variant}.yaml"
             # Only position mode needs a monolith that says where its write committed; the
             # others write to the fast upstream too, so pinned reads cost the same exchange.
             writes = monolith if variant == "ryw-released" else backend
             routes.write_text(
-                _ROUTES.format(monolith=writes, port=backend, extra=extra, path=BENCH_PATH)
+                _ROUTES.format(monolith=writes, port=backend, extra=section, path=BENCH_PATH)
             )
             port = free_port()
             target: Target = stack.enter_context(
@@ -249,11 +251,9 @@ def run(options: Options) -> int:
         print(f"in process, a read's check, {case}: {micros:.2f} us")
     by = {m.target: m.result for m in measurements}
     for variant in VARIANTS:
-        extra_s = 1 / by[variant].requests_per_second - 1 / by["plain"].requests_per_second
-        print(f"{variant}: {extra_s * 1e6:+.1f} us of the worker's time per request")
+        extra = worker_micros(by[variant], by["plain"])
+        print(f"{variant}: {extra:+.1f} us of the worker's time per request")
     for variant in VARIANTS:
         print(f"ratio {variant}/plain-rps={ratio(by[variant], by['plain']):.3f}")
-    errors = [m.target for m in measurements if m.result.errors]
-    if errors:
-        raise BenchError(f"requests failed on {', '.join(errors)}: the comparison is void")
+    require_no_errors(measurements)
     return 0

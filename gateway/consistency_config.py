@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from yaml.nodes import Node, ScalarNode
 
-from gateway.validation import NodeReader, parse_duration
+from gateway.validation import NodeReader, parse_duration, positive_duration
 
 MODES = ("window", "position")
 DEFAULT_WINDOW = 5.0
@@ -72,7 +72,7 @@ def read_consistency(
     mode = "window"
     if "mode" in fields:
         mode = reader.choice(fields["mode"], f"{where}: mode", MODES) or mode
-    window = reader.optional(fields, "window", where, _positive, DEFAULT_WINDOW)
+    window = reader.optional(fields, "window", where, positive_duration, DEFAULT_WINDOW)
     poll = reader.optional(fields, "poll", where, _poll, DEFAULT_POLL)
     if monolith is None:
         reader.error(
@@ -190,13 +190,6 @@ def _prefix(text: str) -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,200}", text):
         raise ValueError(f"{text!r} is not a topic prefix")
     return text
-
-
-def _positive(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"{text!r} must be longer than 0")
-    return seconds
 
 
 def _poll(text: str) -> float:
