@@ -29,6 +29,7 @@ Counters are in `stats` (plain data, read at scrape time) and each watermark's `
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -108,7 +109,7 @@ class Consistency:
         self._redis: tuple[RedisStore, RedisPins] | None = None
         self.settings: ConsistencySettings | None = None
         self.watermarks: dict[tuple[str, str], Watermark] = {}
-        self._retired: list[Watermark] = []
+        self._closing: set[asyncio.Task[None]] = set()  # watermarks a reload let go
 
     async def route(
         self,
@@ -162,9 +163,8 @@ class Consistency:
         waiting = {t: p for t, p in pin.items() if fed.concerns(t)}
         if not waiting:
             return False  # the user wrote only tables this upstream is not fed from
-        watermark = self.watermarks[fed.source] if fed.source is not None else None
-        if watermark is None:
-            return True
+        assert fed.source is not None  # position mode: routes.yaml names the positions
+        watermark = self.watermarks[fed.source]
         watermark.want(settings.window)
         applied = watermark.applied()
         if applied is None:
@@ -228,25 +228,23 @@ class Consistency:
         return self._redis[1]
 
     def _retarget(self, settings: ConsistencySettings) -> None:
-        """A new routes table: keep the watermarks it still names, retire the others."""
+        """A new routes table: keep the watermarks it still names, close the others."""
         self.settings = settings
-        wanted = {fed.source: fed for fed in settings.upstreams.values() if fed.source is not None}
-        for source in list(self.watermarks):
-            if source not in wanted:
-                self._retired.append(self.watermarks.pop(source))
-        for source in wanted:
-            watermark = self.watermarks.get(source)
-            if watermark is None or watermark.poll != settings.poll:
-                if watermark is not None:
-                    self._retired.append(watermark)
-                url, prefix = source
-                self.watermarks[source] = Watermark(url, prefix, settings.poll, self.clock)
+        wanted = {fed.source for fed in settings.upstreams.values() if fed.source is not None}
+        for source, watermark in list(self.watermarks.items()):
+            if source not in wanted or watermark.poll != settings.poll:
+                del self.watermarks[source]
+                task = asyncio.get_running_loop().create_task(watermark.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+        for url, prefix in wanted - self.watermarks.keys():
+            self.watermarks[(url, prefix)] = Watermark(url, prefix, settings.poll, self.clock)
 
     async def close(self) -> None:
-        for watermark in [*self.watermarks.values(), *self._retired]:
+        for watermark in self.watermarks.values():
             await watermark.close()
         self.watermarks.clear()
-        self._retired.clear()
+        await asyncio.gather(*self._closing)
 
 
 def _subject(table: RouteTable, scope: Scope, verdict: Verdict) -> str:

@@ -112,6 +112,7 @@ class Watermark:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+            self._wake.clear()
         await asyncio.to_thread(self._engine.dispose)
 
 

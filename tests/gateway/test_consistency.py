@@ -262,6 +262,26 @@ async def test_a_write_without_a_readable_position_pins_for_the_window(stack: St
         assert stats.pins == {"unknown": 2} and stats.bad_headers == 1
 
 
+async def test_a_reload_moves_the_positions_reader(stack: Stack, tmp_path: Path) -> None:
+    stack.configure(position_mode(stack))
+    stack.legacy.position = "public.products=10"
+    async with stack.gateway() as app:
+        await stack.send("POST", "/products", ALICE)
+        (old,) = app.gateway.consistency.watermarks.values()
+        assert old.polling
+        moved = f"sqlite:///{tmp_path / 'moved.db'}"  # the search database moved
+        search.migrate(moved)
+        applied(moved, "legacy.public.products", 10)
+        stack.search_db = moved
+        stack.configure(position_mode(stack))
+        app.watcher.reload()
+        assert await stack.reader(ALICE) == "legacy"  # served by the new table: not read yet
+        assert list(app.gateway.consistency.watermarks) == [(moved, "legacy")]
+        await until(lambda: _async(not old.polling), "the old reader to close")
+        await until(watermark_sees(app, "public.products", 10), "the moved positions read")
+        assert await stack.reader(ALICE) == "search"
+
+
 async def test_window_mode_pins_for_the_window(stack: Stack) -> None:
     stack.configure("  window: 2s\n  upstreams: {search: {tables: all}}")
     clock = Clock()

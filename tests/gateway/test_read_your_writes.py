@@ -55,7 +55,7 @@ def _wait(condition: Callable[[], bool], what: str, seconds: float = DEADLINE) -
 
 def _answers(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
             return bool(response.status == 200)
     except OSError:
         return False
