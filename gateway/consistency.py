@@ -30,7 +30,6 @@ Counters are in `stats` (plain data, read at scrape time) and each watermark's `
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import time
 from collections import Counter
@@ -49,20 +48,18 @@ from gateway.guard import Verdict
 from gateway.metrics import counter, gauge
 from gateway.pins import ANY, MemoryPins, PinStore, Positions, RedisPins
 from gateway.store import RedisStore
+from gateway.traffic import NO_ROUTE
 from gateway.types import Message, Scope, Send
 from gateway.watermark import Watermark
 
 if TYPE_CHECKING:
     from gateway.limits import Limits  # which imports the proxy, which imports this module
 
-log = logging.getLogger("strangler.consistency")
-
 COMMIT_POSITION = b"x-strangler-commit-position"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _ENTRY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,20})\s*$")
 _MAX_ENTRIES = 64
 _UNKNOWN: Positions = {ANY: 0}
-DEFAULT_ROUTE = "(default)"  # the name counted for paths no route matched
 
 
 @dataclass
@@ -132,7 +129,7 @@ class Consistency:
             pins = self._pins()
             if pins is self.memory and not len(self.memory):
                 return upstream, send, False  # nobody is pinned: no key to compute
-            name = route.name if route is not None else DEFAULT_ROUTE
+            name = route.name if route is not None else NO_ROUTE
             if not await self._pinned(settings, fed, pins, _subject(table, scope, verdict), name):
                 return upstream, send, False
             self.stats.pinned[name] += 1
@@ -213,9 +210,9 @@ class Consistency:
                     watermark.want(settings.window)  # fresh by the time the user reads
         try:
             await self._pins().add(subject, positions, settings.window)
-        except StoreUnavailable as exc:
+        except StoreUnavailable:
+            # Counted; the store logs going down and coming back, not every request.
             self.stats.store_failures["write"] += 1
-            log.warning("read-your-writes: a write's pin was not kept: %s", exc.detail)
 
     # -- the pins' store and the watermarks, per routes table -------------------------------
 
