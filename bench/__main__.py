@@ -8,6 +8,7 @@
                            [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE]
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
+    python -m bench ryw [--duration SECONDS] [--connections N] [--loadgen ...]
 
 (``strangler bench ...`` is the same command.)
 """
@@ -19,7 +20,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, faults, limits, proxy, shadow
+from bench import cdc, consistency, faults, limits, proxy, shadow
 from bench.errors import BenchError
 
 
@@ -109,6 +110,13 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _load_arguments(bench_limits)
+    bench_ryw = sub.add_parser(
+        "ryw",
+        help="what read-your-writes costs a route's reads",
+        description=consistency.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _load_arguments(bench_ryw)
     bench_faults = sub.add_parser(
         "faults",
         help="a failing upstream next to a healthy one, with the circuit breaker on and off",
@@ -153,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "cdc":
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
+        if args.command == "ryw":
+            return consistency.run(
+                consistency.Options(args.duration, args.connections, args.loadgen)
+            )
         if args.command == "limits":
             return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
         if args.command == "faults":

@@ -36,7 +36,9 @@ from bench.proxy import (
     gateway_command,
     measure,
     ratio,
+    require_no_errors,
     table,
+    worker_micros,
 )
 from gateway.limits_config import RateLimitSettings, StoreSettings
 from gateway.ratelimit import RedisRateLimiter
@@ -154,13 +156,11 @@ def run(options: Options) -> int:
     print(table(measurements))
     by = {m.target: m.result for m in measurements}
     for variant in ("rl-memory", "rl-redis"):
-        extra = 1 / by[variant].requests_per_second - 1 / by["plain"].requests_per_second
-        print(f"{variant}: {extra * 1e6:+.1f} us of the worker's time per request")
+        extra = worker_micros(by[variant], by["plain"])
+        print(f"{variant}: {extra:+.1f} us of the worker's time per request")
     print(f"redis adapter: {check * 1e6:.1f} us per check, {ping * 1e6:.1f} us per PING")
     for variant in ("rl-memory", "rl-redis"):
         print(f"ratio {variant}/plain-rps={ratio(by[variant], by['plain']):.3f}")
     print(f"ratio redis-check/redis-ping={check / ping:.3f}")
-    errors = [m.target for m in measurements if m.result.errors]
-    if errors:
-        raise BenchError(f"requests failed on {', '.join(errors)}: the comparison is void")
+    require_no_errors(measurements)
     return 0

@@ -241,6 +241,19 @@ def ratio(gateway: LoadResult, reference: LoadResult) -> float:
     return gateway.requests_per_second / reference.requests_per_second
 
 
+def worker_micros(variant: LoadResult, reference: LoadResult) -> float:
+    """What a variant adds to the one worker's time per request, in microseconds: the
+    difference of the mean service times (1 / throughput) of a saturated worker."""
+    return (1 / variant.requests_per_second - 1 / reference.requests_per_second) * 1e6
+
+
+def require_no_errors(measurements: list[Measurement]) -> None:
+    """A comparison in which any request failed measures failures: refuse it."""
+    errors = [m.target for m in measurements if m.result.errors]
+    if errors:
+        raise BenchError(f"requests failed on {', '.join(errors)}: the comparison is void")
+
+
 def _too_many_errors(measurements: list[Measurement]) -> list[str]:
     failed = []
     for m in measurements:

@@ -33,15 +33,14 @@ import sqlalchemy as sa
 from confluent_kafka import Producer
 from sqlalchemy.engine import Connection, Engine, make_url
 
+from cdc.change_table import CHANGE_TABLE, SCHEMA
 from cdc.errors import CdcError
 from cdc.record import Field, Source, zoned_timestamp
 
 log = logging.getLogger("strangler.cdc.capture")
 
-CHANGE_TABLE = "cdc_changes"
 RELAY_BATCH = 5000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-SCHEMA = "public"  # the name Debezium would give: the monolith's PostgreSQL schema
 
 
 @dataclass(frozen=True)

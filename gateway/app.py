@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.accesslog import AccessLog
 from gateway.config import RouteTable
+from gateway.consistency import consistency_metrics
 from gateway.evidence import EvidenceStore
 from gateway.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
 from gateway.guard import Guards
@@ -70,6 +71,7 @@ class GatewayApp:
         metrics.add(
             lambda: rollout_metrics(self.gateway.assigner, self.gateway.evidence, watcher.table)
         )
+        metrics.add(lambda: consistency_metrics(self.gateway.consistency))
         self.monitor.dashboard.add("resilience", lambda: self.resilience.describe(watcher.table))
         # ---
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
@@ -120,6 +122,7 @@ class GatewayApp:
         await self.guards.close()
         await self.promoter.save()  # the evidence since the last save
         await self.mirror.close()
+        await self.gateway.consistency.close()  # read-your-writes' position readers
         await self.limits.close()
         if self.access_log is not None:
             self.access_log.flush()

@@ -3,12 +3,14 @@
 `strangler demo --against URL` signs its tokens with the key the stack's gateway uses. In
 the compose stack that key is not in the routes file: the file says `secret_env:
 STRANGLER_DEV_HS256_SECRET` and docker-compose.yml sets the variable in the gateway's
-environment (`${STRANGLER_DEV_HS256_SECRET:-...}`, overridable from `.env`). So a routes
-file's `secret_env:` names that this process's environment lacks are taken from the compose
-file, as compose computes them: a service's `environment:` value, interpolated from the
-shell's environment first and the project's `.env` (next to the compose file) second
-(compose's precedence), in the forms `${NAME}`, `${NAME:-default}` (unset or empty),
-`${NAME-default}` (unset), `$NAME` and `$$` (a dollar sign).
+environment (`${STRANGLER_DEV_HS256_SECRET:-...}`, overridable from `.env`). So the
+variables a routes file names (`secret_env:`, `positions_env:`, every `*_env:` key; the
+file is loaded, and so checked, before the demo edits it) that this process's environment
+lacks are taken from the compose file, as compose computes them: a service's
+`environment:` value, interpolated from the shell's environment first and the project's
+`.env` (next to the compose file) second (compose's precedence), in the forms `${NAME}`,
+`${NAME:-default}` (unset or empty), `${NAME-default}` (unset), `$NAME` and `$$` (a dollar
+sign).
 """
 
 from __future__ import annotations
@@ -80,28 +82,28 @@ def service_value(compose: Path, name: str, environ: Mapping[str, str]) -> str |
     return None
 
 
-def secret_names(routes: Path) -> list[str]:
-    """Every `secret_env:` a routes file names, in file order."""
-    return list(dict.fromkeys(_secret_envs(yaml.safe_load(routes.read_text()))))
+def variable_names(routes: Path) -> list[str]:
+    """Every variable a routes file names in a `*_env:` key, in file order."""
+    return list(dict.fromkeys(_variables(yaml.safe_load(routes.read_text()))))
 
 
-def _secret_envs(node: Any) -> Iterator[str]:
+def _variables(node: Any) -> Iterator[str]:
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "secret_env" and isinstance(value, str):
+            if isinstance(key, str) and key.endswith("_env") and isinstance(value, str):
                 yield value
             else:
-                yield from _secret_envs(value)
+                yield from _variables(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _secret_envs(item)
+            yield from _variables(item)
 
 
 def fill(routes: Path, compose: Path | None, environ: MutableMapping[str, str]) -> list[str]:
-    """Set in `environ` the routes file's `secret_env:` names it lacks, from the compose file;
+    """Set in `environ` the routes file's `*_env:` names it lacks, from the compose file;
     return the names set."""
     filled = []
-    for name in secret_names(routes):
+    for name in variable_names(routes):
         if environ.get(name) or compose is None:
             continue
         value = service_value(compose, name, environ)

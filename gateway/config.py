@@ -36,6 +36,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from gateway import resilience_config
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.cdc_status import CdcSettings, read_cdc
+from gateway.consistency_config import ConsistencySettings, read_consistency
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.metrics_config import MetricsSettings, read_metrics
 from gateway.paths import configured
@@ -150,6 +151,8 @@ class RouteTable:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)  # GET /metrics
     cdc: CdcSettings | None = None  # where the CDC bridge's status is read (the dashboard)
     shedding: Shedding = field(default_factory=Shedding)  # the gateway's in-flight limit
+    # the CDC-fed upstreams whose reads a writer is kept from (gateway/consistency.py)
+    read_your_writes: ConsistencySettings | None = None
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -258,6 +261,7 @@ class _Validator(NodeReader):
                 "metrics",
                 "cdc",
                 "load_shedding",
+                "read_your_writes",
             },
         )
         if top is None:
@@ -292,6 +296,11 @@ class _Validator(NodeReader):
         metrics = read_metrics(self, top.get("metrics"), {r.path: (r.name, r.line) for r in routes})
         cdc = read_cdc(self, top["cdc"], self.base) if "cdc" in top else None
         shedding = read_shedding(self, top["load_shedding"]) if "load_shedding" in top else None
+        consistency = None
+        if "read_your_writes" in top:
+            consistency = read_consistency(
+                self, top["read_your_writes"], self.declared, self.rollout.monolith
+            )
         if auth is None:
             return None
         return RouteTable(
@@ -311,6 +320,7 @@ class _Validator(NodeReader):
             metrics=metrics,
             cdc=cdc,
             shedding=shedding or Shedding(),
+            read_your_writes=consistency,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:

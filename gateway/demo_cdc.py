@@ -95,20 +95,11 @@ class Read:
 
 
 def read_your_writes(progress: Progress, first: Read) -> None:
-    """Step 4's promise: a user's first search after their write includes it.
-
-    READ-YOUR-WRITES IS NOT ON MAIN YET (issue 6, branch w-ryw). When it lands, give the
-    demo's routes files their `read_your_writes:` block (gateway/demo_stack.py's ROUTES; the
-    compose file's too) and check it here, in place of the line below:
-
-        if not first.found:
-            raise StepFailed(f"{first.answer.upstream} answered without the write")
-        progress.say(f"read-your-writes holds: {first.answer.upstream} answered, with it")
-    """
-    progress.say(
-        "read-your-writes: not checked yet (its pin is on branch w-ryw, not on main); "
-        "until then the user may read from the new service before CDC brings the write"
-    )
+    """Step 4's promise: a user's first search after their write includes it (the gateway
+    pins the writer's reads to the monolith until the bridge has applied the write)."""
+    if not first.found:
+        raise StepFailed(f"{first.answer.upstream} answered without the write")
+    progress.say(f"read-your-writes holds: {first.answer.upstream} answered, with it")
 
 
 def write_then_search(

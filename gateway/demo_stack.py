@@ -46,6 +46,11 @@ auth:
 authz: {{engine: embedded, policies: "{policies}"}}
 shadow_store: {{url: "sqlite:///{store}"}}
 cdc: {{status_file: cdc-status.json}}   # the bridge's status: CDC lag on the dashboard
+read_your_writes:        # after a write, the writer reads from the monolith until the bridge
+  mode: position         # has applied it (the monolith's X-Strangler-Commit-Position against
+  window: 30s            # the search database's cdc_positions), at most for the window
+  upstreams:
+    search: {{positions: "sqlite:///{search_db}"}}
 routes:
   - name: search
     path: /search
@@ -170,6 +175,7 @@ class LocalStack:
             key=key,
             policies=POLICIES,
             store=self.work / "shadow.db",
+            search_db=self.work / "search.db",
         )
         with self._key_variable():
             config.parse(text.encode(), str(self.routes))  # never hand the gateway a bad file

@@ -130,6 +130,11 @@ class Limits:
     def keys(self) -> IdempotencyStore:
         return self._backend.keys
 
+    @property
+    def redis(self) -> RedisStore | None:
+        """The shared store's Redis connection, when it is Redis (read-your-writes' pins)."""
+        return self._backend.redis
+
     # -- the revocation port, as the guard sees it ------------------------------------------
 
     async def is_revoked(self, jti: str) -> bool:

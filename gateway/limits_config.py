@@ -38,7 +38,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 from yaml.nodes import Node
 
-from gateway.validation import NodeReader, parse_duration, parse_size, positive_int
+from gateway.validation import (
+    NodeReader,
+    parse_duration,
+    parse_size,
+    positive_duration,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from gateway.config import RouteTable  # which reads its sections with this module
@@ -142,7 +148,7 @@ def read_shared_store(reader: NodeReader, node: Node) -> StoreSettings:
     return StoreSettings(
         backend=backend,
         url=url,
-        timeout=reader.optional(fields, "timeout", "store", _positive_duration, 0.1),
+        timeout=reader.optional(fields, "timeout", "store", positive_duration, 0.1),
         cooldown=reader.optional(fields, "cooldown", "store", parse_duration, 1.0),
         prefix=reader.optional(fields, "prefix", "store", str, "strangler:"),
         failure=failure,
@@ -223,8 +229,8 @@ def _idempotency(reader: NodeReader, node: Node, route: str) -> IdempotencySetti
             reader.choice(fields["required"], f"{what}: required", ("true", "false")) == "true"
         )
     return IdempotencySettings(
-        ttl=reader.optional(fields, "ttl", what, _positive_duration, 86400.0),
-        lock=reader.optional(fields, "lock", what, _positive_duration, 60.0),
+        ttl=reader.optional(fields, "ttl", what, positive_duration, 86400.0),
+        lock=reader.optional(fields, "lock", what, positive_duration, 60.0),
         max_response=reader.optional(
             fields, "max_response", what, parse_size, DEFAULT_MAX_RESPONSE
         ),
@@ -255,13 +261,6 @@ def _whole_seconds(text: str) -> int:
     if seconds < 1 or not math.isclose(seconds, round(seconds)):
         raise ValueError(f"{text!r} must be a whole number of seconds, at least 1s")
     return round(seconds)
-
-
-def _positive_duration(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:
-        raise ValueError(f"{text!r} must be longer than 0")
-    return seconds
 
 
 def _redis_url(text: str) -> str:

@@ -17,6 +17,7 @@ from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.assignment import Assigner
 from gateway.client import BodySourceError, Response
 from gateway.config import Route, RouteTable, Upstream
+from gateway.consistency import Consistency
 from gateway.errors import (
     BadPath,
     BadRequest,
@@ -104,6 +105,7 @@ class Gateway:
         self.admin = Admin(watcher, mirror, self.resilience)
         self.assigner = Assigner()  # sticky splits and tester overrides, with their counters
         self.evidence = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
+        self.consistency = Consistency(limits)  # read-your-writes: pins after monolith writes
         self._guarded: tuple[RouteTable, Guard] | None = None  # the live table's guard
 
     def _guard(self, table: RouteTable) -> Guard:
@@ -141,6 +143,13 @@ class Gateway:
                 verdict, upstream, cookie, measured = await self.assigner.choose(
                     guard, scope, path, table, route, upstream
                 )
+                if table.read_your_writes is not None and verdict.denial is None:
+                    # a writer's reads go to the monolith until the CDC bridge caught up;
+                    # `send` notes their writes (also the errors sent below)
+                    upstream, send, pinned = await self.consistency.route(
+                        table, route, upstream, scope, verdict, send
+                    )
+                    measured = measured and not pinned
             if verdict is not None and verdict.denial is not None:
                 raise verdict.denial
             if upstream is None and self.monitor.serves(path, table):

@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING
 
 from yaml.nodes import Node, ScalarNode
 
-from gateway.validation import NodeReader, parse_duration, parse_share, positive_int
+from gateway.validation import (
+    NodeReader,
+    parse_duration,
+    parse_share,
+    positive_duration,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from gateway.config import Upstream
@@ -137,9 +143,9 @@ def read_upstream(reader: NodeReader, fields: dict[str, Node], what: str) -> Ups
         breaker = _breaker(reader, fields["breaker"], f"{what}: breaker")
     return UpstreamResilience(
         first_byte_timeout=reader.optional(
-            fields, "first_byte_timeout", what, _positive_duration, None
+            fields, "first_byte_timeout", what, positive_duration, None
         ),
-        deadline=reader.optional(fields, "deadline", what, _positive_duration, DEFAULT_DEADLINE),
+        deadline=reader.optional(fields, "deadline", what, positive_duration, DEFAULT_DEADLINE),
         max_in_flight=reader.optional(fields, "max_in_flight", what, positive_int, None),
         retries=retries,
         breaker=breaker,
@@ -155,7 +161,7 @@ def read_route(reader: NodeReader, fields: dict[str, Node], what: str) -> RouteR
     if "retries" in fields:
         attempts, methods = _route_retries(reader, fields["retries"], f"{what}: retries")
     durations = {
-        key: reader.optional(fields, key, what, _positive_duration, None)
+        key: reader.optional(fields, key, what, positive_duration, None)
         for key in ("timeout", "connect_timeout", "first_byte_timeout", "deadline")
     }
     return RouteResilience(priority, **durations, attempts=attempts, retry_methods=methods)
@@ -249,18 +255,9 @@ def _breaker(reader: NodeReader, node: Node, what: str) -> BreakerSettings:
             fields, "minimum_calls", what, positive_int, defaults.minimum_calls
         ),
         window=reader.optional(fields, "window", what, _window, defaults.window),
-        cool_down=reader.optional(
-            fields, "cool_down", what, _positive_duration, defaults.cool_down
-        ),
+        cool_down=reader.optional(fields, "cool_down", what, positive_duration, defaults.cool_down),
         probes=reader.optional(fields, "probes", what, positive_int, defaults.probes),
     )
-
-
-def _positive_duration(text: str) -> float:
-    value = parse_duration(text)
-    if value <= 0:
-        raise ValueError(f"{text!r} must be longer than 0")
-    return value
 
 
 def _window(text: str) -> float:

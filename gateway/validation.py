@@ -79,6 +79,13 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
+def positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be longer than 0")
+    return seconds
+
+
 def parse_size(text: str) -> int:
     match = _SIZE.match(text.strip())
     if not match:

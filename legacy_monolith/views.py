@@ -34,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from legacy_monolith import catalog, forms, orders
+from legacy_monolith.commit_position import CommitPosition
 from legacy_monolith.errors import ApiError
 from legacy_monolith.identity import Identity
 from legacy_monolith.models import Order, Product, User
@@ -50,6 +51,24 @@ async def _in_transaction(request: Request, work: Callable[[Session], T]) -> T:
     def run() -> T:
         with Session(engine) as session, session.begin():
             return work(session)
+
+    return await run_in_threadpool(run)
+
+
+async def _write(request: Request, work: Callable[[Session], T]) -> tuple[T, dict[str, str]]:
+    """`_in_transaction` for a write: also the commit position header of its answer, for
+    the gateway's read-your-writes (legacy_monolith/commit_position.py)."""
+    engine: Engine = request.app.state.engine
+
+    def run() -> tuple[T, dict[str, str]]:
+        with Session(engine) as session:
+            position = CommitPosition(session)
+            with session.begin():
+                position.begin(session)
+                result = work(session)
+                position.before_commit(session)
+            position.after_commit(session)
+            return result, position.header()
 
     return await run_in_threadpool(run)
 
@@ -136,8 +155,8 @@ async def list_products(request: Request) -> Response:
 async def create_product(request: Request) -> Response:
     Identity.from_headers(request.headers).require_role("admin")
     form = forms.product(forms.json_object(await request.body()))
-    body = await _in_transaction(request, lambda s: _product(catalog.create_product(s, form)))
-    return JSONResponse(body, 201, {"Location": f"/products/{body['id']}"})
+    body, headers = await _write(request, lambda s: _product(catalog.create_product(s, form)))
+    return JSONResponse(body, 201, {"Location": f"/products/{body['id']}", **headers})
 
 
 async def get_product(request: Request) -> Response:
@@ -157,14 +176,15 @@ async def update_product(request: Request) -> Response:
             catalog.update_product(session, catalog.get_product(session, product_id), form)
         )
 
-    return JSONResponse(await _in_transaction(request, work))
+    body, headers = await _write(request, work)
+    return JSONResponse(body, headers=headers)
 
 
 async def delete_product(request: Request) -> Response:
     Identity.from_headers(request.headers).require_role("admin")
     product_id = forms.object_id(request.path_params["id"])
-    await _in_transaction(request, lambda s: catalog.delete_product(s, product_id))
-    return Response(status_code=204)
+    _, headers = await _write(request, lambda s: catalog.delete_product(s, product_id))
+    return Response(status_code=204, headers=headers)
 
 
 def _user(user: User) -> Json:
@@ -216,4 +236,5 @@ async def create_order(request: Request) -> Response:
         user = orders.user_by_username(session, username)
         return _order(orders.place_order(session, user, lines))
 
-    return JSONResponse(await _in_transaction(request, work), 201)
+    body, headers = await _write(request, work)
+    return JSONResponse(body, 201, headers)

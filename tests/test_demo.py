@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway import cli, config
+from gateway import cli, compose_env, config
 from gateway.demo_canary import USERS
 from gateway.demo_progress import Progress
 from gateway.demo_stack import LocalStack
@@ -76,7 +76,9 @@ def assert_canary_story(out: str) -> None:
 def assert_cdc_story(out: str) -> None:
     written = section(out, "[4] ", "[5] ")
     assert "POST /products -> 201 from legacy" in written
-    assert re.search(r"GET /search\?q=Demo\w+ at once -> search", written)
+    # the writer is one the canary sends to search, yet reads the write at once: pinned
+    assert re.search(r"GET /search\?q=Demo\w+ at once -> legacy, with the new product", written)
+    assert "read-your-writes holds: legacy answered, with it" in written
     assert "the new service's /search finds it" in written
     assert "the rename is in the new service's /search after" in written
 
@@ -203,10 +205,13 @@ def test_the_demo_moves_the_compose_routes_file(
     """Every move of the story validates in the compose stack's own routes file, and its
     comments stay (what --against edits in deploy/)."""
     monkeypatch.chdir(tmp_path)  # the file names no shadow_store: its default is var/ here
-    monkeypatch.setenv(KEY_VARIABLE, compose_default(KEY_VARIABLE))
     monkeypatch.delenv("STRANGLER_ENV", raising=False)
     routes = tmp_path / "routes.compose.yaml"
     shutil.copy(ROOT / "deploy" / "routes.compose.yaml", routes)
+    environ: dict[str, str] = {}  # what compose gives the gateway: the key, the search DB
+    assert KEY_VARIABLE in compose_env.fill(routes, COMPOSE, environ)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
     comments = [line for line in routes.read_text().splitlines() if line.lstrip().startswith("#")]
 
     def state() -> tuple[str, dict[str, int]]:

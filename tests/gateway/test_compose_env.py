@@ -87,11 +87,14 @@ def test_the_compose_routes_file_loads_with_the_key_compose_gives_the_gateway(
     routes = ROOT / "deploy" / "routes.compose.yaml"
     monkeypatch.delenv("STRANGLER_DEV_HS256_SECRET", raising=False)
     monkeypatch.delenv("STRANGLER_ENV", raising=False)
+    monkeypatch.delenv("SEARCH_DATABASE_URL", raising=False)
     environ: dict[str, str] = {}
     compose = compose_env.find_compose(routes.parent)
     assert compose == ROOT / "docker-compose.yml"
-    assert compose_env.fill(routes, compose, environ) == ["STRANGLER_DEV_HS256_SECRET"]
-    monkeypatch.setenv("STRANGLER_DEV_HS256_SECRET", environ["STRANGLER_DEV_HS256_SECRET"])
+    filled = compose_env.fill(routes, compose, environ)
+    assert filled == ["STRANGLER_DEV_HS256_SECRET", "SEARCH_DATABASE_URL"]
+    for name in filled:
+        monkeypatch.setenv(name, environ[name])
     table = config.load(routes)
     (key,) = [key for key in table.auth.keys if key.dev]
     assert key.material == environ["STRANGLER_DEV_HS256_SECRET"].encode()
