@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 
 from gateway.config import Route, Upstream
 from gateway.differ import Answer, Comparison, diff, noisy_paths
@@ -49,6 +49,8 @@ class Engine:
         self.pools = Pools()  # never the primary's: a slow candidate cannot take its slots
         self._upstreams: dict[tuple[Upstream, float], Upstream] = {}
         self.in_flight = 0
+        self.finished = 0  # copies launched and done with: dropped, or compared or failed
+        self.on_finish: Callable[[], None] | None = None  # called as `finished` grows
         self.stats: dict[str, RouteStats] = {}
         self.noisy: dict[str, set[str]] = {}
         self._seen: Counter[str] = Counter()  # copies per route, for the noise sample
@@ -64,6 +66,7 @@ class Engine:
         if self.in_flight >= self.concurrency:
             route_stats(self.stats, name).dropped += 1
             self.tally(name, 1)
+            self._finish()
             return
         self.in_flight += 1
         self._seen[name] += 1
@@ -122,6 +125,12 @@ class Engine:
             log.exception("shadow comparison failed for route %s", copy.route.name)
         finally:
             self.in_flight -= 1
+            self._finish()
+
+    def _finish(self) -> None:
+        self.finished += 1
+        if self.on_finish is not None:
+            self.on_finish()
 
     async def _learn_noise(self, copy: Copy, first: Answer) -> None:
         assert copy.route.shadow is not None

@@ -10,7 +10,11 @@ it takes the CPU the gateway leaves.
 
 Bounded everywhere: the frames not yet taken by the worker are capped at `buffer` bytes in
 the gateway (plus the kernel's socket buffer); copies beyond it are dropped and counted.
-The worker reads as fast as it can and drops copies beyond `concurrency` in flight.
+The worker reads as fast as it can and drops copies beyond `concurrency` in flight. Admission
+is by credit: the worker acknowledges the copies it is done with (ACK, at most every 2 ms),
+and the gateway drops a copy at once, before pickling it, when `2 * concurrency` copies are
+outstanding (sent, or batched, and not yet acknowledged): a worker that cannot keep up then
+costs the gateway a counter per copy, not a pickle, a send and a backlog.
 
 The frames, both ways: a 5-byte header (payload length, uint32 little-endian; kind, one
 byte) and a pickled payload. Pickle is safe here because both ends are this program and
@@ -21,7 +25,8 @@ the socket pair is private to the two processes.
   id), DROPS (route -> copies the gateway dropped), SYNC (a token; `drain` waits for the
   comparisons in flight first)
   worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
-  something changed) and DONE (a SYNC's token and the counters up to it)
+  something changed), ACK (how many copies the worker is done with, in all) and DONE (a
+  SYNC's token and the counters up to it, after an ACK)
 
 The worker ends when its socket reaches EOF (the gateway closed it or died): it drains the
 comparisons in flight, stores them and exits. A worker that dies is started again on the
@@ -54,9 +59,10 @@ from gateway.shadow_store import ShadowStore, create_store
 
 log = logging.getLogger("strangler.shadow")
 
-HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE = range(7)
+HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE, ACK = range(8)
 _HEADER = struct.Struct("<IB")
 _REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
+_ACK_EVERY = 0.002  # seconds, at most, between a copy finished and its ACK
 _RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
 _SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
 _STOP_TIMEOUT = 10.0
@@ -119,6 +125,8 @@ class WorkerMirror:
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._frames = Frames()
+        self._sent = 0  # copies batched for the current worker
+        self._acked = 0  # of which it is done with
         self._writing = False
         self._scheduled = False
         self._started_at = -_RESPAWN_AFTER
@@ -126,7 +134,12 @@ class WorkerMirror:
         self._closing = False
 
     def launch(self, copy: Copy) -> None:
-        if len(self._out) > self.settings.buffer or not self._connected():
+        outstanding = self._sent - self._acked
+        if (
+            outstanding >= 2 * self.settings.concurrency
+            or len(self._out) > self.settings.buffer
+            or not self._connected()
+        ):
             self._drop(copy.route.name)
             return
         known = self._routes.get(id(copy.route))
@@ -138,6 +151,7 @@ class WorkerMirror:
                 self._drop(copy.route.name)
                 return
         self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
+        self._sent += 1
         self._schedule()
 
     def dropped(self, route: Route, reason: str) -> None:
@@ -242,7 +256,9 @@ class WorkerMirror:
             self._lost()
             return
         for kind, payload in self._frames.feed(data):
-            if kind == STATS:
+            if kind == ACK:
+                self._acked = payload
+            elif kind == STATS:
                 self._merge(payload)
             elif kind == DONE:
                 token, stats = payload
@@ -267,6 +283,7 @@ class WorkerMirror:
             self._writing = False
         sock.close()
         self._batch, self._out, self._routes, self._frames = [], bytearray(), {}, Frames()
+        self._sent = self._acked = 0
         process = self._process
         if not self._closing and process is not None:
             # Its end of the socket is closed: it has exited or is past saving. Reaping it
@@ -325,6 +342,7 @@ class _Worker(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
         self.reporter: asyncio.TimerHandle | None = None
+        self.acker: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -359,6 +377,7 @@ class _Worker(asyncio.Protocol):
         if settings.nice:
             os.nice(settings.nice)
         self.engine = Engine(create_store(store.url), store, settings.concurrency)
+        self.engine.on_finish = self.ack_soon
         self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
 
     def take_stats(self) -> dict[str, RouteStats]:
@@ -371,10 +390,23 @@ class _Worker(asyncio.Protocol):
             self.transport.write(frame(STATS, self.take_stats()))
         self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
 
+    def ack_soon(self) -> None:
+        if self.acker is None:
+            self.acker = asyncio.get_running_loop().call_later(_ACK_EVERY, self.ack)
+
+    def ack(self) -> None:
+        if self.acker is not None:
+            self.acker.cancel()
+            self.acker = None
+        transport = self.transport
+        if self.engine is not None and transport is not None and not transport.is_closing():
+            transport.write(frame(ACK, self.engine.finished))
+
     async def sync(self, token: int, drain: bool) -> None:
         assert self.engine is not None
         await (self.engine.drain() if drain else self.engine.flush())
         if self.transport is not None and not self.transport.is_closing():
+            self.ack()
             self.transport.write(frame(DONE, (token, self.take_stats())))
 
 

@@ -353,3 +353,28 @@ async def test_a_worker_that_dies_is_replaced_and_the_clients_never_notice(
             await raw_request(gw.port, get("/search"))
             await gw.app.mirror.drain()
             assert gw.app.mirror.stats["search"].identical == before + 1
+
+
+async def test_copies_the_worker_has_not_acknowledged_are_capped_and_dropped_in_the_gateway(
+    tmp_path: Path,
+) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(
+            tmp_path, "process", primary, candidate, worker=", concurrency: 2"
+        ) as gw:
+            await raw_request(gw.port, get("/search"))
+            await gw.app.mirror.drain()  # the worker has compared and acknowledged the first
+            (worker,) = shadow_workers()
+            os.kill(worker, signal.SIGSTOP)  # it acknowledges nothing more
+            try:
+                for _ in range(10):
+                    answer = await raw_request(gw.port, get("/search"))
+                    assert answer.status == 200 and answer.json() == catalogue(1, b"")[1]
+                dropped = gw.app.mirror.stats["search"].dropped
+            finally:
+                os.kill(worker, signal.SIGCONT)
+            summary = await report(gw)
+    # 2 * concurrency copies outstanding; the other 6 dropped at once, small as they are
+    assert dropped == 6
+    # the 4 reach the worker together: it compares `concurrency` of them and drops 2
+    assert (summary["mirrored"], summary["dropped"], summary["compared"]) == (11, 8, 3)
