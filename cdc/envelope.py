@@ -140,6 +140,7 @@ class Parser:
         self._messages = f"{prefix}.message"
         self._dot = f"{prefix}."
         self._seen: dict[tuple[str, bool], _Seen] = {}  # (topic, is value)
+        self._data: set[str] = set()  # topics known to be data topics of the prefix
 
     def parse(self, origin: Origin, key: bytes | None, value: bytes | None) -> Event:
         try:
@@ -151,6 +152,8 @@ class Parser:
 
     def _parse(self, origin: Origin, key: bytes | None, value: bytes | None) -> Event:
         topic = origin.topic
+        if topic in self._data:
+            return self._change(origin, key, value)
         if topic == self._heartbeat:
             payload, _ = (
                 self._document(origin, value, "value") if value is not None else ({}, _SCHEMALESS)
@@ -167,6 +170,10 @@ class Parser:
         # Logical decoding messages (op m) go to `<prefix>.message`, not to a table's topic.
         if topic != self._messages and (not topic.startswith(self._dot) or topic.count(".") < 2):
             raise EventError(origin, f"not a data topic of prefix {self.prefix!r}")
+        self._data.add(topic)
+        return self._change(origin, key, value)
+
+    def _change(self, origin: Origin, key: bytes | None, value: bytes | None) -> Event:
         decoded_key = self._key(origin, key)
         if value is None:
             return Tombstone(origin, decoded_key)
