@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from gateway.admin import ADMIN_PREFIX
@@ -31,6 +31,10 @@ from gateway.shadow_report import report_json
 from gateway.traffic import NO_ROUTE, Series, Traffic
 
 DATA_PATH = ADMIN_PREFIX + "dashboard.json"
+# Next to this module, not `importlib.resources.files("gateway")`: when pytest puts `tests/`
+# on sys.path, its `gateway` folder joins the package as a namespace portion and files()
+# returns a MultiplexedPath that looks there first.
+_STATIC = Path(__file__).with_name("static")
 _ASSETS = {
     ADMIN_PREFIX: ("dashboard.html", b"text/html; charset=utf-8"),
     ADMIN_PREFIX + "dashboard.js": ("dashboard.js", b"text/javascript; charset=utf-8"),
@@ -79,7 +83,7 @@ class Dashboard:
         cached = self._assets.get(path)
         if cached is None:
             name, content_type = _ASSETS[path]
-            body = resources.files("gateway").joinpath("static", name).read_bytes()
+            body = (_STATIC / name).read_bytes()
             cached = self._assets[path] = (body, content_type)
         return cached
 
