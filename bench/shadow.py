@@ -151,6 +151,10 @@ def run(options: Options) -> int:
                 f"\nround {number}: fixed rate {rate:.0f} req/s offered ({connections} connections)"
             )
             print(_table(saturated, fixed))
+            for load, runs in (("saturated", saturated), ("fixed rate", fixed)):
+                for name, r in runs.items():
+                    if r.result.errors:  # the client's answer must never change (issue 4)
+                        print(f"{name} {load}: errors {r.result.describe_errors()}")
             rounds.append(_ratios(saturated, fixed))
     print()
     for ratio in rounds[0]:
