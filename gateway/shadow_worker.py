@@ -27,7 +27,7 @@ the socket pair is private to the two processes.
 
   gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
   its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
-  id), DROPS (route -> copies the gateway dropped), SYNC (a token; `drain` waits for the
+  id), DROPS (route -> copies the gateway dropped, every 100 ms at most), SYNC (a token; `drain` waits for the
   comparisons in flight first)
   worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
   something changed), ACK (how many copies the worker is done with, in all) and DONE (a
@@ -78,6 +78,9 @@ HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE, ACK = range(8)
 _HEADER = struct.Struct("<IB")
 _REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
 _ACK_EVERY = 0.002  # seconds, at most, between a copy finished and its ACK
+# seconds, at most, between a drop and its DROPS frame: at capacity most copies are dropped,
+# and a frame per loop turn cost the gateway a send and woke the worker as often
+_DROPS_EVERY = 0.1
 _RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
 _SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
 _STOP_TIMEOUT = 10.0
@@ -145,6 +148,7 @@ class WorkerMirror:
         self._acked = 0  # of which it is done with
         self._writing = False
         self._scheduled = False
+        self._drops_timer: asyncio.TimerHandle | None = None
         self._started_at = -_RESPAWN_AFTER
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._closing = False
@@ -187,8 +191,8 @@ class WorkerMirror:
         stats.mirrored += 1
         stats.drops[reason] += 1
         self._drops[route] += 1
-        if self._connected():
-            self._schedule()
+        if self._drops_timer is None and self._connected():
+            self._drops_timer = asyncio.get_running_loop().call_later(_DROPS_EVERY, self._flush)
 
     def _route(self, copy: Copy) -> tuple[Route, int]:
         if len(self._routes) > 1000:  # many reloads: forget the old tables' routes
@@ -208,6 +212,9 @@ class WorkerMirror:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._drops_timer is not None:
+            self._drops_timer.cancel()
+            self._drops_timer = None
         if self._sock is None:
             return
         if self._batch:
