@@ -19,7 +19,10 @@ The ratios: `-p99` ones compare the fixed-rate p99 (the `-p99-saturated` ones th
 saturated p99), `-rps` ones the saturated throughput. With `--rounds` > 1 each ratio is the
 median over the rounds, and the spread (min-max) is printed. Each shadowed run also says
 which share of its copies was compared: the rest were dropped (and counted) because the
-worker could not keep up on this machine, which shares its cores with everything here.
+worker could not keep up on this machine, which shares its cores with everything here, or,
+at saturation mostly, because the gateway's loop was busy (its copy budget,
+`shadow_worker: busy_limit`, at its default as in production). A run with client errors
+prints their kinds: shadowing must never change the client's answer.
 """
 
 from __future__ import annotations
