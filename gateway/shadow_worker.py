@@ -27,8 +27,8 @@ the socket pair is private to the two processes.
 
   gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
   its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
-  id), DROPS (route -> copies the gateway dropped, every 100 ms at most), SYNC (a token; `drain` waits for the
-  comparisons in flight first)
+  id), DROPS (route -> copies the gateway dropped, every 100 ms at most), SYNC (a token;
+  `drain` waits for the comparisons in flight first)
   worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
   something changed), ACK (how many copies the worker is done with, in all) and DONE (a
   SYNC's token and the counters up to it, after an ACK)
