@@ -4,7 +4,9 @@ Both drive a fixed number of keep-alive connections at one URL for a bounded tim
 the same figures in a ``LoadResult``: responses per second, the 50th and 99th latency
 percentiles, and errors. An error is a socket error (connect, read, write, timeout) or a
 response outside the success range; wrk's own range is 2xx and 3xx, the Python generator's is
-2xx. Neither upstream nor proxy answers 3xx here, so the two agree.
+2xx. Neither upstream nor proxy answers 3xx here, so the two agree. ``error_kinds`` says which
+(wrk: connect, read, write, timeout, status; Python: socket, status), since a total alone
+does not tell a reset from a slow answer from a 5xx.
 
 With ``think`` > 0 each connection waits that long after every answer before it sends its
 next request (wrk: a Lua ``delay()``, whole milliseconds), so ``connections / think`` is the
@@ -53,6 +55,11 @@ class LoadResult:
     requests_per_second: float
     p50: float
     p99: float
+    error_kinds: tuple[tuple[str, int], ...] = ()  # (kind, count) of the kinds that happened
+
+    def describe_errors(self) -> str:
+        """E.g. ``read 2, status 4``; empty without errors."""
+        return ", ".join(f"{kind} {count}" for kind, count in self.error_kinds)
 
 
 Headers = tuple[tuple[str, str], ...]
@@ -107,14 +114,16 @@ def parse_wrk(text: str) -> LoadResult:
     p99 = _search(_P99, text, "the 99% latency")
     socket_errors = _SOCKET_ERRORS.search(text)
     non_2xx = _NON_2XX.search(text)
-    errors = sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    errors += int(non_2xx.group(1)) if non_2xx else 0
+    counts = [int(n) for n in socket_errors.groups()] if socket_errors else [0, 0, 0, 0]
+    counts.append(int(non_2xx.group(1)) if non_2xx else 0)
+    kinds = ("connect", "read", "write", "timeout", "status")
     return LoadResult(
         requests=int(_search(_REQUESTS, text, "the request count").group(1)),
-        errors=errors,
+        errors=sum(counts),
         requests_per_second=float(_search(_RATE, text, "Requests/sec").group(1)),
         p50=_seconds(p50.group(1), p50.group(2)),
         p99=_seconds(p99.group(1), p99.group(2)),
+        error_kinds=tuple((k, n) for k, n in zip(kinds, counts, strict=True) if n),
     )
 
 
@@ -185,7 +194,7 @@ class _Tally:
     def __init__(self, max_requests: int) -> None:
         self.budget = max_requests
         self.latencies: list[float] = []
-        self.errors = 0
+        self.errors: Counter[str] = Counter()  # socket (no answer), status (not 2xx)
 
 
 async def _status(session: aiohttp.ClientSession, url: str) -> int | None:
@@ -208,11 +217,11 @@ async def _connection_loop(
         start = time.perf_counter()
         status = await _status(session, url)
         if status is None:
-            tally.errors += 1
+            tally.errors["socket"] += 1
             continue
         tally.latencies.append(time.perf_counter() - start)
         if not 200 <= status < 300:
-            tally.errors += 1
+            tally.errors["status"] += 1
 
 
 async def _drive(
@@ -238,10 +247,11 @@ async def _drive(
     ordered = sorted(tally.latencies)
     return LoadResult(
         requests=len(ordered),
-        errors=tally.errors,
+        errors=tally.errors.total(),
         requests_per_second=len(ordered) / elapsed if elapsed > 0 else 0.0,
         p50=_percentile(ordered, 50),
         p99=_percentile(ordered, 99),
+        error_kinds=tuple(sorted(tally.errors.items())),
     )
 
 

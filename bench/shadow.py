@@ -19,7 +19,10 @@ The ratios: `-p99` ones compare the fixed-rate p99 (the `-p99-saturated` ones th
 saturated p99), `-rps` ones the saturated throughput. With `--rounds` > 1 each ratio is the
 median over the rounds, and the spread (min-max) is printed. Each shadowed run also says
 which share of its copies was compared: the rest were dropped (and counted) because the
-worker could not keep up on this machine, which shares its cores with everything here.
+worker could not keep up on this machine, which shares its cores with everything here, or,
+at saturation mostly, because the gateway's loop was busy (its copy budget,
+`shadow_worker: busy_limit`, at its default as in production). A run with client errors
+prints their kinds: shadowing must never change the client's answer.
 """
 
 from __future__ import annotations
@@ -151,6 +154,10 @@ def run(options: Options) -> int:
                 f"\nround {number}: fixed rate {rate:.0f} req/s offered ({connections} connections)"
             )
             print(_table(saturated, fixed))
+            for load, runs in (("saturated", saturated), ("fixed rate", fixed)):
+                for name, r in runs.items():
+                    if r.result.errors:  # the client's answer must never change (issue 4)
+                        print(f"{name} {load}: errors {r.result.describe_errors()}")
             rounds.append(_ratios(saturated, fixed))
     print()
     for ratio in rounds[0]:

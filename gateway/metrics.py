@@ -41,7 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 from gateway.cdc_status import CdcSnapshot
 from gateway.histogram import Histogram
 from gateway.reload import RoutesWatcher
-from gateway.shadow import Mirror
+from gateway.shadow import DROP_REASONS, Mirror
 from gateway.shadow_store import COMPARED
 from gateway.traffic import Traffic
 
@@ -155,9 +155,11 @@ def shadow_metrics(mirror: Mirror) -> Iterator[Metric]:
     )
     yield counter(
         "strangler_shadow_dropped_total",
-        "Sampled requests not mirrored: too many comparisons in flight, or a body over max_body.",
-        ["route"],
-        (((route,), s.dropped) for route, s in stats),
+        "Sampled requests not compared, by reason: gateway_busy (the gateway's loop was busy),"
+        " shadow_behind (comparisons in flight or copies unacknowledged at their cap),"
+        " worker_down (no shadow worker), body_too_large (a request body over max_body).",
+        ["route", "reason"],
+        (((route, reason), s.drops[reason]) for route, s in stats for reason in DROP_REASONS),
     )
     yield histogram(
         "strangler_shadow_duration_seconds",

@@ -33,7 +33,7 @@ from gateway.paths import PathError, normalise
 from gateway.pools import Pools
 from gateway.reload import RoutesWatcher
 from gateway.resilience import Resilience
-from gateway.shadow import Copy, Mirror, Tee, sampled
+from gateway.shadow import BODY_TOO_LARGE, Copy, Mirror, Tee, sampled
 from gateway.shadow_config import ShadowSettings
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
@@ -300,7 +300,7 @@ class Gateway:
         if shadow is not None and copy is not None and route is not None:
             body_copy = body.tee if body is not None else None
             if body_copy is not None and body_copy.truncated:
-                self.mirror.dropped(route, "the request body is larger than shadow max_body")
+                self.mirror.dropped(route, BODY_TOO_LARGE)
             else:
                 self.mirror.launch(
                     Copy(
@@ -311,10 +311,10 @@ class Gateway:
                         path,
                         target,
                         outgoing,
-                        bytes(body_copy.data) if body_copy is not None else None,
+                        body_copy.data if body_copy is not None else None,
                         response.status,
                         response.headers,
-                        bytes(copy.data),
+                        copy.data,
                         copy.truncated,
                         (time.perf_counter() - started) * 1000,
                     )
@@ -329,7 +329,8 @@ class Gateway:
         request_id: str,
         length: int | None,
     ) -> ShadowSettings | None:
-        """The shadow settings when this request is to be mirrored, else None."""
+        """The shadow settings when this request is to be mirrored, else None (and when it was
+        sampled but is not admitted, the mirror has counted the drop)."""
         if route is None or route.shadow is None:
             return None
         if route.shadow.upstream == upstream.name:  # a canary's candidate answered itself
@@ -337,9 +338,9 @@ class Gateway:
         if not sampled(route.shadow, method, request_id):
             return None
         if length is not None and length > route.shadow.max_body:
-            self.mirror.dropped(route, "the request body is larger than shadow max_body")
+            self.mirror.dropped(route, BODY_TOO_LARGE)
             return None
-        return route.shadow
+        return route.shadow if self.mirror.admit(route) else None
 
     @staticmethod
     def _body(

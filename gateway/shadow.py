@@ -14,12 +14,16 @@ adapters, chosen by `shadow_worker: {mode: ...}` in routes.yaml:
 Either way at most `concurrency` comparisons are in flight and further copies are dropped
 and counted, never queued without bound (Envoy's and nginx's mirrors queue or slow the
 primary; this drops), and `stats` holds per-route counters as plain in-memory data in the
-gateway process, for the metrics endpoint to read at scrape time.
+gateway process, for the metrics endpoint to read at scrape time. Admission comes first:
+the proxy asks `admit` before it keeps a byte of the exchange, so a copy that will be
+dropped (the shadow side behind, or the gateway's own loop busy: `gateway.shadow_budget`)
+costs a counter, not a tee, a tuple and a frame.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -29,26 +33,40 @@ from gateway.shadow_config import ShadowSettings
 from gateway.shadow_store import ShadowStore
 
 SHADOW_HEADER = (b"x-strangler-shadow", b"1")
-# Upper bounds of the shadow latency histogram, milliseconds; one more bucket counts the rest.
+# Why a sampled copy was not compared: the `reason` label of strangler_shadow_dropped_total.
+GATEWAY_BUSY = "gateway_busy"  # the gateway's event loop was busy (gateway.shadow_budget)
+SHADOW_BEHIND = "shadow_behind"  # `concurrency` in flight, or the worker's credit or buffer
+WORKER_DOWN = "worker_down"  # no shadow worker process (starting again, at most once a second)
+BODY_TOO_LARGE = "body_too_large"  # the request body is over the shadow's max_body
+DROP_REASONS = (GATEWAY_BUSY, SHADOW_BEHIND, WORKER_DOWN, BODY_TOO_LARGE)
 
 
 class Tee:
-    """Keeps a copy of what streams past, up to `cap` bytes."""
+    """Keeps what streams past, up to `cap` bytes: the chunks themselves (bytes do not
+    change), so a one-chunk body is kept without a copy."""
 
-    __slots__ = ("cap", "data", "truncated")
+    __slots__ = ("cap", "chunks", "size", "truncated")
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.data = bytearray()
+        self.chunks: list[bytes] = []
+        self.size = 0
         self.truncated = False
 
     def add(self, chunk: bytes) -> None:
         if self.truncated:
             return
-        if len(self.data) + len(chunk) > self.cap:
+        self.size += len(chunk)
+        if self.size > self.cap:
             self.truncated = True
+            self.chunks = []
             return
-        self.data += chunk
+        self.chunks.append(chunk)
+
+    @property
+    def data(self) -> bytes:
+        """What was kept; joining one chunk returns it as it is."""
+        return b"".join(self.chunks)
 
 
 class Copy(NamedTuple):
@@ -80,18 +98,22 @@ ROUTE_FIELDS = 3
 class RouteStats:
     """Counters of one route's shadow traffic (in a worker: the change since its last report).
 
-    `mirrored` counts every sampled copy; each ends up `dropped` (overload, a body over
-    max_body), a candidate error, or compared with one of four verdicts.
+    `mirrored` counts every sampled copy; each ends up dropped (`drops`, by one of
+    DROP_REASONS), a candidate error, or compared with one of four verdicts.
     """
 
     mirrored: int = 0
-    dropped: int = 0
+    drops: Counter[str] = field(default_factory=Counter)  # reason -> copies
     candidate_errors: int = 0
     identical: int = 0
     different: int = 0
     noise_only: int = 0  # differing only in fields learned to be noisy
     status_only: int = 0  # bodies too large to compare: status and headers matched
     latency: Histogram = field(default_factory=Histogram)  # the candidate's, in seconds
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
 
     @property
     def compared(self) -> int:
@@ -114,7 +136,7 @@ class RouteStats:
 
     def add(self, other: RouteStats) -> None:
         self.mirrored += other.mirrored
-        self.dropped += other.dropped
+        self.drops.update(other.drops)
         self.candidate_errors += other.candidate_errors
         self.identical += other.identical
         self.different += other.different
@@ -142,11 +164,15 @@ class Mirror(Protocol):
     stats: dict[str, RouteStats]  # per route name, since the gateway started
     store: ShadowStore  # where the comparisons are kept, for reports
 
+    def admit(self, route: Route) -> bool:
+        """Whether a sampled request of `route` is to be copied; when not, it is dropped and
+        counted here. Cheap: asked on the request path before anything is kept."""
+
     def launch(self, copy: Copy) -> None:
         """Compare `copy` off the request path, or drop and count it; never blocks."""
 
     def dropped(self, route: Route, reason: str) -> None:
-        """A sampled request that cannot be mirrored (e.g. its body is over max_body)."""
+        """A sampled request that cannot be mirrored, for `reason`, one of DROP_REASONS."""
 
     async def flush(self) -> None:
         """Until every comparison finished so far is in the store and in `stats`."""

@@ -21,7 +21,7 @@ routes:
       noise: auto             # learn noisy fields by asking the primary twice
       redact: [$.email]       # replaced before anything is stored
 shadow_store: {url: "sqlite:///var/shadow.db", retain: 100000, max_age: 7d}
-shadow_worker: {mode: process, concurrency: 64, buffer: 4MiB, nice: 19}
+shadow_worker: {mode: process, concurrency: 64, buffer: 4MiB, nice: 19, idle: true, busy_limit: 80%}
 """
 
 from __future__ import annotations
@@ -76,6 +76,10 @@ class ShadowWorkerSettings:
     concurrency: int = 64  # comparisons in flight; further copies are dropped and counted
     buffer: int = 4 * 1024 * 1024  # copies not yet taken by the worker; beyond: dropped
     nice: int = 19  # the worker's CPU priority below the gateway's (0-19): only spare CPU
+    idle: bool = True  # and Linux's SCHED_IDLE class: nice alone is relative to its session
+    # above this share of wall time busy (gateway.shadow_budget), the gateway mirrors fewer
+    # copies; 1 (100%) turns that off
+    busy_limit: float = 0.8
 
 
 def read_shadow(
@@ -217,17 +221,24 @@ def _age(text: str) -> float:
 
 
 def read_worker(reader: NodeReader, node: Node) -> ShadowWorkerSettings:
-    fields = reader.mapping(node, "shadow_worker", {"mode", "concurrency", "buffer", "nice"})
+    fields = reader.mapping(
+        node, "shadow_worker", {"mode", "concurrency", "buffer", "nice", "idle", "busy_limit"}
+    )
     if fields is None:
         return ShadowWorkerSettings()
     mode = "process"
     if "mode" in fields:
         mode = reader.choice(fields["mode"], "shadow_worker: mode", WORKER_MODES) or mode
+    idle = True
+    if "idle" in fields:
+        idle = reader.choice(fields["idle"], "shadow_worker: idle", ("true", "false")) == "true"
     return ShadowWorkerSettings(
         mode=mode,
         concurrency=reader.optional(fields, "concurrency", "shadow_worker", positive_int, 64),
         buffer=reader.optional(fields, "buffer", "shadow_worker", _buffer, 4 * 1024 * 1024),
         nice=reader.optional(fields, "nice", "shadow_worker", _nice, 19),
+        idle=idle,
+        busy_limit=reader.optional(fields, "busy_limit", "shadow_worker", parse_share, 0.8),
     )
 
 

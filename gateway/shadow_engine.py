@@ -4,7 +4,8 @@
 loop) and the heart of the shadow worker process. Each comparison is a task with the
 mirror's own connection pools and the shadow's timeout; at most `concurrency` are in flight
 and further copies are dropped and counted. Records and drop tallies go to the store in
-batches.
+batches. In the gateway's loop (`inline`), `admit` also asks the gateway's copy budget
+(`gateway.shadow_budget`); in the worker, copies come admitted.
 """
 
 from __future__ import annotations
@@ -21,7 +22,16 @@ from gateway.config import Route, Upstream
 from gateway.differ import Answer, Comparison, diff, noisy_paths
 from gateway.errors import GatewayError
 from gateway.pools import Pools
-from gateway.shadow import SHADOW_HEADER, Copy, RouteStats, Tee, route_stats
+from gateway.shadow import (
+    GATEWAY_BUSY,
+    SHADOW_BEHIND,
+    SHADOW_HEADER,
+    Copy,
+    RouteStats,
+    Tee,
+    route_stats,
+)
+from gateway.shadow_budget import Budget
 from gateway.shadow_config import ShadowStoreSettings
 from gateway.shadow_store import Record, ShadowStore, Verdict, redact
 
@@ -41,8 +51,10 @@ class Engine:
         retention: ShadowStoreSettings,
         concurrency: int = 64,
         flush_interval: float = 1.0,
+        budget: Budget | None = None,
     ) -> None:
         self.store = store
+        self.budget = budget  # the gateway's, inline; None in the worker
         self.retention = retention
         self.concurrency = concurrency
         self.flush_interval = flush_interval
@@ -60,11 +72,20 @@ class Engine:
         self._flushes = 0
         self._flusher: asyncio.TimerHandle | None = None
 
+    def admit(self, route: Route) -> bool:
+        if self.in_flight >= self.concurrency:
+            self.dropped(route, SHADOW_BEHIND)
+            return False
+        if self.budget is not None and not self.budget.admit():
+            self.dropped(route, GATEWAY_BUSY)
+            return False
+        return True
+
     def launch(self, copy: Copy) -> None:
         name = copy.route.name
         route_stats(self.stats, name).mirrored += 1
         if self.in_flight >= self.concurrency:
-            route_stats(self.stats, name).dropped += 1
+            route_stats(self.stats, name).drops[SHADOW_BEHIND] += 1
             self.tally(name, 1)
             self._finish()
             return
@@ -77,9 +98,8 @@ class Engine:
     def dropped(self, route: Route, reason: str) -> None:
         stats = route_stats(self.stats, route.name)
         stats.mirrored += 1
-        stats.dropped += 1
+        stats.drops[reason] += 1
         self.tally(route.name, 1)
-        log.debug("shadow copy for route %s dropped: %s", route.name, reason)
 
     def tally(self, route: str, count: int) -> None:
         """Store that `count` copies of `route` were dropped (counted by the caller)."""
@@ -168,7 +188,7 @@ class Engine:
                 tee.add(chunk)
         finally:
             response.release()
-        return Answer(response.status, response.headers, bytes(tee.data), tee.truncated)
+        return Answer(response.status, response.headers, tee.data, tee.truncated)
 
     def _record(
         self,
@@ -240,6 +260,8 @@ class Engine:
         await self.flush()
 
     async def close(self) -> None:
+        if self.budget is not None:
+            self.budget.close()
         await self.drain()
         self.pools.close()
         await self.store.close()

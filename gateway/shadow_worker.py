@@ -5,16 +5,21 @@ a store row, and the store's thread contended for the GIL (profile at 100% mirro
 the gateway's GIL time in comparisons, 14% in store writes); the client's answers waited
 behind them. Here the gateway's cost per copy is a tuple appended to a batch; once per loop
 iteration the batch is pickled into one frame and sent with one `send`. The worker runs the
-same `Engine` as the `inline` mode, at a lower CPU priority (`nice`), so on a busy machine
-it takes the CPU the gateway leaves.
+same `Engine` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the
+SCHED_IDLE class (`idle`), because nice only ranks a process among those of its own session
+(autogroup) or cgroup. Measured (issue 4, 2 cores): a nice-19 busy loop in another session
+cost the gateway 43% of its throughput, a SCHED_IDLE one nothing measurable; with the worker
+at nice 19 alone the gateway got 0.88-0.96 of a core at saturation, with SCHED_IDLE 0.98.
 
 Bounded everywhere: the frames not yet taken by the worker are capped at `buffer` bytes in
 the gateway (plus the kernel's socket buffer); copies beyond it are dropped and counted.
 The worker reads as fast as it can and drops copies beyond `concurrency` in flight. Admission
 is by credit: the worker acknowledges the copies it is done with (ACK, at most every 2 ms),
-and the gateway drops a copy at once, before pickling it, when `2 * concurrency` copies are
-outstanding (sent, or batched, and not yet acknowledged): a worker that cannot keep up then
-costs the gateway a counter per copy, not a pickle, a send and a backlog.
+and the gateway refuses a copy in `admit`, before the proxy keeps any of the exchange, when
+`2 * concurrency` copies are outstanding (sent, or batched, and not yet acknowledged), or
+when its copy budget says its loop is busy (`gateway.shadow_budget`): a worker that cannot
+keep up, or a gateway at capacity, then costs a counter per copy, not a copy kept, a pickle,
+a send and a backlog.
 
 The frames, both ways: a 5-byte header (payload length, uint32 little-endian; kind, one
 byte) and a pickled payload. Pickle is safe here because both ends are this program and
@@ -22,8 +27,8 @@ the socket pair is private to the two processes.
 
   gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
   its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
-  id), DROPS (route -> copies the gateway dropped), SYNC (a token; `drain` waits for the
-  comparisons in flight first)
+  id), DROPS (route -> copies the gateway dropped, every 100 ms at most), SYNC (a token;
+  `drain` waits for the comparisons in flight first)
   worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
   something changed), ACK (how many copies the worker is done with, in all) and DONE (a
   SYNC's token and the counters up to it, after an ACK)
@@ -52,7 +57,17 @@ from typing import Any, cast
 
 from gateway.config import Route
 from gateway.rollout import RouteRollout
-from gateway.shadow import ROUTE_FIELDS, Copy, Mirror, RouteStats, route_stats
+from gateway.shadow import (
+    GATEWAY_BUSY,
+    ROUTE_FIELDS,
+    SHADOW_BEHIND,
+    WORKER_DOWN,
+    Copy,
+    Mirror,
+    RouteStats,
+    route_stats,
+)
+from gateway.shadow_budget import Budget
 from gateway.shadow_config import ShadowStoreSettings, ShadowWorkerSettings
 from gateway.shadow_engine import Engine
 from gateway.shadow_store import ShadowStore, create_store
@@ -63,6 +78,9 @@ HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE, ACK = range(8)
 _HEADER = struct.Struct("<IB")
 _REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
 _ACK_EVERY = 0.002  # seconds, at most, between a copy finished and its ACK
+# seconds, at most, between a drop and its DROPS frame: at capacity most copies are dropped,
+# and a frame per loop turn cost the gateway a send and woke the worker as often
+_DROPS_EVERY = 0.1
 _RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
 _SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
 _STOP_TIMEOUT = 10.0
@@ -100,7 +118,7 @@ def create_mirror(
     """The `Mirror` adapter that `shadow_worker: {mode: ...}` names, on the gateway's `store`
     (the process adapter only reads it, for reports; its worker writes through its own)."""
     if worker.mode == "inline":
-        return Engine(store, settings, worker.concurrency)
+        return Engine(store, settings, worker.concurrency, budget=Budget(worker.busy_limit))
     return WorkerMirror(store, settings, worker)
 
 
@@ -116,11 +134,12 @@ class WorkerMirror:
         self.store = store  # read here only, for reports
         self.store_settings = settings
         self.settings = worker
+        self.budget = Budget(worker.busy_limit)
         self.stats: dict[str, RouteStats] = {}
         self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
         self._ids = itertools.count()
         self._batch: list[tuple[Any, ...]] = []
-        self._drops: Counter[str] = Counter()  # dropped here, not yet told to the worker
+        self._drops: Counter[str] = Counter()  # route -> dropped here, not yet told the worker
         self._out = bytearray()  # frames the socket has not taken yet
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -129,18 +148,28 @@ class WorkerMirror:
         self._acked = 0  # of which it is done with
         self._writing = False
         self._scheduled = False
+        self._drops_timer: asyncio.TimerHandle | None = None
         self._started_at = -_RESPAWN_AFTER
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._closing = False
 
-    def launch(self, copy: Copy) -> None:
+    def admit(self, route: Route) -> bool:
+        # Copies sent or batched and not yet acknowledged; the requests admitted and still
+        # waiting for the primary may add theirs (the worker drops beyond `concurrency`).
         outstanding = self._sent - self._acked
-        if (
-            outstanding >= 2 * self.settings.concurrency
-            or len(self._out) > self.settings.buffer
-            or not self._connected()
-        ):
-            self._drop(copy.route.name)
+        if outstanding >= 2 * self.settings.concurrency or len(self._out) > self.settings.buffer:
+            self._drop(route.name, SHADOW_BEHIND)
+        elif not self._connected():
+            self._drop(route.name, WORKER_DOWN)
+        elif not self.budget.admit():
+            self._drop(route.name, GATEWAY_BUSY)
+        else:
+            return True
+        return False
+
+    def launch(self, copy: Copy) -> None:
+        if self._sock is None:  # lost since the copy was admitted
+            self._drop(copy.route.name, WORKER_DOWN)
             return
         known = self._routes.get(id(copy.route))
         if known is None or known[0] is not copy.route:
@@ -148,23 +177,22 @@ class WorkerMirror:
                 known = self._route(copy)
             except Exception:  # a copy must never fail the request it copies
                 log.exception("route %s cannot be sent to the shadow worker", copy.route.name)
-                self._drop(copy.route.name)
+                self._drop(copy.route.name, WORKER_DOWN)
                 return
         self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
         self._sent += 1
         self._schedule()
 
     def dropped(self, route: Route, reason: str) -> None:
-        self._drop(route.name)
-        log.debug("shadow copy for route %s dropped: %s", route.name, reason)
+        self._drop(route.name, reason)
 
-    def _drop(self, route: str) -> None:
+    def _drop(self, route: str, reason: str) -> None:
         stats = route_stats(self.stats, route)
         stats.mirrored += 1
-        stats.dropped += 1
+        stats.drops[reason] += 1
         self._drops[route] += 1
-        if self._connected():
-            self._schedule()
+        if self._drops_timer is None and self._connected():
+            self._drops_timer = asyncio.get_running_loop().call_later(_DROPS_EVERY, self._flush)
 
     def _route(self, copy: Copy) -> tuple[Route, int]:
         if len(self._routes) > 1000:  # many reloads: forget the old tables' routes
@@ -184,6 +212,9 @@ class WorkerMirror:
 
     def _flush(self) -> None:
         self._scheduled = False
+        if self._drops_timer is not None:
+            self._drops_timer.cancel()
+            self._drops_timer = None
         if self._sock is None:
             return
         if self._batch:
@@ -318,6 +349,7 @@ class WorkerMirror:
         await self._sync(drain=True)
 
     async def close(self) -> None:
+        self.budget.close()
         await self.drain()
         self._closing = True
         self._lost()  # EOF: the worker stores what it has and exits
@@ -376,6 +408,11 @@ class _Worker(asyncio.Protocol):
     def hello(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
         if settings.nice:
             os.nice(settings.nice)
+        if settings.idle and hasattr(os, "SCHED_IDLE"):
+            # nice is relative to the processes of the worker's own session (Linux's
+            # autogroup) or cgroup: against the others, it had a core as often as the
+            # gateway. SCHED_IDLE runs it only on a core nothing else wants (issue 4).
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
         self.engine = Engine(create_store(store.url), store, settings.concurrency)
         self.engine.on_finish = self.ack_soon
         self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)

@@ -94,6 +94,14 @@ def test_parse_wrk_reads_rate_percentiles_and_errors(
     assert result.p99 == pytest.approx(expected.p99)
 
 
+def test_parse_wrk_says_which_errors() -> None:
+    result = loadgen.parse_wrk(WRK_SECONDS_WITH_ERRORS)
+
+    assert result.error_kinds == (("read", 2), ("status", 4))
+    assert result.describe_errors() == "read 2, status 4"
+    assert loadgen.parse_wrk(WRK_MILLISECONDS).describe_errors() == ""
+
+
 def test_parse_wrk_without_latency_distribution_is_an_error() -> None:
     without = "\n".join(
         line for line in WRK_MILLISECONDS.splitlines() if not re.match(r"\s+\d+%", line)

@@ -359,11 +359,16 @@ def test_routes_check_warns_about_mirrored_writes(tmp_path: Path) -> None:
 
 
 def test_shadow_worker_defaults_and_settings() -> None:
-    assert parse(SHADOWED).shadow_worker == ShadowWorkerSettings("process", 64, 4 * 1024**2, 19)
-    table = parse(
-        SHADOWED + b"shadow_worker: {mode: inline, concurrency: 8, buffer: 1MiB, nice: 0}\n"
+    assert parse(SHADOWED).shadow_worker == ShadowWorkerSettings(
+        "process", 64, 4 * 1024**2, 19, idle=True, busy_limit=0.8
     )
-    assert table.shadow_worker == ShadowWorkerSettings("inline", 8, 1024**2, 0)
+    table = parse(
+        SHADOWED + b"shadow_worker: {mode: inline, concurrency: 8, buffer: 1MiB, nice: 0,"
+        b" idle: false, busy_limit: 95%}\n"
+    )
+    assert table.shadow_worker == ShadowWorkerSettings(
+        "inline", 8, 1024**2, 0, idle=False, busy_limit=0.95
+    )
 
 
 @pytest.mark.parametrize(
@@ -373,6 +378,8 @@ def test_shadow_worker_defaults_and_settings() -> None:
         ("{concurrency: 0}", "line 22: shadow_worker: concurrency: '0' must be a positive"),
         ("{buffer: 1KiB}", "line 22: shadow_worker: buffer: '1KiB' is too small"),
         ("{nice: 20}", "line 22: shadow_worker: nice: '20' must be from 0"),
+        ("{idle: yes}", "line 22: shadow_worker: idle must be one of true, false"),
+        ("{busy_limit: 120%}", "line 22: shadow_worker: busy_limit: '120%' must be between"),
         ("{workers: 2}", "line 22: shadow_worker: unknown key 'workers'"),
     ],
 )

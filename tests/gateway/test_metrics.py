@@ -23,6 +23,7 @@ from test_shadow import catalogue, service, shadowed
 
 from cdc.metrics import Metrics as CdcMetrics
 from gateway.histogram import Histogram
+from gateway.shadow import DROP_REASONS
 
 pytestmark = pytest.mark.anyio
 
@@ -211,7 +212,8 @@ async def test_shadow_counters_per_route(tmp_path: Path, mode: str) -> None:
     assert value(scraped, comparisons, route="search", result="identical") == 2
     assert value(scraped, comparisons, route="search", result="different") == 2
     assert value(scraped, comparisons, route="search", result="candidate_error") == 0
-    assert value(scraped, "strangler_shadow_dropped_total", route="search") == 0
+    for reason in DROP_REASONS:
+        assert value(scraped, "strangler_shadow_dropped_total", route="search", reason=reason) == 0
     assert value(scraped, "strangler_shadow_duration_seconds_count", route="search") == 4
 
 

@@ -21,6 +21,9 @@ from typing import Any
 import pytest
 from harness import Gateway, get, raw_request, serve, serve_gateway, write_routes
 
+from gateway.shadow import GATEWAY_BUSY
+from gateway.shadow_budget import Budget
+
 pytestmark = pytest.mark.anyio
 
 Behaviour = Callable[[int, bytes], tuple[int, dict[str, Any] | bytes]]
@@ -95,14 +98,17 @@ async def shadowed(
     shadow: str = "",
     store: str = "",
     worker: str = "",
+    busy_limit: str = "100%",
 ) -> AsyncIterator[Gateway]:
+    """A gateway shadowing /search. Its copy budget is off unless `busy_limit` says otherwise:
+    here the loop is the test's too (clients, services), and its counts must be exact."""
     routes = tmp_path / "routes.yaml"
     write_routes(
         routes,
         f'upstreams:\n  legacy: {{url: "{primary.url}"}}\n  search: {{url: "{candidate.url}"}}\n'
         "default: legacy\n"
         f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"{store}}}\n'
-        f"shadow_worker: {{mode: {mode}{worker}}}\n"
+        f"shadow_worker: {{mode: {mode}, busy_limit: {busy_limit}{worker}}}\n"
         "routes:\n  - name: search\n    path: /search\n    upstream: legacy\n"
         "    shadow:\n      upstream: search\n      timeout: 300ms\n" + shadow,
     )
@@ -378,3 +384,44 @@ async def test_copies_the_worker_has_not_acknowledged_are_capped_and_dropped_in_
     assert dropped == 6
     # the 4 reach the worker together: it compares `concurrency` of them and drops 2
     assert (summary["mirrored"], summary["dropped"], summary["compared"]) == (11, 8, 3)
+
+
+@dataclass
+class Load:
+    """The clock and busy seconds a `Budget` reads, moved by the test."""
+
+    now: float = 0.0
+    used: float = 0.0
+
+    def interval(self, budget: Budget, busy: float) -> None:
+        self.now += 0.1
+        self.used += 0.1 * busy
+        budget.update()
+
+
+async def test_a_busy_gateway_drops_copies_and_counts_them_before_keeping_anything(
+    tmp_path: Path, mode: str
+) -> None:
+    async with service(catalogue) as primary, service(catalogue) as candidate:
+        async with shadowed(tmp_path, mode, primary, candidate, busy_limit="80%") as gw:
+            load = Load()
+            budget = Budget(0.8, floor=2, usage=lambda: load.used, clock=lambda: load.now)
+            gw.app.mirror.budget.close()
+            gw.app.mirror.budget = budget
+            budget.update()
+            for _ in range(3):  # busy 95% of three intervals: the share halves three times
+                load.interval(budget, 0.95)
+            assert budget.share == 0.125
+            # together, so that the budget's own timer cannot end the interval in between
+            answers = await asyncio.gather(
+                *(raw_request(gw.port, get("/search")) for _ in range(10))
+            )
+            assert [a.json() for a in answers] == [catalogue(1, b"")[1]] * 10
+            summary = await report(gw)
+            stats = gw.app.mirror.stats["search"]
+            metrics = (await raw_request(gw.port, get("/metrics"))).body.decode()
+    # the floor's 2, then one in 1 / 0.125 = 8; the other 7 dropped as the gateway was busy
+    assert candidate.calls == 3
+    assert (stats.mirrored, stats.drops[GATEWAY_BUSY], stats.dropped) == (10, 7, 7)
+    assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (10, 7, 3)
+    assert 'strangler_shadow_dropped_total{reason="gateway_busy",route="search"} 7.0' in metrics
