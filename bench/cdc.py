@@ -9,9 +9,9 @@ time from the consumer being ready to the last event applied. All N events are i
 before the bridge starts, as a backlog it catches up with: produced zstd-compressed (the
 mock cluster keeps only ~5 MB per partition and drops the oldest messages beyond that; N
 events at ~2.7 kB fit only compressed, which is checked), so that no producer shares the
-bridge's process and its interpreter lock while it is timed (a feeder thread did, once, and
-cost the bridge about a third of its rate). The target's categories are loaded beforehand,
-so every product batch does its join lookup for real.
+bridge's process and its interpreter lock while it is timed, as a feeder thread did before.
+The target's categories are loaded beforehand, so every product batch does its join lookup
+for real.
 
 The reference is the physical limit in the same database and run: the final rows (the state
 the events leave behind, checked against what the bridge wrote) upserted into the emptied
