@@ -13,6 +13,12 @@ bridge's process and its interpreter lock while it is timed, as a feeder thread 
 The target's categories are loaded beforehand, so every product batch does its join lookup
 for real.
 
+A third run of the same events has the bridge plan each batch and apply nothing: the
+rate of its own work (Kafka, parsing, planning), which bounds the ratio any sink could reach.
+With the row operations per event those plans hold (after coalescing), it also gives the
+ratio a sink would reach if it wrote each of them as fast as the raw executemany writes a
+row (PostgreSQL's sink is faster than that: it stages rows with COPY).
+
 The reference is the physical limit in the same database and run: the final rows (the state
 the events leave behind, checked against what the bridge wrote) upserted into the emptied
 table with one DBAPI `executemany` of `INSERT ... ON CONFLICT DO UPDATE` in one transaction,
@@ -49,12 +55,13 @@ from sqlalchemy.pool import NullPool
 
 from bench.errors import BenchError
 from cdc import mapping
+from cdc.batch import plan
 from cdc.cluster import MockCluster
 from cdc.consumer import Bridge
 from cdc.consumer import Options as BridgeOptions
 from cdc.envelope import Change, position
 from cdc.record import Field, Source
-from cdc.sink import Outcome, SqlSink, create_engine
+from cdc.sink import Counts, Outcome, SqlSink, create_engine
 from new_services.search import manage as search
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -387,23 +394,50 @@ def preload(cluster: MockCluster, events: list[Event]) -> None:
         raise BenchError(f"the mock cluster holds {kept} of {len(events)} events")
 
 
-def throughput(engine: Engine, events: list[Event], group: str) -> float:
+class _NoDatabase(SqlSink):
+    """The bridge's own work without the database's: each batch is planned, as
+    `SqlSink.apply` plans it, and reported applied. No sink can make the bridge faster.
+    Counts the row operations (upserts and deletes) the plans hold."""
+
+    def __init__(self) -> None:
+        super().__init__(sa.create_engine("sqlite://"), mapping.load())
+        self.operations = 0
+
+    def open(self) -> None:
+        pass
+
+    def apply(self, changes: Sequence[Change]) -> Outcome:
+        work = plan(changes, self.mapping)
+        self.operations += sum(len(s.ops) for t in work.tables.values() for s in t.segments)
+        return Outcome({TOPIC: Counts(applied=len(changes))}, (), work.progress)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The bridge applying nothing: its rate, and the row operations per event it planned."""
+
+    rate: float
+    operations: float
+
+    def at_raw_speed(self, raw_rate: float) -> float:
+        """The ratio to `raw_rate` the bridge would reach if its sink wrote each row
+        operation as fast as raw executemany writes a row."""
+        return 1 / (raw_rate / self.rate + self.operations)
+
+
+def ceiling(events: list[Event]) -> Ceiling:
+    sink = _NoDatabase()
+    seconds = throughput(sink, events, "bench")
+    return Ceiling(len(events) / seconds, sink.operations / len(events))
+
+
+def throughput(sink: SqlSink, events: list[Event], group: str) -> float:
     """Seconds the bridge takes to apply every event, all of them waiting in Kafka."""
     cluster = MockCluster()
     preload(cluster, events)
-    sink = SqlSink(engine, mapping.load())
-    # The benchmark's own objects (the workload, its events and expected rows: ~500k of
-    # them) are frozen out of the garbage collector while the bridge runs. A bridge in
-    # production has none of them, and each full collection would walk them all: it cost
-    # the bridge a fifth of its rate on SQLite.
-    gc.collect()
-    gc.freeze()
-    try:
-        with bridge(cluster, sink, group) as running:
-            started = time.perf_counter()
-            done = wait_processed(running, len(events))
-    finally:
-        gc.unfreeze()
+    with bridge(cluster, sink, group) as running:
+        started = time.perf_counter()
+        done = wait_processed(running, len(events))
     return done - started
 
 
@@ -481,7 +515,7 @@ def measure(
     engine = create_engine(url)
     try:
         prepare(engine, url)
-        seconds = throughput(engine, events, f"bench-{database}")
+        seconds = throughput(SqlSink(engine, mapping.load()), events, f"bench-{database}")
         check(engine, rows, f"the bridge into {database}")
         # The median of a few runs: one executemany of ~50k rows takes a second or two, and
         # a single run of it varied by half between runs of the benchmark on a shared machine.
@@ -516,6 +550,12 @@ def run(options: Options) -> int:
     started = time.perf_counter()
     events = list(workload.events(options.events))
     rows = workload.final_rows()
+    # The benchmark's own objects (the workload, its events and expected rows: ~500k of
+    # them) are frozen out of the garbage collector for the rest of the run. A bridge in
+    # production holds none of them, and every full collection would walk them all: that
+    # cost the bridge a fifth of its rate on SQLite.
+    gc.collect()
+    gc.freeze()
     size = sum(len(e.key) + len(e.value) for e in events) / len(events)
     print(
         f"events written in {time.perf_counter() - started:.1f} s ({size:.0f} bytes each on "
@@ -528,7 +568,18 @@ def run(options: Options) -> int:
         results.append(measure("sqlite", url, events, rows, options))
     with postgres_database() as url:
         results.append(measure("postgres", url, events, rows, options))
+    bare = ceiling(events)
     print(table(results))
+    print(
+        f"the bridge without a database (consume, parse, plan): {bare.rate:.0f} events/s, "
+        + ", ".join(f"{bare.rate / r.raw_rate:.3f} of raw {r.database}" for r in results)
+        + " (the highest ratio any sink could reach)"
+    )
+    print(
+        f"with a sink as fast per row as raw executemany ({bare.operations:.2f} row operations "
+        "per event): "
+        + ", ".join(f"{bare.at_raw_speed(r.raw_rate):.3f} of raw {r.database}" for r in results)
+    )
     for r in results:
         print(
             f"lag {r.database} at {options.rate} events/s ({r.lag_events} events): "

@@ -105,21 +105,41 @@ class Plan:
     """The route plans of one route table, built on its first request."""
 
     def __init__(self, table: RouteTable, state: Callable[[Upstream], UpstreamState]) -> None:
-        def plan(upstream: Upstream, route: RouteResilience) -> RoutePlan:
-            shared = state(upstream)
-            return RoutePlan(
-                state=shared,
-                priority=route.priority,
-                timeouts=timeouts(upstream, route),
-                attempts=route.attempts or upstream.resilience.retries.attempts,
-                retry_methods=route.retry_methods,
-                gateway_cap=table.shedding.cap(table.shedding.max_in_flight, route.priority),
-                upstream_cap=table.shedding.cap(shared.max_in_flight, route.priority),
-            )
-
+        self._table = table
+        self._state = state
         upstreams = table.upstreams
-        self.routes = {r.name: plan(upstreams[r.upstream], r.resilience) for r in table.routes}
-        self.defaults = {u.name: plan(u, RouteResilience()) for u in table.upstreams.values()}
+        self.routes = {r.name: self._plan(upstreams[r.upstream], r) for r in table.routes}
+        self.defaults = {u.name: self._plan(u, None) for u in table.upstreams.values()}
+        # A route's requests that go elsewhere than its main upstream (a canary's other
+        # targets, a tester's override, a pin to the monolith), by (route, upstream).
+        self._others: dict[tuple[str, str], RoutePlan] = {}
+
+    def _plan(self, upstream: Upstream, route: Route | None) -> RoutePlan:
+        settings = route.resilience if route is not None else RouteResilience()
+        shared = self._state(upstream)
+        shedding = self._table.shedding
+        return RoutePlan(
+            state=shared,
+            priority=settings.priority,
+            timeouts=timeouts(upstream, settings),
+            attempts=settings.attempts or upstream.resilience.retries.attempts,
+            retry_methods=settings.retry_methods,
+            gateway_cap=shedding.cap(shedding.max_in_flight, settings.priority),
+            upstream_cap=shedding.cap(shared.max_in_flight, settings.priority),
+        )
+
+    def choose(self, route: Route | None, upstream: Upstream) -> RoutePlan:
+        """The plan of a request of `route` sent to `upstream`: the route's settings with
+        that upstream's breaker, limits and timeouts."""
+        if route is None:
+            return self.defaults[upstream.name]
+        chosen = self.routes[route.name]
+        if chosen.state.upstream.name == upstream.name:
+            return chosen
+        other = self._others.get((route.name, upstream.name))
+        if other is None:
+            other = self._others[(route.name, upstream.name)] = self._plan(upstream, route)
+        return other
 
 
 class _Replayable:
@@ -206,8 +226,7 @@ class Resilience:
         """The upstream's response head, within the rules; its release() frees the slots."""
         if self._ticker is None:
             self.tick()
-        plan = self.plan(table)
-        chosen = plan.routes[route.name] if route is not None else plan.defaults[upstream.name]
+        chosen = self.plan(table).choose(route, upstream)
         state = chosen.state
         if not self.gateway.enter(chosen.gateway_cap, chosen.priority):
             raise Overloaded(

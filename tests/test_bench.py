@@ -291,6 +291,10 @@ def test_bench_cdc_end_to_end_ends_with_the_two_ratio_lines() -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
     assert any(re.match(r"lag sqlite at 500 events/s .* p50=.* ms p99=.* ms$", x) for x in lines)
+    ceiling = r"the bridge without a database .*: [0-9]+ events/s, [0-9.]+ of raw sqlite, "
+    assert any(re.match(ceiling + r"[0-9.]+ of raw postgres ", x) for x in lines), done.stdout
+    bound = r"with a sink as fast per row .*\): [0-9.]+ of raw sqlite, [0-9.]+ of raw postgres$"
+    assert any(re.match(bound, x) for x in lines), done.stdout
     for name, line in zip(["cdc-sqlite/raw", "cdc-postgres/raw"], lines[-2:], strict=True):
         match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
         assert match is not None, done.stdout

@@ -242,6 +242,42 @@ async def test_a_refusing_upstream_opens_its_breaker(routes: Any) -> None:
         assert stats(gw)["attempts"] == 3
 
 
+async def test_a_canarys_failing_target_opens_its_own_breaker_not_the_routes_main_ones(
+    tmp_path: Path, faults: FaultServer
+) -> None:
+    path = tmp_path / "routes.yaml"
+    write_routes(
+        path,
+        f"""
+upstreams:
+  healthy: {{url: "{faults.url}", breaker: {{minimum_calls: 3}}}}
+  broken: {{url: "{refused_url()}", retries: off, breaker: {{minimum_calls: 3}}}}
+default: healthy
+routes:
+  - {{name: canary, path: /, upstream: {{healthy: 50, broken: 50}}}}
+""",
+    )
+    async with serve_gateway(path) as gw:
+        split = gw.app.watcher.table.routes[0].rollout.split
+        assert split is not None
+        cookies = {}  # a sticky cookie that lands on each upstream
+        for n in range(1000):
+            value = f"{n:032x}"
+            cookies.setdefault(split.pick(b"c:" + value.encode()), value)
+        assert cookies.keys() == {"healthy", "broken"}
+
+        def on(upstream: str) -> bytes:
+            return get("/ok", f"Cookie: strangler_sticky={cookies[upstream]}")
+
+        for _ in range(3):
+            assert (await raw_request(gw.port, on("broken"))).status == 502
+        assert (await raw_request(gw.port, on("broken"))).json()["error"] == "circuit_open"
+        assert stats(gw, "broken")["breaker"]["state"] == "open"
+        assert (await raw_request(gw.port, on("healthy"))).status == 200
+        assert stats(gw, "healthy")["breaker"]["state"] == "closed"
+        assert (stats(gw, "healthy")["attempts"], stats(gw, "broken")["attempts"]) == (1, 3)
+
+
 SHEDDING = "load_shedding: {max_in_flight: 100, reserve: {critical: 25%, normal: 25%}}"
 PRIORITY_ROUTES = """
   - {name: reports, path: /reports, upstream: flaky, priority: background}
