@@ -353,6 +353,16 @@ def make_old_store(url: str, tallies: list[tuple[float, str, int]]) -> None:
                 table.to_metadata(old)
             old.create_all(connection)
             OLD_DROPS.create(connection)
+    finally:
+        engine.dispose()
+    insert_as_before(url, tallies)
+
+
+def insert_as_before(url: str, tallies: list[tuple[float, str, int]]) -> None:
+    """Drop tallies (at, route, count) inserted as an earlier version does: with no reason."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
             connection.execute(
                 sa.insert(OLD_DROPS),
                 [{"at": at, "route": route, "count": n} for at, route, n in tallies],
@@ -384,19 +394,21 @@ async def test_an_old_drops_table_is_upgraded_and_its_tallies_count_as_unknown(
         assert "reason" in drop_columns(store_url)
         clock.now = 400
         await store.record([record(400)], dropped={("search", "gateway_busy"): 2})
+        # a replica still on the earlier code, in a rolling update, inserts without a reason
+        insert_as_before(store_url, [(450, "search", 1)])
         assert drops(await store.summary()) == [
             ("orders", 5, {"unknown": 5}),
-            ("search", 9, {"gateway_busy": 2, "unknown": 7}),
+            ("search", 10, {"gateway_busy": 2, "unknown": 8}),
         ]
         assert drops(await store.summary(since=250)) == [
             ("orders", 5, {"unknown": 5}),
-            ("search", 2, {"gateway_busy": 2}),
+            ("search", 3, {"gateway_busy": 2, "unknown": 1}),
         ]
         clock.now = 1000  # retention by age takes the old rows as it takes the new
         assert await store.retain(max_rows=1000, max_age=750) == 0
         assert drops(await store.summary()) == [
             ("orders", 5, {"unknown": 5}),
-            ("search", 2, {"gateway_busy": 2}),
+            ("search", 3, {"gateway_busy": 2, "unknown": 1}),
         ]
     finally:
         await store.close()
@@ -406,6 +418,14 @@ async def test_an_old_drops_table_is_upgraded_and_its_tallies_count_as_unknown(
         assert drops(await again.summary(route="orders")) == [("orders", 5, {"unknown": 5})]
     finally:
         await again.close()
+
+
+async def test_a_new_table_takes_an_earlier_versions_inserts_as_unknown(
+    store: SqlShadowStore, store_url: str
+) -> None:
+    await store.record([], dropped={("search", "worker_down"): 2})  # this version makes it
+    insert_as_before(store_url, [(store.clock(), "search", 1)])
+    assert drops(await store.summary()) == [("search", 3, {"unknown": 1, "worker_down": 2})]
 
 
 async def test_replicas_starting_at_once_upgrade_an_old_table_once(
