@@ -540,8 +540,8 @@ class SqlShadowStore:
 def _upgrade(connection: sa.Connection) -> None:
     """Bring the tables an earlier version made up to this schema (under the schema lock)."""
     columns = {column["name"] for column in sa.inspect(connection).get_columns(drops.name)}
-    if "reason" not in columns:  # made before drops kept their reasons
-        reason = drops.c.reason
+    reason = drops.c.reason
+    if reason.name not in columns:  # made before drops kept their reasons
         connection.execute(
             sa.text(
                 f"ALTER TABLE {drops.name} ADD COLUMN {reason.name}"

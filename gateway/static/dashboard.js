@@ -143,9 +143,10 @@ function drawUpstreams(doc, seconds) {
       (shed ? `; ${shed}` : "") : "";
 }
 
-// Copies dropped, in all and by reason ("3 dropped: gateway_busy 2, shadow_behind 1").
+// Copies dropped, in all and by reason ("3 dropped: gateway_busy 2, shadow_behind 1"); the
+// report lists only the reasons with a count, the most frequent first.
 function dropsText(s) {
-  const reasons = Object.entries(s.drops).filter(([, n]) => n > 0);
+  const reasons = Object.entries(s.drops);
   return `${s.dropped} dropped` +
     (reasons.length ? ": " + reasons.map(([r, n]) => `${r} ${n}`).join(", ") : "");
 }
