@@ -3,9 +3,9 @@
 `Engine` is the `inline` adapter of the `Mirror` port (it then runs in the gateway's event
 loop) and the heart of the shadow worker process. Each comparison is a task with the
 mirror's own connection pools and the shadow's timeout; at most `concurrency` are in flight
-and further copies are dropped and counted. Records and drop tallies go to the store in
-batches. In the gateway's loop (`inline`), `admit` also asks the gateway's copy budget
-(`gateway.shadow_budget`); in the worker, copies come admitted.
+and further copies are dropped and counted. Records and drop tallies (per route and reason)
+go to the store in batches. In the gateway's loop (`inline`), `admit` also asks the gateway's
+copy budget (`gateway.shadow_budget`); in the worker, copies come admitted.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class Engine:
         self.noisy: dict[str, set[str]] = {}
         self._seen: Counter[str] = Counter()  # copies per route, for the noise sample
         self._records: list[Record] = []
-        self._drops: Counter[str] = Counter()  # not yet in the store
+        self._drops: Counter[tuple[str, str]] = Counter()  # (route, reason) not yet stored
         self._tasks: set[asyncio.Task[None]] = set()
         self._flushes = 0
         self._flusher: asyncio.TimerHandle | None = None
@@ -86,7 +86,7 @@ class Engine:
         route_stats(self.stats, name).mirrored += 1
         if self.in_flight >= self.concurrency:
             route_stats(self.stats, name).drops[SHADOW_BEHIND] += 1
-            self.tally(name, 1)
+            self.tally(name, SHADOW_BEHIND, 1)
             self._finish()
             return
         self.in_flight += 1
@@ -99,11 +99,12 @@ class Engine:
         stats = route_stats(self.stats, route.name)
         stats.mirrored += 1
         stats.drops[reason] += 1
-        self.tally(route.name, 1)
+        self.tally(route.name, reason, 1)
 
-    def tally(self, route: str, count: int) -> None:
-        """Store that `count` copies of `route` were dropped (counted by the caller)."""
-        self._drops[route] += count
+    def tally(self, route: str, reason: str, count: int) -> None:
+        """Store that `count` copies of `route` were dropped for `reason` (counted by the
+        caller)."""
+        self._drops[route, reason] += count
         self._flush_later()
 
     async def _compare(self, copy: Copy, noise: bool) -> None:

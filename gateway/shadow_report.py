@@ -1,7 +1,9 @@
 """The shadow report, as text (`strangler shadow report`) and JSON (`GET /_strangler/shadow`).
 
 Pure formatting of `RouteSummary`s. Percentages are shares of the compared requests;
-field counts are the number of comparisons in which that field differed.
+field counts are the number of comparisons in which that field differed. The copies dropped
+are shown in all and by reason (`gateway.shadow.DROP_REASONS`, or "unknown" for the ones
+stored before reasons were), the most frequent first, only the reasons with a count.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def _route_text(s: RouteSummary) -> str:
         f"  status only       {s.status_only:>8}  (bodies too large to compare)",
         f"  candidate errors  {s.candidate_errors:>8}",
         f"  dropped           {s.dropped:>8}",
+        *(f"    {reason:<16}{count:>8}" for reason, count in _drops(s)),
         f"  latency ms        primary {_latency(s.primary_ms)}, shadow {_latency(s.candidate_ms)}",
     ]
     for title, fields in (
@@ -45,6 +48,11 @@ def _route_text(s: RouteSummary) -> str:
             lines.append(f"  {title} (comparisons, kind, field, latest example):")
             lines.extend(_field_text(field) for field in fields)
     return "\n".join(lines) + "\n"
+
+
+def _drops(s: RouteSummary) -> list[tuple[str, int]]:
+    """(reason, copies) for the reasons with any, the most frequent first."""
+    return sorted(((r, n) for r, n in s.drops.items() if n > 0), key=lambda d: (-d[1], d[0]))
 
 
 def _latency(latency: Latency) -> str:
@@ -80,6 +88,7 @@ def _route_json(s: RouteSummary) -> dict[str, Any]:
         "status_only": s.status_only,
         "candidate_errors": s.candidate_errors,
         "dropped": s.dropped,
+        "drops": dict(_drops(s)),
         "identical_pct": round(s.identical_pct, 2),
         "differing_pct": round(s.differing_pct, 2),
         "latency_ms": {

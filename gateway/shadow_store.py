@@ -5,14 +5,16 @@
 called through `asyncio.to_thread`: the gateway writes in batches (one transaction each) and
 reads only for a report, so a thread hop per batch costs nothing that matters, and no async
 driver (aiosqlite, greenlet) is needed. The schema is the store's own and is created on first
-use (`metadata.create_all`, under an advisory lock on PostgreSQL so replicas may race).
+use (`metadata.create_all`, under an advisory lock on PostgreSQL so replicas may race), and a
+table made by an earlier version is upgraded there too (`_upgrade`, under the same lock).
 
 Tables: `shadow_comparisons`, one row per compared request (or candidate failure),
 `shadow_differences`, one row per difference (noisy ones flagged), carrying the comparison's
 route and time so the summary is a few GROUP BY queries on either database, with no JSON
-functions, and `shadow_drops`, how many copies a route dropped in each batch: a dropped copy
-happens when the shadow side is overloaded, the one moment a row per copy would cost the
-most, so drops are tallied, not recorded one by one.
+functions, and `shadow_drops`, how many copies a route dropped for each reason in each batch
+(`gateway.shadow.DROP_REASONS`; "unknown" for the tallies stored before reasons were): a
+dropped copy happens when the shadow side or the gateway is overloaded, the one moment a row
+per copy would cost the most, so drops are tallied, not recorded one by one.
 
 Sensitive headers are never stored (`redact` runs on every record); configured JSON paths are
 redacted by the caller with `redact(record, paths)` before recording.
@@ -48,6 +50,7 @@ REDACTED = "[redacted]"
 ERROR_CHARS = 500
 _Size = TypeVar("_Size", int, sa.ColumnElement[int])
 _SCHEMA_LOCK = 0x5A4D_0004  # pg_advisory_xact_lock key: "shadow schema", issue 4
+UNKNOWN_REASON = "unknown"  # of the drops tallied before the store kept their reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,11 +93,15 @@ class RouteSummary:
     noise_only: int
     status_only: int
     candidate_errors: int
-    dropped: int
+    drops: Mapping[str, int]  # reason -> copies dropped, the reasons with any
     top_differences: tuple[FieldCount, ...]
     top_noisy: tuple[FieldCount, ...]
     primary_ms: Latency
     candidate_ms: Latency
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
 
     @property
     def identical_pct(self) -> float:
@@ -107,9 +114,10 @@ class RouteSummary:
 
 class ShadowStore(Protocol):
     async def record(
-        self, records: Sequence[Record], dropped: Mapping[str, int] | None = None
+        self, records: Sequence[Record], dropped: Mapping[tuple[str, str], int] | None = None
     ) -> None:
-        """Store `records` and, per route, how many copies were dropped since the last call."""
+        """Store `records` and, per (route, reason), how many copies were dropped since the
+        last call."""
 
     async def summary(
         self, route: str | None = None, since: float | None = None
@@ -268,6 +276,11 @@ drops = sa.Table(
     sa.Column("at", sa.Double, nullable=False),
     sa.Column("route", sa.String(200), nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
+    # The default is what `_upgrade` gives the rows of an older table; it also lets a replica
+    # still on the older code insert into an upgraded table during a rolling update.
+    sa.Column(
+        "reason", sa.String(32), nullable=False, server_default=sa.text(f"'{UNKNOWN_REASON}'")
+    ),
     sa.Index("ix_shadow_drops_route_at", "route", "at"),
 )
 
@@ -287,9 +300,9 @@ class SqlShadowStore:
         )
 
     async def record(
-        self, records: Sequence[Record], dropped: Mapping[str, int] | None = None
+        self, records: Sequence[Record], dropped: Mapping[tuple[str, str], int] | None = None
     ) -> None:
-        tallies = {route: n for route, n in (dropped or {}).items() if n > 0}
+        tallies = {key: n for key, n in (dropped or {}).items() if n > 0}
         if records or tallies:
             await asyncio.to_thread(self._write, [redact(r) for r in records], tallies)
 
@@ -315,17 +328,25 @@ class SqlShadowStore:
             if self._created:
                 return
             with self._write_lock, self.engine.begin() as connection:
+                # The schema lock, held to the commit: other stores on the database (replicas;
+                # the gateway and its shadow worker) wait, then find the schema made.
                 if connection.dialect.name == "postgresql":
                     connection.execute(
                         sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK}
                     )
+                else:  # pysqlite runs DDL outside a transaction unless one is begun
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
                 metadata.create_all(connection)
+                _upgrade(connection)
             self._created = True
 
-    def _write(self, records: list[Record], tallies: dict[str, int]) -> None:
+    def _write(self, records: list[Record], tallies: dict[tuple[str, str], int]) -> None:
         self._ready()
         at = self.clock()
-        counts = [{"at": at, "route": route, "count": n} for route, n in tallies.items()]
+        counts = [
+            {"at": at, "route": route, "reason": reason, "count": n}
+            for (route, reason), n in tallies.items()
+        ]
         rows = [
             {
                 "at": r.at,
@@ -412,33 +433,36 @@ class SqlShadowStore:
             )
             for name, verdict, count in connection.execute(query):
                 counts.setdefault(name, {})[verdict] = count
+            dropped: dict[str, dict[str, int]] = {}
             tallied = (
-                sa.select(drops.c.route, sa.func.sum(drops.c.count))
+                sa.select(drops.c.route, drops.c.reason, sa.func.sum(drops.c.count))
                 .where(*_where(drops, route, since))
-                .group_by(drops.c.route)
+                .group_by(drops.c.route, drops.c.reason)
+                .order_by(drops.c.route, drops.c.reason)
             )
-            for name, count in connection.execute(tallied):
-                counts.setdefault(name, {})["dropped"] = int(count)
+            for name, reason, count in connection.execute(tallied):
+                dropped.setdefault(name, {})[reason] = int(count)
             fields = self._fields(connection, _where(differences, route, since))
             latencies = {
                 column.name: self._percentiles(connection, column, route, since)
                 for column in (c.primary_ms, c.candidate_ms)
             }
         summaries = []
-        for name in sorted(counts):
-            n = counts[name]
+        for name in sorted(counts.keys() | dropped.keys()):
+            n = counts.get(name, {})
+            by_reason = dropped.get(name, {})
             compared = sum(n.get(v, 0) for v in COMPARED)
             summaries.append(
                 RouteSummary(
                     route=name,
-                    mirrored=sum(n.values()),
+                    mirrored=sum(n.values()) + sum(by_reason.values()),
                     compared=compared,
                     identical=n.get("identical", 0),
                     different=n.get("different", 0),
                     noise_only=n.get("noise_only", 0),
                     status_only=n.get("status_only", 0),
                     candidate_errors=n.get("candidate_error", 0),
-                    dropped=n.get("dropped", 0),
+                    drops=by_reason,
                     top_differences=fields.get((name, False), ()),
                     top_noisy=fields.get((name, True), ()),
                     primary_ms=latencies["primary_ms"].get(name, Latency(None, None)),
@@ -511,6 +535,20 @@ class SqlShadowStore:
             name: Latency(found[name][_rank(sizes[name], 50)], found[name][_rank(sizes[name], 99)])
             for name in found
         }
+
+
+def _upgrade(connection: sa.Connection) -> None:
+    """Bring the tables an earlier version made up to this schema (under the schema lock)."""
+    columns = {column["name"] for column in sa.inspect(connection).get_columns(drops.name)}
+    reason = drops.c.reason
+    if reason.name not in columns:  # made before drops kept their reasons
+        connection.execute(
+            sa.text(
+                f"ALTER TABLE {drops.name} ADD COLUMN {reason.name}"
+                f" {reason.type.compile(connection.dialect)} NOT NULL"
+                f" DEFAULT '{UNKNOWN_REASON}'"
+            )
+        )
 
 
 def _details(record: Record) -> list[tuple[bool, Difference]]:

@@ -27,8 +27,8 @@ the socket pair is private to the two processes.
 
   gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
   its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
-  id), DROPS (route -> copies the gateway dropped, every 100 ms at most), SYNC (a token;
-  `drain` waits for the comparisons in flight first)
+  id), DROPS ((route, reason) -> copies the gateway dropped, every 100 ms at most), SYNC
+  (a token; `drain` waits for the comparisons in flight first)
   worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
   something changed), ACK (how many copies the worker is done with, in all) and DONE (a
   SYNC's token and the counters up to it, after an ACK)
@@ -139,7 +139,8 @@ class WorkerMirror:
         self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
         self._ids = itertools.count()
         self._batch: list[tuple[Any, ...]] = []
-        self._drops: Counter[str] = Counter()  # route -> dropped here, not yet told the worker
+        # (route, reason) -> copies dropped here, not yet told the worker
+        self._drops: Counter[tuple[str, str]] = Counter()
         self._out = bytearray()  # frames the socket has not taken yet
         self._sock: socket.socket | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -190,7 +191,7 @@ class WorkerMirror:
         stats = route_stats(self.stats, route)
         stats.mirrored += 1
         stats.drops[reason] += 1
-        self._drops[route] += 1
+        self._drops[route, reason] += 1
         if self._drops_timer is None and self._connected():
             self._drops_timer = asyncio.get_running_loop().call_later(_DROPS_EVERY, self._flush)
 
@@ -398,8 +399,8 @@ class _Worker(asyncio.Protocol):
             elif kind == ROUTE:
                 self.routes[payload[0]] = payload[1:]
             elif kind == DROPS:
-                for route, count in payload.items():
-                    engine.tally(route, count)
+                for (route, reason), count in payload.items():
+                    engine.tally(route, reason, count)
             elif kind == SYNC:
                 task = asyncio.get_running_loop().create_task(self.sync(*payload))
                 self.tasks.add(task)

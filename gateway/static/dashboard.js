@@ -143,6 +143,14 @@ function drawUpstreams(doc, seconds) {
       (shed ? `; ${shed}` : "") : "";
 }
 
+// Copies dropped, in all and by reason ("3 dropped: gateway_busy 2, shadow_behind 1"); the
+// report lists only the reasons with a count, the most frequent first.
+function dropsText(s) {
+  const reasons = Object.entries(s.drops);
+  return `${s.dropped} dropped` +
+    (reasons.length ? ": " + reasons.map(([r, n]) => `${r} ${n}`).join(", ") : "");
+}
+
 function drawShadow(doc) {
   const box = $("shadow");
   $("shadow-empty").hidden = doc.shadow.length > 0;
@@ -153,7 +161,7 @@ function drawShadow(doc) {
     part.appendChild(el("p",
       `${s.compared} compared of ${s.mirrored} mirrored; ${s.different} differing, ` +
       `${s.noise_only} noise only, ${s.status_only} status only, ` +
-      `${s.candidate_errors} candidate errors, ${s.dropped} dropped`, "hint"));
+      `${s.candidate_errors} candidate errors, ${dropsText(s)}`, "hint"));
     if (s.top_differences.length) {
       const table = el("table");
       table.appendChild(row(["field", "kind", "comparisons", "example"].map((h) => el("th", h))));

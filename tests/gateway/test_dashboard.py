@@ -124,6 +124,7 @@ routes:
     (shadow,) = first["shadow"]
     assert (shadow["route"], shadow["compared"], shadow["different"]) == ("search", 4, 1)
     assert shadow["identical_pct"] == 75.0
+    assert (shadow["dropped"], shadow["drops"]) == (0, {})  # the report's fields, by reason too
     assert shadow["top_differences"][0]["path"] == "$.total"
 
     gone = first["resilience"]["upstreams"]["gone"]  # as GET /_strangler/upstreams says

@@ -116,13 +116,15 @@ routes:
   - name: search
     path: /search
     upstream: legacy
-    shadow: {{upstream: search}}
+    shadow: {{upstream: search, max_body: 1B}}
 """,
         )
         write_cdc_status(tmp_path / "cdc-status.json", applied=40, lag=5)
         async with serve_gateway(routes) as gw, chromium() as browser:
             for _ in range(3):
                 assert (await raw_request(gw.port, get("/search?q=lamp"))).status == 200
+            with_body = get("/search?q=lamp", "Content-Length: 2") + b"{}"  # over max_body
+            assert (await raw_request(gw.port, with_body)).status == 200
             await gw.app.mirror.drain()
             await browser.open(gw.url + "/_strangler/")  # open access: no token asked
 
@@ -135,6 +137,10 @@ routes:
             assert await browser.until("the shadow summary", shadow_heading) == (
                 "search: 0.0% identical"
             )
+            counts = await browser.script(
+                "return document.querySelector(\"#shadow [data-route='search'] p\").textContent;"
+            )
+            assert counts.endswith("0 candidate errors, 1 dropped: body_too_large 1")
             example = await browser.script(
                 "return document.querySelector('#shadow td.mono:last-child').textContent;"
             )

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from harness import Gateway, get, raw_request, serve, serve_gateway, write_routes
 
-from gateway.shadow import GATEWAY_BUSY
+from gateway.shadow import BODY_TOO_LARGE, GATEWAY_BUSY, SHADOW_BEHIND, WORKER_DOWN
 from gateway.shadow_budget import Budget
 
 pytestmark = pytest.mark.anyio
@@ -207,10 +207,11 @@ async def test_writes_when_the_route_says_so_and_the_body_cap(tmp_path: Path, mo
             )
             for request in (small, big, chunked):
                 assert (await raw_request(gw.port, request)).status == 200
-            await gw.app.mirror.drain()
+            summary = await report(gw)
             stats = gw.app.mirror.stats["search"]
     assert candidate.calls == 1  # only the small body was mirrored
     assert (stats.mirrored, stats.dropped) == (3, 2)
+    assert (summary["dropped"], summary["drops"]) == (2, {BODY_TOO_LARGE: 2})
 
 
 async def test_noise_learning_marks_a_field_that_changes_on_every_call(
@@ -244,6 +245,7 @@ async def test_overload_drops_copies_instead_of_queueing(tmp_path: Path, mode: s
             candidate.stall.set()
             summary = await report(gw)
     assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (5, 3, 2)
+    assert summary["drops"] == {SHADOW_BEHIND: 3}
 
 
 async def test_strangler_shadow_report_prints_the_same_numbers(tmp_path: Path, mode: str) -> None:
@@ -359,6 +361,12 @@ async def test_a_worker_that_dies_is_replaced_and_the_clients_never_notice(
             await raw_request(gw.port, get("/search"))
             await gw.app.mirror.drain()
             assert gw.app.mirror.stats["search"].identical == before + 1
+            (summary,) = await gw.app.mirror.store.summary()
+            drops = gw.app.mirror.stats["search"].drops
+    # the copies dropped while no worker ran reach the store by the next one (if any were:
+    # a worker's second start may come at once, when its first was a second ago or more)
+    assert set(drops) <= {WORKER_DOWN}
+    assert summary.drops == {reason: n for reason, n in drops.items() if n}
 
 
 async def test_copies_the_worker_has_not_acknowledged_are_capped_and_dropped_in_the_gateway(
@@ -384,6 +392,7 @@ async def test_copies_the_worker_has_not_acknowledged_are_capped_and_dropped_in_
     assert dropped == 6
     # the 4 reach the worker together: it compares `concurrency` of them and drops 2
     assert (summary["mirrored"], summary["dropped"], summary["compared"]) == (11, 8, 3)
+    assert summary["drops"] == {SHADOW_BEHIND: 8}  # the gateway's 6 and the worker's 2
 
 
 @dataclass
@@ -420,8 +429,11 @@ async def test_a_busy_gateway_drops_copies_and_counts_them_before_keeping_anythi
             summary = await report(gw)
             stats = gw.app.mirror.stats["search"]
             metrics = (await raw_request(gw.port, get("/metrics"))).body.decode()
+            (stored,) = await gw.app.mirror.store.summary(route="search")
     # the floor's 2, then one in 1 / 0.125 = 8; the other 7 dropped as the gateway was busy
     assert candidate.calls == 3
     assert (stats.mirrored, stats.drops[GATEWAY_BUSY], stats.dropped) == (10, 7, 7)
     assert (summary["mirrored"], summary["dropped"], summary["identical"]) == (10, 7, 3)
+    assert (stored.dropped, stored.drops) == (7, {GATEWAY_BUSY: 7})  # in the store, by reason
+    assert summary["drops"] == {GATEWAY_BUSY: 7}
     assert 'strangler_shadow_dropped_total{reason="gateway_busy",route="search"} 7.0' in metrics

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from gateway.differ import Difference
 from gateway.shadow_report import NO_DATA, format_report, report_json
@@ -31,7 +32,7 @@ SEARCH = RouteSummary(
     noise_only=80,
     status_only=6,
     candidate_errors=50,
-    dropped=20,
+    drops={"shadow_behind": 15, "gateway_busy": 5},
     top_differences=(PRICE, ORDER, MISSING),
     top_noisy=(NOISE,),
     primary_ms=Latency(12.34, 80.0),
@@ -46,7 +47,7 @@ ORDERS = RouteSummary(
     noise_only=0,
     status_only=0,
     candidate_errors=1,
-    dropped=2,
+    drops={"body_too_large": 2, "worker_down": 0},  # a zero is not shown
     top_differences=(),
     top_noisy=(),
     primary_ms=Latency(5.0, 9.0),
@@ -66,6 +67,8 @@ def test_text_report_per_route() -> None:
         "  status only              6  (bodies too large to compare)",
         "  candidate errors        50",
         "  dropped                 20",
+        "    shadow_behind         15",
+        "    gateway_busy           5",
         "  latency ms        primary p50 12.3 p99 80.0, shadow p50 15.0 p99 250.6",
         "  top differing fields (comparisons, kind, field, latest example):",
         "          37  value_changed  $.results[*].price  e.g. $.results[3].price: 9.99 -> 10.0",
@@ -83,6 +86,7 @@ def test_text_report_per_route() -> None:
         "  status only              0  (bodies too large to compare)",
         "  candidate errors         1",
         "  dropped                  2",
+        "    body_too_large         2",
         "  latency ms        primary p50 5.0 p99 9.0, shadow p50 - p99 -",
     ]
 
@@ -105,6 +109,7 @@ def test_json_report() -> None:
         "status_only": 6,
         "candidate_errors": 50,
         "dropped": 20,
+        "drops": {"shadow_behind": 15, "gateway_busy": 5},
         "identical_pct": 88.5,
         "differing_pct": 3.89,
         "latency_ms": {
@@ -143,6 +148,13 @@ def test_json_report() -> None:
     assert orders["identical_pct"] == orders["differing_pct"] == 0.0
     assert orders["latency_ms"]["candidate"] == {"p50": None, "p99": None}
     assert orders["top_differences"] == orders["top_noisy"] == []
+    assert (orders["dropped"], orders["drops"]) == (2, {"body_too_large": 2})
+
+
+def test_a_route_without_drops_shows_no_reasons() -> None:
+    quiet = replace(SEARCH, drops={})
+    assert "  dropped                  0\n  latency ms" in format_report([quiet])
+    assert report_json([quiet])["routes"][0]["drops"] == {}
 
 
 def test_json_report_without_data() -> None:

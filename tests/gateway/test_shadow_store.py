@@ -11,7 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
+from gateway import shadow_store
 from gateway.differ import Difference, generalise
 from gateway.shadow_store import (
     REDACTED,
@@ -89,7 +91,7 @@ async def test_round_trip(store: SqlShadowStore) -> None:
             record(5, "status_only"),
             record(6, "candidate_error", candidate_status=None, candidate_ms=None, error="timeout"),
         ],
-        dropped={"search": 1},
+        dropped={("search", "shadow_behind"): 1},
     )
     (summary,) = await store.summary()
     assert summary == RouteSummary(
@@ -101,7 +103,7 @@ async def test_round_trip(store: SqlShadowStore) -> None:
         noise_only=1,
         status_only=1,
         candidate_errors=1,
-        dropped=1,
+        drops={"shadow_behind": 1},
         top_differences=(
             # two comparisons differ in a price (three rows), the latest example shown
             FieldCount("$.results[*].price", "value_changed", 2, price(1, "1", "2")),
@@ -119,7 +121,7 @@ async def test_round_trip(store: SqlShadowStore) -> None:
     assert summary.differing_pct == pytest.approx(40.0)
 
 
-def expected_summary(records: list[Record], top: int = 10, dropped: int = 0) -> RouteSummary:
+def expected_summary(records: list[Record], top: int = 10) -> RouteSummary:
     """The summary computed here from the records themselves, independently of the store."""
     verdicts = Counter(r.verdict for r in records)
     fields: dict[tuple[bool, str, str], set[int]] = {}
@@ -145,14 +147,14 @@ def expected_summary(records: list[Record], top: int = 10, dropped: int = 0) -> 
     compared = sum(verdicts[v] for v in ("identical", "different", "noise_only", "status_only"))
     return RouteSummary(
         route=records[0].route,
-        mirrored=len(records) + dropped,
+        mirrored=len(records),
         compared=compared,
         identical=verdicts["identical"],
         different=verdicts["different"],
         noise_only=verdicts["noise_only"],
         status_only=verdicts["status_only"],
         candidate_errors=verdicts["candidate_error"],
-        dropped=dropped,
+        drops={},
         top_differences=top_fields(False),
         top_noisy=top_fields(True),
         primary_ms=percentiles([r.primary_ms for r in records]),
@@ -277,30 +279,173 @@ async def test_retention_by_count_keeps_the_newest(store: SqlShadowStore) -> Non
     assert await store.summary() == []
 
 
-async def test_drops_are_tallied_per_route_and_filtered_and_retained_with_the_rows(
+def drops(summaries: list[RouteSummary]) -> list[tuple[str, int, dict[str, int]]]:
+    return [(s.route, s.dropped, dict(s.drops)) for s in summaries]
+
+
+async def test_drops_are_tallied_per_route_and_reason_and_filtered_and_retained_with_the_rows(
     store: SqlShadowStore, clock: Clock
 ) -> None:
     clock.now = 100
-    await store.record([record(100)], dropped={"search": 3, "orders": 2})
+    await store.record(
+        [record(100)],
+        dropped={
+            ("search", "shadow_behind"): 3,
+            ("search", "gateway_busy"): 1,
+            ("orders", "body_too_large"): 2,
+        },
+    )
     clock.now = 200
-    await store.record([record(200)], dropped={"search": 4, "unused": 0})
+    await store.record(
+        [record(200)], dropped={("search", "shadow_behind"): 4, ("unused", "worker_down"): 0}
+    )
     clock.now = 300
-    await store.record([], dropped={"orders": 5})
-    assert [(s.route, s.mirrored, s.compared, s.dropped) for s in await store.summary()] == [
-        ("orders", 7, 0, 7),  # a route with nothing but drops is reported too
-        ("search", 9, 2, 7),
+    await store.record([], dropped={("orders", "body_too_large"): 5, ("orders", "worker_down"): 1})
+    assert [(s.route, s.mirrored, s.compared) for s in await store.summary()] == [
+        ("orders", 8, 0),  # a route with nothing but drops is reported too
+        ("search", 10, 2),
     ]
-    assert [(s.route, s.dropped) for s in await store.summary(since=150)] == [
-        ("orders", 5),
-        ("search", 4),
+    assert drops(await store.summary()) == [
+        ("orders", 8, {"body_too_large": 7, "worker_down": 1}),
+        ("search", 8, {"gateway_busy": 1, "shadow_behind": 7}),  # only the reasons with a count
     ]
-    assert [s.dropped for s in await store.summary(route="search", since=150)] == [4]
+    assert drops(await store.summary(since=150)) == [
+        ("orders", 6, {"body_too_large": 5, "worker_down": 1}),
+        ("search", 4, {"shadow_behind": 4}),
+    ]
+    assert drops(await store.summary(route="search", since=150)) == [
+        ("search", 4, {"shadow_behind": 4})
+    ]
     # by count: the tallies older than the oldest kept comparison go with the rows
     assert await store.retain(max_rows=1, max_age=1e12) == 1
-    assert [(s.route, s.dropped) for s in await store.summary()] == [("orders", 5), ("search", 4)]
+    assert drops(await store.summary()) == [
+        ("orders", 6, {"body_too_large": 5, "worker_down": 1}),
+        ("search", 4, {"shadow_behind": 4}),
+    ]
     clock.now = 1000  # by age: everything older than 350
     assert await store.retain(max_rows=1000, max_age=650) == 1
     assert await store.summary() == []
+
+
+# The shadow_drops table as the store made it before drops kept a reason: this DDL stays as it
+# was, whatever the store's own definition becomes.
+OLD_DROPS = sa.Table(
+    "shadow_drops",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("at", sa.Double, nullable=False),
+    sa.Column("route", sa.String(200), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Index("ix_shadow_drops_route_at", "route", "at"),
+)
+
+
+def make_old_store(url: str, tallies: list[tuple[float, str, int]]) -> None:
+    """The three tables as an earlier version made them, with `tallies` (at, route, count)."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        Path(str(parsed.database)).parent.mkdir(parents=True)
+    engine = sa.create_engine(parsed)
+    try:
+        with engine.begin() as connection:
+            old = sa.MetaData()
+            for table in (shadow_store.comparisons, shadow_store.differences):
+                table.to_metadata(old)
+            old.create_all(connection)
+            OLD_DROPS.create(connection)
+    finally:
+        engine.dispose()
+    insert_as_before(url, tallies)
+
+
+def insert_as_before(url: str, tallies: list[tuple[float, str, int]]) -> None:
+    """Drop tallies (at, route, count) inserted as an earlier version does: with no reason."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.insert(OLD_DROPS),
+                [{"at": at, "route": route, "count": n} for at, route, n in tallies],
+            )
+    finally:
+        engine.dispose()
+
+
+def drop_columns(url: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return {c["name"] for c in sa.inspect(connection).get_columns("shadow_drops")}
+    finally:
+        engine.dispose()
+
+
+async def test_an_old_drops_table_is_upgraded_and_its_tallies_count_as_unknown(
+    store_url: str, clock: Clock
+) -> None:
+    make_old_store(store_url, [(100, "search", 3), (200, "search", 4), (300, "orders", 5)])
+    assert "reason" not in drop_columns(store_url)
+    store = create_store(store_url, clock=clock)
+    try:
+        assert drops(await store.summary()) == [
+            ("orders", 5, {"unknown": 5}),
+            ("search", 7, {"unknown": 7}),
+        ]
+        assert "reason" in drop_columns(store_url)
+        clock.now = 400
+        await store.record([record(400)], dropped={("search", "gateway_busy"): 2})
+        # a replica still on the earlier code, in a rolling update, inserts without a reason
+        insert_as_before(store_url, [(450, "search", 1)])
+        assert drops(await store.summary()) == [
+            ("orders", 5, {"unknown": 5}),
+            ("search", 10, {"gateway_busy": 2, "unknown": 8}),
+        ]
+        assert drops(await store.summary(since=250)) == [
+            ("orders", 5, {"unknown": 5}),
+            ("search", 3, {"gateway_busy": 2, "unknown": 1}),
+        ]
+        clock.now = 1000  # retention by age takes the old rows as it takes the new
+        assert await store.retain(max_rows=1000, max_age=750) == 0
+        assert drops(await store.summary()) == [
+            ("orders", 5, {"unknown": 5}),
+            ("search", 3, {"gateway_busy": 2, "unknown": 1}),
+        ]
+    finally:
+        await store.close()
+    # the upgrade is done once: a store started afterwards finds the column and keeps the rows
+    again = create_store(store_url, clock=clock)
+    try:
+        assert drops(await again.summary(route="orders")) == [("orders", 5, {"unknown": 5})]
+    finally:
+        await again.close()
+
+
+async def test_a_new_table_takes_an_earlier_versions_inserts_as_unknown(
+    store: SqlShadowStore, store_url: str
+) -> None:
+    await store.record([], dropped={("search", "worker_down"): 2})  # this version makes it
+    insert_as_before(store_url, [(store.clock(), "search", 1)])
+    assert drops(await store.summary()) == [("search", 3, {"unknown": 1, "worker_down": 2})]
+
+
+async def test_replicas_starting_at_once_upgrade_an_old_table_once(
+    store_url: str, clock: Clock
+) -> None:
+    make_old_store(store_url, [(100, "search", 3)])
+    replicas = [create_store(store_url, clock=clock) for _ in range(4)]
+    try:
+        # each store in a thread of its own, all at first use together
+        summaries = await asyncio.gather(*(replica.summary() for replica in replicas))
+        assert [drops(s) for s in summaries] == [[("search", 3, {"unknown": 3})]] * 4
+        await asyncio.gather(
+            *(replica.record([], dropped={("search", "shadow_behind"): 1}) for replica in replicas)
+        )
+        assert drops(await replicas[0].summary()) == [
+            ("search", 7, {"shadow_behind": 4, "unknown": 3})
+        ]
+    finally:
+        for replica in replicas:
+            await replica.close()
 
 
 @pytest.mark.parametrize(("max_rows", "max_age"), [(-1, 10.0), (10, -1.0), (10, float("nan"))])
