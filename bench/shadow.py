@@ -37,6 +37,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import jwt
+
 from bench import loadgen, upstream
 from bench.errors import BenchError
 from bench.loadgen import LoadResult
@@ -44,6 +46,7 @@ from bench.process import Target, free_port, running
 from bench.proxy import GATEWAY_HEALTH_PATH, WARMUP_SECONDS, gateway_command
 
 PATH = "/search"
+ADMIN_SECRET = "bench-shadow-admin-key-0123456789abcdef"  # noqa: S105 (a throwaway bench key)
 THINK_SECONDS = 0.010  # fixed-rate runs: each connection's wait after an answer
 VARIANTS = ("shadow-fast", "shadow-slow")
 _ROUTES = """\
@@ -51,7 +54,9 @@ upstreams:
   primary: {{url: "http://127.0.0.1:{primary}", timeout: 5s}}
   candidate: {{url: "http://127.0.0.1:{candidate}", timeout: 5s}}
 default: primary
-auth: {{default: none}}
+auth:
+  default: none
+  keys: [{{id: bench, algorithm: HS256, secret: "{secret}"}}]  # for the admin API's report
 authz: none
 shadow_store: {{url: "sqlite:///{store}"}}
 shadow_worker: {{mode: {mode}}}
@@ -110,6 +115,7 @@ def run(options: Options) -> int:
                     store=work / f"{name}.db",
                     mode=options.mode,
                     path=PATH,
+                    secret=ADMIN_SECRET,
                     shadow=shadow,
                 )
             )
@@ -182,8 +188,17 @@ def _copies(target: Target, seconds: float) -> tuple[int, int]:
     A window, not a difference of totals: the store's retention deletes the oldest rows."""
     window = math.ceil(seconds * 1000)
     url = target.url.removesuffix(PATH) + f"/_strangler/shadow?since={window}ms"
+    token = jwt.encode(
+        {"sub": "bench", "roles": ["admin"], "exp": int(time.time()) + 600},
+        ADMIN_SECRET,
+        algorithm="HS256",
+        headers={"kid": "bench"},
+    )
+    request = urllib.request.Request(  # noqa: S310 (loopback)
+        url, headers={"Authorization": f"Bearer {token}"}
+    )
     try:
-        with urllib.request.urlopen(url, timeout=30) as response:  # noqa: S310 (loopback)
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
             routes = json.load(response)["routes"]
     except OSError as exc:
         raise BenchError(f"{target.name}: could not read its shadow report: {exc}") from exc

@@ -44,9 +44,14 @@ from gateway.resilience_config import Timeouts, timeouts
 
 _HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the socket pauses
 _CRLF = b"\r\n"
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _SLOW_HEAD = "the upstream did not answer in time"
 _SLOW_BODY = "the upstream stopped sending its response"
 _PAST_DEADLINE = "the request's deadline passed"
+
+
+class _StopParsing(Exception):
+    """Raised in a parser callback to stop parsing (httptools wraps it in its own error)."""
 
 
 class BodySourceError(Exception):
@@ -72,6 +77,7 @@ class _Connection(asyncio.Protocol):
         self.head_done = False
         self.keep_alive = False
         self.complete = False
+        self.extra = False  # bytes past the response: the connection is discarded
         self.got_bytes = False
         self.error: BaseException | None = None
         self.chunks: collections.deque[bytes] = collections.deque()
@@ -86,15 +92,24 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
         if self.complete:
-            self.error = UpstreamUnavailable("the upstream sent bytes after its response")
-            self._abort()
+            self._discard()
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.error = UpstreamUnavailable(f"invalid response from the upstream: {exc}")
-            self._abort()
+        except httptools.HttpParserError as exc:  # also what a callback below raised
+            if self.extra:
+                self._discard()
+            else:
+                if self.error is None:
+                    self.error = UpstreamUnavailable(f"invalid response from the upstream: {exc}")
+                self._abort()
         self._wake()
+
+    def _discard(self) -> None:
+        """Bytes past the one response asked for: the response stands as it was parsed, the
+        connection is never reused, and nothing of the extra bytes reaches anyone."""
+        self.keep_alive = False
+        self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -119,9 +134,17 @@ class _Connection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
+    def on_message_begin(self) -> None:
+        if self.status:  # a second response after the final one: never parsed, never merged
+            self.extra = True
+            raise _StopParsing
+
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        if status == 101 or not 100 <= status <= 599:  # no upgrade was asked for
+            self.error = UpstreamUnavailable(f"the upstream answered with status {status}")
+            raise _StopParsing
+        if status < 200:
             self.headers = []  # interim response (e.g. 103): not forwarded
             return
         self.status = status
@@ -418,8 +441,14 @@ def _head(
 ) -> bytes:
     lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (method.encode("ascii"), target, host)]
     lines += [name + b": " + value for name, value in headers]
-    if body is not None and content_length is None:
+    # The framing of what is sent, written here and nowhere else (`headers` has none).
+    if body is None:
+        if method in _BODY_METHODS:
+            lines.append(b"content-length: 0")  # RFC 9110 8.6: a body-less POST says so
+    elif content_length is None:
         lines.append(b"transfer-encoding: chunked")
+    else:
+        lines.append(b"content-length: %d" % content_length)
     lines.append(_CRLF)
     return _CRLF.join(lines)
 

@@ -193,6 +193,7 @@ def shadow_report(ns: argparse.Namespace) -> int:
 def gateway_serve(ns: argparse.Namespace) -> int:
     import uvicorn
 
+    from gateway import edge
     from gateway.accesslog import AccessLog
     from gateway.app import GatewayApp
 
@@ -208,21 +209,19 @@ def gateway_serve(ns: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    uvicorn.run(
-        app,
-        host=ns.host,
-        port=ns.port,
-        loop="uvloop",
-        http="httptools",
-        lifespan="on",
-        access_log=False,  # the gateway writes its own structured line
-        proxy_headers=False,  # the gateway decides which forwarded headers to trust
-        server_header=False,  # the upstream's Server and Date headers pass through
-        date_header=False,
-        log_config=None,
-        ssl_certfile=ns.certfile,
-        ssl_keyfile=ns.keyfile,
+    server = uvicorn.Server(
+        edge.config(
+            app,
+            lambda: app.watcher.table.edge,
+            host=ns.host,
+            port=ns.port,
+            loop="uvloop",
+            log_config=None,
+            ssl_certfile=ns.certfile,
+            ssl_keyfile=ns.keyfile,
+        )
     )
+    server.run()
     return 0
 
 

@@ -37,6 +37,7 @@ from gateway import resilience_config
 from gateway.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
 from gateway.cdc_status import CdcSettings, read_cdc
 from gateway.consistency_config import ConsistencySettings, read_consistency
+from gateway.edge_config import EdgeSettings, read_edge
 from gateway.limits_config import RouteLimits, StoreSettings, read_route_limits, read_shared_store
 from gateway.metrics_config import MetricsSettings, read_metrics
 from gateway.paths import configured
@@ -153,6 +154,7 @@ class RouteTable:
     shedding: Shedding = field(default_factory=Shedding)  # the gateway's in-flight limit
     # the CDC-fed upstreams whose reads a writer is kept from (gateway/consistency.py)
     read_your_writes: ConsistencySettings | None = None
+    edge: EdgeSettings = field(default_factory=EdgeSettings)  # what a client may hold
     # prefix -> routes with that prefix, in file order; built once, read on every request
     _by_prefix: dict[str, tuple[Route, ...]] = field(default_factory=dict, repr=False)
 
@@ -262,6 +264,7 @@ class _Validator(NodeReader):
                 "cdc",
                 "load_shedding",
                 "read_your_writes",
+                "edge",
             },
         )
         if top is None:
@@ -301,6 +304,7 @@ class _Validator(NodeReader):
             consistency = read_consistency(
                 self, top["read_your_writes"], self.declared, self.rollout.monolith
             )
+        edge = read_edge(self, top["edge"]) if "edge" in top else EdgeSettings()
         if auth is None:
             return None
         return RouteTable(
@@ -321,6 +325,7 @@ class _Validator(NodeReader):
             cdc=cdc,
             shedding=shedding or Shedding(),
             read_your_writes=consistency,
+            edge=edge,
         )
 
     def upstreams(self, node: Node) -> dict[str, Upstream]:

@@ -55,7 +55,9 @@ from gateway.watermark import Watermark
 if TYPE_CHECKING:
     from gateway.limits import Limits  # which imports the proxy, which imports this module
 
-COMMIT_POSITION = b"x-strangler-commit-position"
+# The upstream's X-Strangler-Commit-Position, which gateway.headers takes out of the response,
+# rides in the start message under this key (ASGI servers ignore keys they do not know).
+COMMIT_POSITION_KEY = "strangler.commit_position"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _ENTRY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,20})\s*$")
 _MAX_ENTRIES = 64
@@ -179,14 +181,7 @@ class Consistency:
     def _recording(self, settings: ConsistencySettings, subject: str, send: Send) -> Send:
         async def send_recorded(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = message.get("headers", [])
-                value = None
-                for name, header in headers:
-                    if name == COMMIT_POSITION:
-                        value = header
-                if value is not None:  # internal: the client does not see it
-                    kept = [(n, v) for n, v in headers if n != COMMIT_POSITION]
-                    message = {**message, "headers": kept}
+                value = message.get(COMMIT_POSITION_KEY)
                 if not 400 <= message["status"] < 500:
                     await self._pin(settings, subject, value)
             await send(message)

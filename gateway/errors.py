@@ -6,28 +6,36 @@
      +-- Forbidden             403 forbidden (the policy's reason in `detail`)
      +-- NotFound              404 no_route, not_found
      +-- MethodNotAllowed      405 method_not_allowed
+     +-- RequestTimeout        408 request_timeout (headers or body not sent in time)
      +-- IdempotencyConflict   409 idempotency_conflict, idempotency_response_not_kept
      +-- BodyTooLarge          413 body_too_large
+     +-- TargetTooLong         414 target_too_long
      +-- IdempotencyMismatch   422 idempotency_key_reused
      +-- TooManyRequests       429 rate_limited (with Retry-After and RateLimit headers)
+     +-- HeadersTooLarge       431 headers_too_large
+     +-- NotImplementedByGateway 501 not_implemented (a transfer coding, an upgrade)
      +-- UpstreamUnavailable   502 upstream_unavailable (refused, reset, bad response)
      |    +-- ConnectFailed          the TCP connect failed: nothing was sent
      |    +-- ConnectionDropped      closed or reset before the response was complete
      +-- Unavailable           503 (with Retry-After, answered at once)
      |    +-- CircuitOpen            503 circuit_open: the upstream's breaker is open
      |    +-- Overloaded             503 overloaded: in-flight limit reached, request shed
+     |    +-- TooManyConnections     503 too_many_connections: the connection cap is reached
      +-- StoreUnavailable      503 store_unavailable (shared store down, failure policy closed)
      +-- UpstreamTimeout       504 upstream_timeout
-          +-- ConnectTimeout         the TCP connect timed out: nothing was sent
+     |    +-- ConnectTimeout         the TCP connect timed out: nothing was sent
+     +-- VersionNotSupported   505 http_version_not_supported
 
-Foreign errors (aiohttp's, asyncio's) are translated into this tree in one place,
-`gateway.proxy.translate_upstream_errors`, the way httpx maps httpcore's exceptions.
+The upstream client (gateway.client) raises the upstream errors itself, from its own
+protocol callbacks; the server layer (gateway.edge) answers the 400/405/408/414/431/501/505
+ones before a request reaches the application, with the same JSON body (`error_response`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from http import HTTPStatus
 
 from gateway.types import Send
 
@@ -91,6 +99,11 @@ class MethodNotAllowed(GatewayError):
     code = "method_not_allowed"
 
 
+class RequestTimeout(GatewayError):
+    status = 408
+    code = "request_timeout"
+
+
 class IdempotencyConflict(GatewayError):
     status = 409
     code = "idempotency_conflict"
@@ -105,6 +118,11 @@ class BodyTooLarge(GatewayError):
     code = "body_too_large"
 
 
+class TargetTooLong(GatewayError):
+    status = 414
+    code = "target_too_long"
+
+
 class IdempotencyMismatch(GatewayError):
     status = 422
     code = "idempotency_key_reused"
@@ -113,6 +131,16 @@ class IdempotencyMismatch(GatewayError):
 class TooManyRequests(GatewayError):
     status = 429
     code = "rate_limited"
+
+
+class HeadersTooLarge(GatewayError):
+    status = 431
+    code = "headers_too_large"
+
+
+class NotImplementedByGateway(GatewayError):
+    status = 501
+    code = "not_implemented"
 
 
 class UpstreamUnavailable(GatewayError):
@@ -147,6 +175,10 @@ class Overloaded(Unavailable):
     code = "overloaded"
 
 
+class TooManyConnections(Unavailable):
+    code = "too_many_connections"
+
+
 class StoreUnavailable(GatewayError):
     status = 503
     code = "store_unavailable"
@@ -161,12 +193,14 @@ class ConnectTimeout(UpstreamTimeout):
     """The TCP connect timed out: the request was not sent."""
 
 
-async def send_json(
-    send: Send,
-    status: int,
-    body: object,
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
+class VersionNotSupported(GatewayError):
+    status = 505
+    code = "http_version_not_supported"
+
+
+def _json(
+    body: object, extra_headers: list[tuple[bytes, bytes]] | None
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     payload = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -174,11 +208,41 @@ async def send_json(
         (b"cache-control", b"no-store"),
         *(extra_headers or ()),
     ]
+    return payload, headers
+
+
+async def send_json(
+    send: Send,
+    status: int,
+    body: object,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    payload, headers = _json(body, extra_headers)
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": payload})
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+def _error(
+    error: GatewayError, request_id: str
+) -> tuple[dict[str, str], list[tuple[bytes, bytes]]]:
     body = {"error": error.code, "detail": error.detail, "request_id": request_id}
-    headers = [(b"x-request-id", request_id.encode()), *error.headers]
+    return body, [(b"x-request-id", request_id.encode()), *error.headers]
+
+
+async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+    body, headers = _error(error, request_id)
     await send_json(send, error.status, body, headers)
+
+
+def error_response(error: GatewayError, request_id: str) -> bytes:
+    """The whole HTTP/1.1 response for `error`, for the server layer, which writes it to the
+    socket itself and then closes the connection."""
+    payload, headers = _json(*_error(error, request_id))
+    try:
+        phrase = HTTPStatus(error.status).phrase
+    except ValueError:
+        phrase = ""
+    lines = [f"HTTP/1.1 {error.status} {phrase}".encode("ascii")]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"connection: close")
+    return b"\r\n".join(lines) + b"\r\n\r\n" + payload

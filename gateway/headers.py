@@ -7,6 +7,12 @@
 - Identity (`X-User-*`), gateway (`X-Strangler-*`) and other `X-Forwarded-*` headers from
   clients (`X-Forwarded-User`, ...) never reach an upstream: only the gateway sets them.
 - `Host` is the upstream's; the client's host travels in `X-Forwarded-Host`.
+- Framing is the gateway's: `Content-Length` and `Transfer-Encoding` from a client are never
+  forwarded; the upstream client writes the framing of the body it actually sends. A
+  `Connection` header that names a framing, routing or identity header (`protected`) gets
+  the request rejected with 400 at the edge (gateway/edge.py): a hop-by-hop nomination must
+  never change what the gateway decided on (the request smuggling of CVE-2022-31813).
+- Upstream responses lose every `X-Strangler-*` header: only the gateway sets those.
 """
 
 from __future__ import annotations
@@ -47,6 +53,12 @@ _GATEWAY_OWNED = frozenset(
 )
 # ... and whatever else claims to come from a proxy: X-Forwarded-User, -Prefix, -Port.
 _OWNED_PREFIXES = (b"x-user-", b"x-strangler-", b"x-forwarded-")
+# Framed by the gateway's client, never copied from the client's request.
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+# What a Connection header may not name: framing, routing and identity.
+_PROTECTED = _GATEWAY_OWNED | _FRAMING | {b"authorization", b"cookie"}
+# What a monolith that knows its commit position says after a write (gateway/consistency.py).
+COMMIT_POSITION = b"x-strangler-commit-position"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -56,6 +68,14 @@ def _connection_tokens(headers: Headers) -> frozenset[bytes]:
         if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
+
+
+def protected_nomination(headers: Headers) -> bytes | None:
+    """The first framing, routing or identity header that a Connection header names."""
+    for token in _connection_tokens(headers):
+        if token in _PROTECTED or token.startswith(_OWNED_PREFIXES):
+            return token
+    return None
 
 
 def request_id(headers: Headers) -> str:
@@ -81,7 +101,7 @@ def upstream_request_headers(
     A bearer token is the gateway's to consume and is not passed on (as Envoy's jwt_authn
     does by default); upstreams get the verified identity as X-User-Id and X-User-Roles.
     """
-    dropped = HOP_BY_HOP | _connection_tokens(headers)
+    dropped = HOP_BY_HOP | _FRAMING | _connection_tokens(headers)
     out: Headers = []
     prior: dict[bytes, list[bytes]] = {}
     for name, value in headers:
@@ -136,12 +156,18 @@ def response_headers(
     route: Route | None,
     public_origin: Callable[[], str],  # called only for a Location header
     request_id: str,
-) -> Headers:
-    """Upstream response headers as sent to the client."""
+) -> tuple[Headers, bytes | None]:
+    """Upstream response headers as sent to the client, and the upstream's commit position
+    (`X-Strangler-Commit-Position`, read-your-writes' signal; never sent on)."""
     dropped = HOP_BY_HOP | _connection_tokens(raw)
     out: Headers = []
+    position = None
     for name, value in raw:
         lowered = name.lower()
+        if lowered.startswith(b"x-strangler-"):
+            if lowered == COMMIT_POSITION:
+                position = value
+            continue
         if lowered in dropped or lowered == b"x-request-id":
             continue
         if lowered == b"location":
@@ -149,7 +175,7 @@ def response_headers(
         out.append((lowered, value))
     out.append((b"x-request-id", request_id.encode("ascii")))
     out.append((b"x-strangler-upstream", upstream.name.encode("ascii")))
-    return out
+    return out, position
 
 
 def rewrite_location(

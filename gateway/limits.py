@@ -315,7 +315,7 @@ async def _read_body(headers: list[tuple[bytes, bytes]], receive: Receive, limit
     """The whole request body (capped as the proxy caps it): the fingerprint needs it."""
     if not any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
         return b""
-    return b"".join([chunk async for chunk in RequestBody(receive, limit).chunks()])
+    return b"".join([chunk async for chunk in RequestBody(receive, limit).stream()])
 
 
 def _adding(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

@@ -13,7 +13,7 @@ import hmac
 from gateway.cdc_status import NOT_CONFIGURED, CdcSnapshot, read_status
 from gateway.config import Route, RouteTable, Upstream
 from gateway.dashboard import ASSET_HEADERS, ASSET_PATHS, DATA_PATH, PATHS, Dashboard
-from gateway.errors import MethodNotAllowed, Unauthorized, send_json
+from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
 from gateway.guard import Guard, Verdict, bearer_token
 from gateway.metrics import Metrics, cdc_metrics, routes_metrics, shadow_metrics, traffic_metrics
 from gateway.metrics_config import METRICS_ROUTE
@@ -21,6 +21,8 @@ from gateway.reload import RoutesWatcher
 from gateway.shadow import Mirror
 from gateway.traffic import ALLOW, DENY, ERROR, GATEWAY, NO_ROUTE, Traffic
 from gateway.types import Scope, Send
+
+ADMIN_ROLE = "admin"
 
 
 class Monitor:
@@ -60,9 +62,19 @@ class Monitor:
         return self._cdc
 
     @staticmethod
-    def auth_mode(path: str, table: RouteTable) -> str:
-        """An admin path's auth mode: the dashboard's page is loaded without a token."""
-        return "optional" if path in ASSET_PATHS else table.auth.default
+    async def authorize_admin(scope: Scope, path: str, guard: Guard) -> Verdict:
+        """The admin API is never anonymous, whatever `auth.default` says: a token is
+        required, and the policy decides who (the bundled one: the role `admin`); with
+        `authz: none`, the token must carry the role `admin`. Only the dashboard's static
+        page, script and style load without one (they hold no data)."""
+        if path in ASSET_PATHS:
+            return await guard.check(scope, path, "optional", None, "gateway", False)
+        verdict = await guard.check(scope, path, "required", None, "gateway", False)
+        identity = verdict.identity
+        if guard.engine is None and identity is not None and ADMIN_ROLE not in identity.roles:
+            denial = Forbidden(f"the admin API needs the role {ADMIN_ROLE!r}")
+            return Verdict(identity, None, verdict.authz_ms, denial)
+        return verdict
 
     @staticmethod
     def serves(path: str, table: RouteTable) -> bool:

@@ -9,15 +9,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
+from tempfile import SpooledTemporaryFile
 from typing import TYPE_CHECKING
 
 from gateway import headers as header_rules
 from gateway.accesslog import AccessLog
 from gateway.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.assignment import Assigner
-from gateway.client import BodySourceError, Response
+from gateway.client import Response
 from gateway.config import Route, RouteTable, Upstream
-from gateway.consistency import Consistency
+from gateway.consistency import COMMIT_POSITION_KEY, Consistency
 from gateway.errors import (
     BadPath,
     BadRequest,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from gateway.limits import Limits  # which imports RequestBody from here
 
 log = logging.getLogger("strangler.proxy")
+_BLOCK = 64 * 1024  # a buffered body is sent in blocks of this size
 
 
 class ClientGone(Exception):
@@ -49,19 +51,23 @@ class ClientGone(Exception):
 
 
 class RequestBody:
-    """The client's body as an async iterator, capped at `limit` bytes while it streams.
+    """The client's body, capped at `limit` bytes while it arrives, and read whole before any
+    upstream is asked (nginx's proxy_request_buffering): a slow upload then holds a gateway
+    connection, never an upstream one, and the upstream gets a Content-Length. Up to
+    `edge.body_buffer` bytes stay in memory, the rest goes to a temporary file.
 
     A chunked upload has no Content-Length to check up front, so the cap is enforced as the
-    bytes arrive; on overflow the upstream request is aborted mid-body (it never sees a
-    complete request) and the client gets 413.
+    bytes arrive: on overflow the client gets 413 and no upstream sees any of it.
     """
 
     def __init__(self, receive: Receive, limit: int, tee: Tee | None = None) -> None:
         self._receive = receive
         self._limit = limit
         self.tee = tee  # a copy for the shadow request
+        self._spool: SpooledTemporaryFile[bytes] | None = None
 
-    async def chunks(self) -> AsyncIterator[bytes]:
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body as it arrives; ClientGone when the client leaves first."""
         received = 0
         while True:
             message = await self._receive()
@@ -77,6 +83,30 @@ class RequestBody:
                 yield chunk
             if not message.get("more_body", False):
                 return
+
+    async def buffer(self, memory: int) -> int:
+        """Read the whole body; returns its size."""
+        spool = SpooledTemporaryFile(max_size=memory)  # noqa: SIM115 (closed by close())
+        try:
+            async for chunk in self.stream():
+                spool.write(chunk)
+        except BaseException:
+            spool.close()
+            raise
+        self._spool = spool
+        size = spool.tell()
+        spool.seek(0)
+        return size
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The buffered body, in blocks."""
+        assert self._spool is not None
+        while block := self._spool.read(_BLOCK):
+            yield block
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
 
 
 class Gateway:
@@ -132,9 +162,7 @@ class Gateway:
             guard = self._guard(table)
             if path.startswith(ADMIN_PREFIX):
                 if path != ADMIN_HEALTH:  # liveness stays open to load balancers
-                    # the routes file's default mode; the policy decides who (default: admin)
-                    mode = self.monitor.auth_mode(path, table)
-                    verdict = await guard.check(scope, path, mode, None, "gateway", False)
+                    verdict = await self.monitor.authorize_admin(scope, path, guard)
             elif path == table.metrics.path:
                 verdict = await self.monitor.authorize_metrics(scope, path, guard, table)
             else:
@@ -271,8 +299,13 @@ class Gateway:
         if query:
             target += b"?" + query
         shadow = self._shadow(route, upstream, scope["method"], request_id, length)
-        if shadow is not None and body is not None:
-            body.tee = Tee(shadow.max_body)
+        if body is not None:
+            if shadow is not None:
+                body.tee = Tee(shadow.max_body)
+            try:
+                length = await body.buffer(table.edge.body_buffer)
+            except ClientGone:
+                return 499, 0  # nginx's code for "client closed request"; nothing to send
         pool = self.pools.get(upstream)
         try:
             response = await self.resilience.exchange(
@@ -286,10 +319,9 @@ class Gateway:
                 body.chunks() if body else None,
                 length,
             )
-        except BodySourceError as exc:
-            if isinstance(exc.__cause__, BodyTooLarge):
-                raise exc.__cause__ from None
-            return 499, 0  # nginx's code for "client closed request"; nothing to send
+        finally:
+            if body is not None:
+                body.close()
         copy = Tee(shadow.response_cap) if shadow is not None else None
         try:
             status, sent = await self._relay(
@@ -372,7 +404,7 @@ class Gateway:
         cookie: bytes | None = None,
     ) -> tuple[int, int]:
         """Stream the upstream's answer to the client; returns (status, body bytes)."""
-        headers = header_rules.response_headers(
+        headers, position = header_rules.response_headers(
             response.headers,
             upstream=upstream,
             route=route,
@@ -386,6 +418,8 @@ class Gateway:
             "status": response.status,
             "headers": headers,
         }
+        if position is not None:  # for read-your-writes' `send`; the server ignores the key
+            start[COMMIT_POSITION_KEY] = position
         await send(start)
         sent = 0
         try:

@@ -10,20 +10,41 @@ import asyncio
 import contextlib
 import json
 import socket
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 import uvicorn
 
+from gateway import edge
 from gateway.accesslog import AccessLog
 from gateway.app import GatewayApp
 
 Scope = dict[str, Any]
 
-# Routing-only tests: no tokens, no policy (both must be said explicitly in routes.yaml).
-OPEN_ACCESS = "auth: {default: none}\nauthz: none\n"
+# Routing-only tests: no tokens, no policy (both must be said explicitly in routes.yaml). The
+# key is there for the admin API, which needs a token with the role admin whatever the file's
+# `auth.default` says (`admin_auth()`).
+ADMIN_SECRET = "harness-admin-key-0123456789abcdef0123456789"
+OPEN_ACCESS = (
+    "auth:\n  default: none\n"
+    f'  keys: [{{id: admin, algorithm: HS256, secret: "{ADMIN_SECRET}"}}]\n'
+    "authz: none\n"
+)
+
+
+def admin_token(roles: tuple[str, ...] = ("admin",)) -> str:
+    """A token for the admin API of an OPEN_ACCESS gateway."""
+    claims = {"sub": "operator", "roles": list(roles), "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, ADMIN_SECRET, algorithm="HS256", headers={"kid": "admin"})
+
+
+def admin_auth(roles: tuple[str, ...] = ("admin",)) -> str:
+    """... as an Authorization header line."""
+    return f"Authorization: Bearer {admin_token(roles)}"
 
 
 def write_routes(path: Path, text: str) -> None:
@@ -41,21 +62,25 @@ def listening_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve(app: Any, lifespan: str = "off", **tls: Any) -> AsyncIterator[str]:
-    """`tls`: uvicorn's ssl_* options; the URL is then https."""
+async def serve(
+    app: Any, lifespan: str = "off", config: uvicorn.Config | None = None, **tls: Any
+) -> AsyncIterator[str]:
+    """`tls`: uvicorn's ssl_* options; the URL is then https. `config`: a whole config instead
+    (the gateway's, from gateway.edge)."""
     sock = listening_socket()
     port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app,
-        lifespan=lifespan,
-        log_level="warning",
-        http="httptools",
-        access_log=False,
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        **tls,
-    )
+    if config is None:
+        config = uvicorn.Config(
+            app,
+            lifespan=lifespan,
+            log_level="warning",
+            http="httptools",
+            access_log=False,
+            proxy_headers=False,
+            server_header=False,
+            date_header=False,
+            **tls,
+        )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
@@ -163,7 +188,8 @@ async def serve_gateway(
     routes: Path, access_log: AccessLog | None = None, **tls: Any
 ) -> AsyncIterator[Gateway]:
     app = GatewayApp(routes, reload_interval=0, access_log=access_log)
-    async with serve(app, lifespan="on", **tls) as url:
+    config = edge.config(app, lambda: app.watcher.table.edge, log_level="warning", **tls)
+    async with serve(app, config=config, **tls) as url:
         yield Gateway(url, app)
 
 

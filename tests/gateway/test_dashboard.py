@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Gateway, Recorder, get, raw_request, serve_gateway, write_routes
+from harness import (
+    Gateway,
+    Recorder,
+    admin_auth,
+    get,
+    raw_request,
+    serve_gateway,
+    write_routes,
+)
 from test_metrics import bearer, secured_routes, token, write_cdc_status
 from test_shadow import catalogue, service
 
@@ -60,10 +68,33 @@ async def test_without_a_policy_the_files_auth_mode_still_guards_the_data(
     async with serve_gateway(routes) as gw:
         page = await raw_request(gw.port, get("/_strangler/"))
         data = await raw_request(gw.port, get("/_strangler/dashboard.json"))
-        signed = await raw_request(gw.port, get("/_strangler/dashboard.json", bearer(token())))
+        buyer = await raw_request(gw.port, get("/_strangler/dashboard.json", bearer(token())))
+        signed = await raw_request(
+            gw.port, get("/_strangler/dashboard.json", bearer(token("admin")))
+        )
     assert page.status == 200
-    assert data.status == 401  # auth.default: required
+    assert data.status == 401
+    assert buyer.status == 403 and buyer.json()["error"] == "forbidden"  # no policy: the role
     assert signed.status == 200
+
+
+async def test_the_admin_api_is_never_anonymous_even_with_auth_none(
+    upstream: Recorder, tmp_path: Path
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    write_routes(routes, f'upstreams:\n  legacy: {{url: "{upstream.url}"}}\ndefault: legacy\n')
+    paths = ["/_strangler/routes", "/_strangler/upstreams", "/_strangler/dashboard.json"]
+    async with serve_gateway(routes) as gw:
+        for path in paths:
+            anonymous = await raw_request(gw.port, get(path))
+            assert anonymous.status == 401 and anonymous.json()["error"] == "unauthorized"
+            buyer = await raw_request(gw.port, get(path, admin_auth(roles=("buyer",))))
+            assert buyer.status == 403
+            admin = await raw_request(gw.port, get(path, admin_auth()))
+            assert admin.status == 200, path
+        health = await raw_request(gw.port, get("/_strangler/health"))
+        assert health.status == 200  # load balancers probe it without a token
+    assert upstream.seen == []
 
 
 def find(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
@@ -145,7 +176,7 @@ routes:
 
 
 async def dashboard(gw: Gateway) -> dict[str, Any]:
-    response = await raw_request(gw.port, get("/_strangler/dashboard.json"))
+    response = await raw_request(gw.port, get("/_strangler/dashboard.json", admin_auth()))
     assert response.status == 200, response.body
     body: dict[str, Any] = response.json()
     return body

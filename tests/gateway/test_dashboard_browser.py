@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from fault_server import refused_url
-from harness import Recorder, get, raw_request, serve_gateway, write_routes
+from harness import Recorder, admin_token, get, raw_request, serve_gateway, write_routes
 from test_metrics import secured_routes, token, write_cdc_status
 from test_shadow import catalogue, service
 from webdriver import Browser, chromium
@@ -126,7 +126,8 @@ routes:
             with_body = get("/search?q=lamp", "Content-Length: 2") + b"{}"  # over max_body
             assert (await raw_request(gw.port, with_body)).status == 200
             await gw.app.mirror.drain()
-            await browser.open(gw.url + "/_strangler/")  # open access: no token asked
+            await browser.open(gw.url + "/_strangler/")
+            await login(browser)  # the admin API needs a token even with auth: none
 
             async def shadow_heading() -> object:
                 return await browser.script(
@@ -159,6 +160,15 @@ routes:
             assert await browser.script("return document.getElementById('login').hidden;")
 
 
+async def login(browser: Browser) -> None:
+    await browser.until(
+        "the token form",
+        lambda: browser.script("return !document.getElementById('login').hidden;"),
+    )
+    await browser.type("#token", admin_token())
+    await browser.click("#login button[type=submit]")
+
+
 async def upstream_cell(browser: Browser, upstream: str, css: str) -> str | None:
     text = await browser.script(
         "const cell = document.querySelector("
@@ -188,7 +198,8 @@ routes:
 """,
     )
     async with serve_gateway(routes) as gw, chromium() as browser:
-        await browser.open(gw.url + "/_strangler/")  # open access: no token asked
+        await browser.open(gw.url + "/_strangler/")
+        await login(browser)  # the admin API needs a token even with auth: none
 
         async def canary() -> object:
             return await route_cell(browser, "search", "split .targets")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fault_server import FaultServer, refused_url, serve_faults
-from harness import Gateway, RawResponse, get, raw_request, serve_gateway, write_routes
+from harness import Gateway, RawResponse, admin_auth, get, raw_request, serve_gateway, write_routes
 
 pytestmark = pytest.mark.anyio
 
@@ -206,7 +206,7 @@ async def test_the_breaker_opens_sheds_half_opens_and_closes(
         assert faults.hits["flaky"] == 4  # the upstream was not asked
 
         clock.now += 31
-        admin = await raw_request(gw.port, get("/_strangler/upstreams"))
+        admin = await raw_request(gw.port, get("/_strangler/upstreams", admin_auth()))
         assert admin.json()["upstreams"]["flaky"]["breaker"]["state"] == "half_open"
         assert (await send(gw, "GET", "/flaky")).status == 200  # probe 1
         assert stats(gw)["breaker"]["state"] == "half_open"
@@ -333,7 +333,7 @@ routes:
         faults.release.set()
         assert (await held).status == 200
         assert (await send(gw, "GET", "/b/ok")).status == 200
-        admin = await raw_request(gw.port, get("/_strangler/upstreams"))
+        admin = await raw_request(gw.port, get("/_strangler/upstreams", admin_auth()))
         assert admin.json()["gateway"] == {
             "in_flight": 0,
             "max_in_flight": 2,
@@ -344,7 +344,7 @@ routes:
 async def test_admin_upstreams_shows_each_upstream(routes: Any, faults: FaultServer) -> None:
     async with serve_gateway(routes("max_in_flight: 7", url=faults.url)) as gw:
         assert (await send(gw, "GET", "/ok")).status == 200
-        admin = await raw_request(gw.port, get("/_strangler/upstreams"))
+        admin = await raw_request(gw.port, get("/_strangler/upstreams", admin_auth()))
         assert admin.status == 200
         flaky = admin.json()["upstreams"]["flaky"]
         assert flaky["url"] == faults.url

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 import test_canary
 from fault_server import FaultServer, refused_url, serve_faults
-from harness import Gateway, get, raw_request, serve, serve_gateway, serve_upstream, write_routes
+from harness import (
+    Gateway,
+    admin_auth,
+    get,
+    raw_request,
+    serve,
+    serve_gateway,
+    serve_upstream,
+    write_routes,
+)
 from shared_store import OwnRedis
 from shared_store import bearer as store_bearer
 from shared_store import write_routes as write_store_routes
@@ -82,7 +91,7 @@ async def test_the_breaker_state_opened_and_rejected_as_on_the_admin_api(
         for _ in range(2):
             assert (await send(gw, "GET", "/flaky")).json()["error"] == "circuit_open"
         opened = await scrape(gw)
-        admin = await raw_request(gw.port, get("/_strangler/upstreams"))
+        admin = await raw_request(gw.port, get("/_strangler/upstreams", admin_auth()))
         clock.now += 31
         half_open = await scrape(gw)
         for _ in range(2):  # the probes succeed

@@ -51,9 +51,10 @@ def test_response_hop_by_hop_and_connection_named_headers_are_dropped() -> None:
         (b"Keep-Alive", b"timeout=5"),
         (b"X-Request-ID", b"upstream-made-this-up"),
     ]
-    out = response_headers(
+    out, position = response_headers(
         raw, upstream=UP, route=None, public_origin=lambda: "http://g", request_id="rid"
     )
+    assert position is None
     assert out == [
         (b"content-type", b"text/plain"),
         (b"x-request-id", b"rid"),

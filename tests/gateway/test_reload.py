@@ -7,7 +7,16 @@ import logging
 from pathlib import Path
 
 import pytest
-from harness import Gateway, Recorder, get, raw_request, serve_gateway, serve_upstream, write_routes
+from harness import (
+    Gateway,
+    Recorder,
+    admin_auth,
+    get,
+    raw_request,
+    serve_gateway,
+    serve_upstream,
+    write_routes,
+)
 
 from gateway.app import GatewayApp
 from gateway.config import RouteTable
@@ -48,7 +57,7 @@ async def test_good_file_swaps_and_bad_file_keeps_the_last_good_table(
             assert "keeping version " + good in caplog.text
             still = await raw_request(gw.port, get("/search"))
             assert still.header("x-strangler-upstream") == "search"
-            admin = (await raw_request(gw.port, get("/_strangler/routes"))).json()
+            admin = (await raw_request(gw.port, get("/_strangler/routes", admin_auth()))).json()
             assert admin["version"] == good
             assert [h["version"] for h in admin["history"]] == [before, good]
             errors = admin["last_rejected"]["errors"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Gateway, get, raw_request, serve, serve_gateway, write_routes
+from harness import Gateway, admin_auth, get, raw_request, serve, serve_gateway, write_routes
 
 from gateway.shadow import BODY_TOO_LARGE, GATEWAY_BUSY, SHADOW_BEHIND, WORKER_DOWN
 from gateway.shadow_budget import Budget
@@ -118,7 +118,7 @@ async def shadowed(
 
 async def report(gw: Gateway) -> dict[str, Any]:
     await gw.app.mirror.drain()
-    response = await raw_request(gw.port, get("/_strangler/shadow"))
+    response = await raw_request(gw.port, get("/_strangler/shadow", admin_auth()))
     assert response.status == 200
     (route,) = response.json()["routes"]
     assert isinstance(route, dict)
