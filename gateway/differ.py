@@ -310,9 +310,17 @@ def _step(state: State, key: str | int) -> State:
     return tuple(out)
 
 
-@lru_cache(maxsize=4096)
 def _member(key: str) -> str:
+    """A key's step in a JSON path; keys from upstream bodies are cached only when short, so
+    the cache stays bounded in bytes (4096 x 64 characters, twice)."""
+    return _cached_member(key) if len(key) <= 64 else _member_path(key)
+
+
+def _member_path(key: str) -> str:
     return f".{key}" if _NAME.fullmatch(key) else f"[{json.dumps(key)}]"
+
+
+_cached_member = lru_cache(maxsize=4096)(_member_path)
 
 
 def _is_json(content_type: str) -> bool:

@@ -157,16 +157,7 @@ class EdgeProtocol(HttpToolsProtocol):
         elif self._phase == _HEAD:
             self._reject(RequestTimeout("the request's headers were not sent in time"))
         else:
-            self._time_out_body()
-
-    def _time_out_body(self) -> None:
-        cycle = self.cycle
-        if cycle.response_started:
-            self.transport.close()
-            return
-        cycle.disconnected = True  # the application's receive() now says so, its send() is void
-        cycle.message_event.set()
-        self._write_error(RequestTimeout("the request body was not sent in time"))
+            self._reject(RequestTimeout("the request body was not sent in time"))
 
     # -- parsing -------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -283,10 +274,21 @@ class EdgeProtocol(HttpToolsProtocol):
     def _reject(self, error: GatewayError) -> None:
         self._closing = True
         self.flow.pause_reading()
-        if self.cycle is not None and not self.cycle.response_complete:
-            self.cycle.keep_alive = False  # the answer under way goes out whole, then close
-            return
-        self._write_error(error)
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            self._write_error(error)
+        elif self._phase != _BODY:
+            # the request before this one is still being answered: that answer goes out
+            # whole, then the connection closes; this one gets none
+            cycle.keep_alive = False
+        elif cycle.response_started:
+            self.transport.close()  # the body went wrong after the answer began: cut it short
+        else:
+            # the request's own body went wrong (too slow, malformed): the application's
+            # receive() says the client is gone, its send() does nothing, the client gets this
+            cycle.disconnected = True
+            cycle.message_event.set()
+            self._write_error(error)
 
     def _write_error(self, error: GatewayError) -> None:
         self._closing = True

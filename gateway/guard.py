@@ -169,7 +169,8 @@ class Guard:
                 # hashing this is several times cheaper than serialising the input.
                 headers = tuple(h for h in scope["headers"] if h[0] not in _VOLATILE)
                 key = (scope["method"], path, query, scheme, peer, route, target, override, headers)
-                decision = await self.engine.decide_keyed(key, document)
+                size = len(path) + len(query) + sum(len(value) for _, value in headers)
+                decision = await self.engine.decide_keyed(key, document, size)
             else:
                 decision = await self.engine.decide(document())
         except PolicyError as exc:

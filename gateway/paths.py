@@ -34,6 +34,8 @@ class PathError(ValueError):
 
 def normalise(raw: bytes) -> str:
     """Return the normal form of a raw request path (no query string)."""
+    if len(raw) <= CACHED_PATH_BYTES:
+        return _cached(raw)
     return _normalise(raw)
 
 
@@ -52,7 +54,13 @@ def configured(text: str) -> str:
     return path
 
 
-@lru_cache(maxsize=8192)
+# The cache holds only short paths, so that it is bounded in bytes, not only in entries:
+# 8192 entries of at most 512 bytes, each kept twice (raw and normal form, which can be 3x
+# the raw one when every byte is percent-encoded): under 17 MiB with the objects' overhead.
+# Longer paths (up to the edge's max_request_line) are normalised each time.
+CACHED_PATH_BYTES = 512
+
+
 def _normalise(raw: bytes) -> str:
     if not raw.startswith(b"/"):
         raise PathError("the path must start with '/'")
@@ -73,6 +81,9 @@ def _normalise(raw: bytes) -> str:
         elif text or index == last:
             out.append(text)
     return "/" + "/".join(out)
+
+
+_cached = lru_cache(maxsize=8192)(_normalise)
 
 
 def _segment(segment: bytes) -> tuple[str, bool]:

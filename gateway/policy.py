@@ -395,9 +395,13 @@ def cache_key(input: Mapping[str, Any]) -> str:
         raise PolicyError(f"the input is not a JSON document: {exc}") from exc
 
 
+MAX_KEY_BYTES = 4096  # x cache_size (default 10,000): the decision cache stays under ~50 MB
+
+
 class CachedPolicy:
     """Decisions remembered for `ttl` seconds, at most `max_entries` (least recently used
-    out first). Errors are never cached. A cached decision keeps its decision_id, the id of
+    out first), each for a key of at most `MAX_KEY_BYTES` (a larger request is decided, not
+    remembered): the cache is bounded in bytes, not only in entries. Errors are never cached. A cached decision keeps its decision_id, the id of
     the evaluation it came from. Turn caching off by not wrapping the engine.
     """
 
@@ -433,13 +437,18 @@ class CachedPolicy:
         self._entries.clear()
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
-        return await self.decide_keyed(cache_key(input), lambda: input)
+        key = cache_key(input)
+        return await self.decide_keyed(key, lambda: input, len(key))
 
     async def decide_keyed(
-        self, key: Hashable, make_input: Callable[[], Mapping[str, Any]]
+        self, key: Hashable, make_input: Callable[[], Mapping[str, Any]], size: int = 0
     ) -> Decision:
         """Like decide(), for a caller that has a cheaper key than the serialised input (it
-        must determine the input completely); the input is built only on a miss."""
+        must determine the input completely), of about `size` bytes; the input is built only
+        on a miss."""
+        if size > MAX_KEY_BYTES:
+            self.misses += 1
+            return await self.engine.decide(make_input())
         entry = self._entries.get(key)
         if entry is not None:
             if entry[0] > self._clock():

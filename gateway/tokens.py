@@ -194,6 +194,11 @@ def _jwks_keys(document: Any, algorithms: frozenset[str]) -> dict[str, jwt.PyJWK
     return keys
 
 
+# Verified tokens are cached only up to this length, so that the cache is bounded in bytes
+# (cache_size x 8 KiB: 80 MB at the default 10,000); a longer token is verified every time.
+MAX_CACHED_TOKEN = 8192
+
+
 class Authenticator:
     def __init__(
         self,
@@ -219,7 +224,7 @@ class Authenticator:
             self._cache.move_to_end(token)
         else:
             identity = await self._verify(token)
-            if self.settings.cache_size:
+            if self.settings.cache_size and len(token) <= MAX_CACHED_TOKEN:
                 self._cache[token] = identity
                 if len(self._cache) > self.settings.cache_size:
                     self._cache.popitem(last=False)

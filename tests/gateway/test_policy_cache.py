@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.policy import CachedPolicy, Decision, PolicyError
+from gateway.policy import MAX_KEY_BYTES, CachedPolicy, Decision, PolicyError
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +159,14 @@ async def test_start_and_close_reach_the_engine(cache: CachedPolicy, engine: Fak
 def test_a_cache_needs_a_positive_ttl_and_size(engine: FakeEngine, ttl: float, size: int) -> None:
     with pytest.raises(ValueError, match="positive"):
         CachedPolicy(engine, ttl=ttl, max_entries=size)
+
+
+async def test_a_request_too_large_for_the_cache_is_decided_not_kept(
+    cache: CachedPolicy, engine: FakeEngine
+) -> None:
+    huge = request("/a", **{"x-big": "b" * MAX_KEY_BYTES})
+    await cache.decide(huge)
+    await cache.decide(huge)
+    assert len(cache) == 0 and cache.misses == 2  # asked both times, kept neither
+    await cache.decide(request("/a"))
+    assert len(cache) == 1
