@@ -401,8 +401,9 @@ MAX_KEY_BYTES = 4096  # x cache_size (default 10,000): the decision cache stays 
 class CachedPolicy:
     """Decisions remembered for `ttl` seconds, at most `max_entries` (least recently used
     out first), each for a key of at most `MAX_KEY_BYTES` (a larger request is decided, not
-    remembered): the cache is bounded in bytes, not only in entries. Errors are never cached. A cached decision keeps its decision_id, the id of
-    the evaluation it came from. Turn caching off by not wrapping the engine.
+    remembered): the cache is bounded in bytes, not only in entries. Errors are never
+    cached. A cached decision keeps its decision_id, the id of the evaluation it came from.
+    Turn caching off by not wrapping the engine.
     """
 
     def __init__(
