@@ -79,7 +79,7 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.extra = False  # bytes past the response: the connection is discarded
         self.got_bytes = False
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.paused = False
@@ -230,7 +230,9 @@ class Response:
         self._deadline = deadline
         self.status = conn.status
         self.headers = conn.headers
-        self.on_release: Callable[[], None] | None = None  # set by gateway.resilience
+        self.error: Exception | None = None  # what cut the body short, once read() raised it
+        # set by gateway.resilience: told how the body ended when the response is released
+        self.on_release: Callable[[Exception | None], None] | None = None
 
     async def read(self) -> bytes:
         """The next body chunk; b"" at the end of the body."""
@@ -239,10 +241,15 @@ class Response:
         # side, and the buffer is bounded (_HIGH_WATER), so a wait comes soon enough.
         while not conn.chunks:
             if conn.error is not None:
+                self.error = conn.error
                 raise conn.error
             if conn.complete:
                 return b""
-            await conn.wait(self._idle, self._deadline, _SLOW_BODY)
+            try:
+                await conn.wait(self._idle, self._deadline, _SLOW_BODY)
+            except UpstreamTimeout as exc:
+                self.error = exc
+                raise
         chunk = conn.chunks.popleft()
         conn.buffered -= len(chunk)
         if conn.paused and conn.buffered < _HIGH_WATER // 4 and conn.transport is not None:
@@ -258,7 +265,7 @@ class Response:
     def release(self) -> None:
         self._pool.release(self._conn)
         if self.on_release is not None:
-            self.on_release()
+            self.on_release(self.error)
 
 
 class Pool:

@@ -25,6 +25,7 @@ folded or invalid header lines). What it leaves to the server, uvicorn does not 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import resource
 from collections.abc import Callable
@@ -55,6 +56,12 @@ _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0
 _ADMIN = ADMIN_PREFIX.encode("ascii")
 _NONE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3  # what a connection's timer waits for
 _HEADER_OVERHEAD = 4  # ": " and CRLF per field line
+# The request cycles' logger: uvicorn's, less the line it writes when the application ends a
+# response short, which the gateway does on purpose when an upstream fails mid-body (and
+# logs itself, once): a second line per failure would say the same in other words.
+_CUT = "ASGI callable returned without completing response."
+_CYCLE_LOG = logging.getLogger("uvicorn.error.edge")
+_CYCLE_LOG.addFilter(lambda record: record.msg != _CUT)
 
 
 class _Reject(Exception):
@@ -268,6 +275,7 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         cycle.__class__ = _JsonCycle
+        cycle.logger = _CYCLE_LOG
         super()._start_asgi_task(cycle, app)
 
     # -- answers made here ---------------------------------------------------------------------

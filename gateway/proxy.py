@@ -36,6 +36,7 @@ from gateway.reload import RoutesWatcher
 from gateway.resilience import Resilience
 from gateway.shadow import BODY_TOO_LARGE, Copy, Mirror, Tee, sampled
 from gateway.shadow_config import ShadowSettings
+from gateway.throttle import Throttled
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
 
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from gateway.limits import Limits  # which imports RequestBody from here
 
 log = logging.getLogger("strangler.proxy")
+failures = Throttled(log)  # one line per failure, at most one a second per upstream
 _BLOCK = 64 * 1024  # a buffered body is sent in blocks of this size
 
 
@@ -438,7 +440,9 @@ class Gateway:
         except Exception as exc:
             # Headers are out: all that is left is to end the response short, which the
             # server does by closing the connection, so the client sees the truncation.
-            log.warning("upstream %s failed mid-response: %r", upstream.name, exc)
+            failures.warning(
+                upstream.name, "upstream %s failed mid-response: %r", upstream.name, exc
+            )
             if copy is not None:
                 copy.truncated = True  # a shadow compares status and headers only
             return 502, sent

@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from gateway.breaker import OPEN, CircuitBreaker
@@ -268,15 +269,18 @@ class Resilience:
                     raise
                 else:
                     status = response.status
-                    if status in FAILED_STATUSES:
+                    failed = status in FAILED_STATUSES
+                    if failed:
                         self._failed(state, ticket, status == 504)
-                    elif state.breaker is not None:
-                        state.breaker.record(ticket, True)
                     delay = None
                     if status in RETRIED_STATUSES:
                         delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
                     if delay is None:  # a success, or the upstream's 502/503 for the client
-                        response.on_release = state.leave
+                        # a good head is judged with its body: a reset or a timeout while
+                        # the body is relayed is the upstream's failure too
+                        response.on_release = partial(
+                            self._settle, state, None if failed else ticket
+                        )
                         return response
                     response.release()
                 attempt += 1
@@ -297,6 +301,15 @@ class Resilience:
                 breaker.retry_after(),
             )
         return ticket
+
+    def _settle(self, state: UpstreamState, ticket: int | None, error: Exception | None) -> None:
+        """A response is over (released): its body's outcome, unless its head was judged."""
+        if ticket is not None:
+            if error is not None:
+                self._failed(state, ticket, isinstance(error, UpstreamTimeout))
+            elif state.breaker is not None:
+                state.breaker.record(ticket, True)
+        state.leave()
 
     def _failed(self, state: UpstreamState, ticket: int, timed_out: bool) -> None:
         state.stats.failures += 1

@@ -5,7 +5,9 @@ timeouts, retries, breaker and load shedding against it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -353,3 +355,58 @@ async def test_admin_upstreams_shows_each_upstream(routes: Any, faults: FaultSer
         assert flaky["breaker"]["state"] == "closed"
         assert flaky["breaker"]["calls_in_window"] == 1
         assert flaky["breaker"]["retry_after"] is None
+
+
+class Lines(logging.Handler):
+    """Every warning or error the gateway and its server layer log, as their messages."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def logged() -> Iterator[Lines]:
+    lines = Lines()
+    loggers = [logging.getLogger(name) for name in ("strangler", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(lines)
+    try:
+        yield lines
+    finally:
+        for logger in loggers:
+            logger.removeHandler(lines)
+
+
+async def test_a_reset_mid_body_is_a_failure_for_the_breaker_logged_once(
+    routes: Any, faults: FaultServer
+) -> None:
+    breaker = "breaker: {minimum_calls: 2, failure_rate: 100%, cool_down: 30s, probes: 1}"
+    path = routes(f"retries: off\n    {breaker}", url=faults.url)
+    async with serve_gateway(path) as gw:
+        gw.app.resilience.clock = FakeClock()
+        with logged() as lines:
+            for _ in range(2):
+                with pytest.raises(asyncio.IncompleteReadError):
+                    await send(gw, "GET", "/reset-body")  # a good head, then a reset
+            shed = await send(gw, "GET", "/ok")
+        assert shed.json()["error"] == "circuit_open"
+        assert stats(gw)["failures"] == 2 and stats(gw)["breaker"]["state"] == "open"
+    # one line for the first failure, the second within the same second left out (and
+    # counted in the next line); nothing from the server layer about the cut response
+    assert len(lines.messages) == 1, lines.messages
+    assert lines.messages[0].startswith("upstream flaky failed mid-response")
+
+
+async def test_a_stalled_body_is_a_timeout_for_the_upstreams_stats(
+    routes: Any, faults: FaultServer
+) -> None:
+    async with serve_gateway(routes("timeout: 200ms\n    retries: off", url=faults.url)) as gw:
+        with pytest.raises(asyncio.IncompleteReadError):
+            await send(gw, "GET", "/stall-body")
+        assert (stats(gw)["failures"], stats(gw)["timeouts"]) == (1, 1)
+        assert (await send(gw, "GET", "/ok")).status == 200
+        assert stats(gw)["failures"] == 1  # a whole body is a success
