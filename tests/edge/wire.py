@@ -29,15 +29,19 @@ from harness import Gateway, serve_gateway, write_routes
 READ_TIMEOUT = 10.0  # a case whose connection stays open this long has failed
 
 
+class _Headed:
+    headers: list[tuple[str, str]]  # lower-case names
+
+    def header(self, name: str) -> list[str]:
+        return [v for k, v in self.headers if k == name]
+
+
 @dataclass
-class Received:
+class Received(_Headed):
     method: str
     target: str
     headers: list[tuple[str, str]]
     body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
 
 
 @dataclass
@@ -182,13 +186,10 @@ def pieces(data: bytes) -> list[bytes]:
 
 
 @dataclass
-class Answer:
+class Answer(_Headed):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-    def header(self, name: str) -> list[str]:
-        return [v for k, v in self.headers if k == name]
 
     @property
     def made_by_gateway(self) -> bool:
