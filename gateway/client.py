@@ -32,7 +32,7 @@ from typing import cast
 
 import httptools
 
-from gateway.config import Upstream
+from gateway.config import HOST_CLIENT, HOST_UPSTREAM, Upstream
 from gateway.errors import (
     ConnectFailed,
     ConnectionDropped,
@@ -276,7 +276,13 @@ class Pool:
         scheme, host, port = upstream.origin
         self._host, self._port = host, port
         self._tls = _tls_context(upstream) if scheme == "https" else None
-        self._host_header = upstream.url.split("://", 1)[1].encode("ascii")
+        own = upstream.url.split("://", 1)[1]
+        self._own_host = own.encode("ascii")  # also when a client sent none (HTTP/1.0)
+        self._fixed_host = (
+            None
+            if upstream.host == HOST_CLIENT
+            else (own if upstream.host == HOST_UPSTREAM else upstream.host).encode("ascii")
+        )
         self._timeouts = timeouts(upstream)
         self._idle: list[_Connection] = []
         self._count = 0
@@ -302,7 +308,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = loop.time() + limits.deadline
-        head = _head(method, target, self._host_header, headers, body, content_length)
+        head = self._head(method, target, headers, body, content_length)
         for attempt in (1, 2):
             conn = await self._acquire(limits, deadline)
             reused = conn.used
@@ -328,6 +334,36 @@ class Pool:
                 raise
             return Response(self, conn, limits.idle, deadline)
         raise AssertionError("unreachable")
+
+    def _head(
+        self,
+        method: str,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: AsyncIterator[bytes] | None,
+        content_length: int | None,
+    ) -> bytes:
+        """The request head: `headers` start with the client's Host when it sent one, which
+        is kept or replaced as the upstream's `host:` says."""
+        line = b"%s %s HTTP/1.1" % (method.encode("ascii"), target)
+        client_host = bool(headers) and headers[0][0] == b"host"
+        if client_host and self._fixed_host is None:
+            lines = [line]
+        else:
+            lines = [line + b"\r\nhost: " + (self._fixed_host or self._own_host)]
+            if client_host:
+                headers = headers[1:]
+        lines += [name + b": " + value for name, value in headers]
+        # The framing of what is sent, written here and nowhere else (`headers` has none).
+        if body is None:
+            if method in _BODY_METHODS:
+                lines.append(b"content-length: 0")  # RFC 9110 8.6: a body-less POST says so
+        elif content_length is None:
+            lines.append(b"transfer-encoding: chunked")
+        else:
+            lines.append(b"content-length: %d" % content_length)
+        lines.append(_CRLF)
+        return _CRLF.join(lines)
 
     async def _send(
         self,
@@ -436,28 +472,6 @@ def _tls_context(upstream: Upstream) -> ssl.SSLContext:
     if upstream.client_cert is not None:
         context.load_cert_chain(upstream.client_cert, upstream.client_key)
     return context
-
-
-def _head(
-    method: str,
-    target: bytes,
-    host: bytes,
-    headers: list[tuple[bytes, bytes]],
-    body: AsyncIterator[bytes] | None,
-    content_length: int | None,
-) -> bytes:
-    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (method.encode("ascii"), target, host)]
-    lines += [name + b": " + value for name, value in headers]
-    # The framing of what is sent, written here and nowhere else (`headers` has none).
-    if body is None:
-        if method in _BODY_METHODS:
-            lines.append(b"content-length: 0")  # RFC 9110 8.6: a body-less POST says so
-    elif content_length is None:
-        lines.append(b"transfer-encoding: chunked")
-    else:
-        lines.append(b"content-length: %d" % content_length)
-    lines.append(_CRLF)
-    return _CRLF.join(lines)
 
 
 def _has_length(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -65,6 +65,8 @@ from gateway.validation import (
 )
 
 DEFAULT_TIMEOUT = 30.0
+HOST_CLIENT, HOST_UPSTREAM = "client", "upstream"  # an upstream's `host:` modes
+_HOST_VALUE = re.compile(r"(?:[A-Za-z0-9\-._~]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_POOL = 100
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
@@ -86,6 +88,10 @@ class Upstream:
     client_cert: str | None = None  # https: present this certificate (mTLS) ...
     client_key: str | None = None  # ... with this key
     resilience: UpstreamResilience = field(default_factory=UpstreamResilience)
+    # The Host the upstream gets: the client's (HOST_CLIENT, the default: the application
+    # builds URLs and checks CSRF origins with the public name), its own URL's
+    # (HOST_UPSTREAM, for services behind virtual hosting), or this fixed value.
+    host: str = HOST_CLIENT
     _hash: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -347,7 +353,7 @@ class _Validator(NodeReader):
         fields = self.mapping(
             node,
             what,
-            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key"}
+            {"url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key", "host"}
             | resilience_config.UPSTREAM_KEYS,
         )
         if fields is None:
@@ -369,6 +375,7 @@ class _Validator(NodeReader):
             fields, "connect_timeout", what, parse_duration, DEFAULT_CONNECT_TIMEOUT
         )
         pool = self.optional(fields, "pool", what, positive_int, DEFAULT_POOL)
+        host = self.optional(fields, "host", what, _host_mode, HOST_CLIENT)
         resilience = resilience_config.read_upstream(self, fields, what)
         if url is None:
             return None
@@ -384,6 +391,7 @@ class _Validator(NodeReader):
             tls.get("client_cert"),
             tls.get("client_key"),
             resilience,
+            host,
         )
 
     def readable_file(self, name: str) -> str:
@@ -548,6 +556,12 @@ def _scalar_field(node: Node, key: str) -> str | None:
 
 def _methods_overlap(a: frozenset[str] | None, b: frozenset[str] | None) -> bool:
     return a is None or b is None or bool(a & b)
+
+
+def _host_mode(text: str) -> str:
+    if text in (HOST_CLIENT, HOST_UPSTREAM) or _HOST_VALUE.fullmatch(text):
+        return text
+    raise ValueError(f"{text!r} is not client, upstream or a host name (with an optional port)")
 
 
 def _upstream_url(text: str) -> str:

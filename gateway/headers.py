@@ -6,7 +6,9 @@
   client sent is kept (and appended to) only when the peer is a trusted proxy.
 - Identity (`X-User-*`), gateway (`X-Strangler-*`) and other `X-Forwarded-*` headers from
   clients (`X-Forwarded-User`, ...) never reach an upstream: only the gateway sets them.
-- `Host` is the upstream's; the client's host travels in `X-Forwarded-Host`.
+- `Host`: the client's, first in the list; the upstream client replaces it with the
+  upstream's own, or a fixed value, where the upstream says `host: upstream` or `host: NAME`
+  (gateway/config.py). The client's host also travels in `X-Forwarded-Host`.
 - Framing is the gateway's: `Content-Length` and `Transfer-Encoding` from a client are never
   forwarded; the upstream client writes the framing of the body it actually sends. A
   `Connection` header that names a framing, routing or identity header (`protected`) gets
@@ -96,7 +98,7 @@ def upstream_request_headers(
     request_id: str,
     identity: Identity | None = None,
 ) -> Headers:
-    """The headers sent upstream, without Host (the client adds the upstream's own).
+    """The headers sent upstream: the client's Host first (when it sent one), then the rest.
 
     A bearer token is the gateway's to consume and is not passed on (as Envoy's jwt_authn
     does by default); upstreams get the verified identity as X-User-Id and X-User-Roles.
@@ -137,6 +139,8 @@ def upstream_request_headers(
     if identity is not None:
         out.append((b"x-user-id", identity.sub.encode("ascii")))
         out.append((b"x-user-roles", ",".join(identity.roles).encode("ascii")))
+    if b"host" in prior:  # one, as the edge makes sure
+        out.insert(0, (b"host", prior[b"host"][0]))
     return out
 
 

@@ -26,6 +26,7 @@ class Case:
     statuses: list[int]
     forwarded: list[tuple[str, str, str, bytes]] = field(default_factory=list)
     error: str | None = None  # the `error` code of a gateway-made answer
+    host: str | None = "gateway.test"  # the Host the upstreams get (None: their own)
     check: Callable[[list[Received]], None] | None = None
 
 
@@ -169,7 +170,13 @@ CASES = [
     Case("two Host headers", req(b"GET /x HTTP/1.1", H, b"Host: other.test\r\n"), [400]),
     Case("no Host in HTTP/1.1", req(b"GET /x HTTP/1.1", CLOSE), [400]),
     Case("a malformed Host", req(b"GET /x HTTP/1.1", b"Host: a/b@c\r\n"), [400]),
-    Case("HTTP/1.0 without Host", req(b"GET /x HTTP/1.0"), [200], [("a", "GET", "/x", b"")]),
+    Case(
+        "HTTP/1.0 without Host",
+        req(b"GET /x HTTP/1.0"),
+        [200],
+        [("a", "GET", "/x", b"")],
+        host=None,
+    ),
     Case("HTTP/0.9", b"GET /x\r\n\r\n", [400]),
     Case("HTTP/2.0 in a request line", req(b"GET /x HTTP/2.0", H), [505]),
     Case("a bare LF", b"GET /x HTTP/1.1\nHost: g\n\n", [400]),
@@ -187,6 +194,7 @@ CASES = [
         [200],
         [("a", "GET", "/x?y=1", b"")],
         check=_absolute_host,
+        host="other.test:8080",
     ),
     Case("absolute-form with another scheme", req(b"GET ftp://h/x HTTP/1.1", H), [400]),
     Case("CONNECT", req(b"CONNECT example.test:443 HTTP/1.1", H), [405]),
@@ -275,10 +283,10 @@ def _check(stack: Stack, case: Case, answers: list[Answer]) -> None:
     got = sorted((name, r.method, r.target, r.body) for name, r in received)
     assert got == sorted(case.forwarded)
     stack.check_upstreams()
-    for name, upstream in (("a", stack.a), ("b", stack.b)):
+    for upstream in (stack.a, stack.b):
         for request in upstream.requests:
-            # the gateway frames: Host is the upstream's own, never the client's
-            assert request.header("host") == [f"127.0.0.1:{upstream.port}"], name
+            # the client's Host is passed on (the default), one, as the gateway decided it
+            assert request.header("host") == [case.host or f"127.0.0.1:{upstream.port}"]
     if case.check is not None:
         case.check([r for _, r in received])
 

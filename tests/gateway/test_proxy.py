@@ -11,6 +11,8 @@ import pytest
 from harness import Gateway, Recorder, admin_auth, get, raw_request, serve_gateway, write_routes
 
 from gateway.accesslog import AccessLog
+from gateway.config import parse
+from gateway.validation import ConfigError
 
 pytestmark = pytest.mark.anyio
 
@@ -112,7 +114,7 @@ async def test_client_identity_and_forwarding_headers_never_pass_as_sent(
     assert seen.header("forwarded") == ['for=127.0.0.1;proto=http;host="gateway.test"']
     assert seen.header("x-user-id") == [] and seen.header("x-user-roles") == []
     assert seen.header("x-strangler-upstream") == []
-    assert seen.header("host") == [upstream.url.removeprefix("http://")]
+    assert seen.header("host") == ["gateway.test"]  # passed on: the default
 
 
 async def test_trusted_proxy_headers_are_appended_to(upstream: Recorder, tmp_path: Path) -> None:
@@ -293,3 +295,40 @@ async def test_client_leaving_mid_upload_never_completes_the_upstream_request(
     (line,) = [json.loads(raw) for raw in stream.getvalue().splitlines()]
     assert line["status"] == 499
     assert all(seen.body_size < 1000 for seen in upstream.seen)
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        ("", "gateway.test"),
+        ("host: upstream", None),
+        ("host: shop.internal:8443", "shop.internal:8443"),
+    ],
+    ids=["client (default)", "upstream", "fixed"],
+)
+async def test_the_host_an_upstream_gets_and_redirects_in_every_mode(
+    upstream: Recorder, tmp_path: Path, mode: str, expected: str | None
+) -> None:
+    routes = tmp_path / "routes.yaml"
+    write_routes(
+        routes,
+        f'upstreams:\n  legacy: {{url: "{upstream.url}", {mode or "timeout: 5s"}}}\n'
+        "default: legacy\n",
+    )
+    async with serve_gateway(routes) as gw:
+        response = await raw_request(gw.port, get("/x/redirect"))
+    seen = upstream.seen[-1]
+    assert seen.header("host") == [expected or upstream.url.removeprefix("http://")]
+    assert seen.header("x-forwarded-host") == ["gateway.test"]  # as it is in every mode
+    assert response.status == 302
+    assert response.header("location") == "http://gateway.test/v2/next?x=1"
+
+
+def test_an_upstreams_host_must_be_client_upstream_or_a_name() -> None:
+    text = 'upstreams:\n  a: {url: "http://127.0.0.1:9", host: "a/b"}\ndefault: a\n'
+    with pytest.raises(ConfigError) as info:
+        parse((text + "auth: {default: none}\nauthz: none\n").encode(), "routes.yaml")
+    assert [str(i) for i in info.value.issues] == [
+        "line 2: upstream 'a': host: 'a/b' is not client, upstream or a host name"
+        " (with an optional port)"
+    ]
