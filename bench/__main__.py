@@ -9,6 +9,7 @@
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
     python -m bench ryw [--duration SECONDS] [--connections N] [--loadgen ...]
+    python -m bench websocket [--messages N]
 
 (``strangler bench ...`` is the same command.)
 """
@@ -20,7 +21,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, consistency, faults, limits, proxy, shadow
+from bench import cdc, consistency, faults, limits, proxy, shadow, websocket
 from bench.errors import BenchError
 
 
@@ -147,6 +148,13 @@ def _parser() -> argparse.ArgumentParser:
     bench_cdc.add_argument("--events", type=_positive, default=200_000, metavar="N")
     bench_cdc.add_argument("--rate", type=_positive, default=5000, metavar="EVENTS_PER_SECOND")
     bench_cdc.add_argument("--lag-seconds", type=_positive, default=5, metavar="SECONDS")
+    bench_ws = sub.add_parser(
+        "websocket",
+        help="WebSocket echo round trips through the gateway against the upstream directly",
+        description=websocket.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_ws.add_argument("--messages", type=_positive, default=5000, metavar="N")
     return parser
 
 
@@ -159,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
+        if args.command == "websocket":
+            return websocket.run(websocket.Options(args.messages))
         if args.command == "cdc":
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
         if args.command == "ryw":

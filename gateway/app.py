@@ -27,6 +27,7 @@ from gateway.shadow_store import create_store
 from gateway.shadow_worker import create_mirror
 from gateway.tokens import RevocationStore
 from gateway.types import Receive, Scope, Send
+from gateway.websocket import WebSockets, websocket_metrics
 
 log = logging.getLogger("strangler.gateway")
 
@@ -43,6 +44,7 @@ class GatewayApp:
     ) -> None:
         self.pools = Pools()
         self.resilience = Resilience()
+        self.websockets = WebSockets()
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
         # rate limits, idempotency keys and (unless given) revoked tokens, on `store:`
         self.limits = Limits(self.watcher.table.store)
@@ -63,6 +65,7 @@ class GatewayApp:
             self.monitor,
             limits=self.limits,
             resilience=self.resilience,
+            websockets=self.websockets,
         )
         # --- the features' stats on /metrics and the dashboard, read at scrape/poll time
         metrics, watcher = self.monitor.metrics, self.watcher
@@ -72,6 +75,7 @@ class GatewayApp:
             lambda: rollout_metrics(self.gateway.assigner, self.gateway.evidence, watcher.table)
         )
         metrics.add(lambda: consistency_metrics(self.gateway.consistency))
+        metrics.add(lambda: websocket_metrics(self.websockets.stats))
         self.monitor.dashboard.add("resilience", lambda: self.resilience.describe(watcher.table))
         # ---
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
@@ -117,6 +121,7 @@ class GatewayApp:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
+        self.websockets.close()
         self.pools.close()
         self.resilience.close()
         await self.guards.close()

@@ -275,7 +275,7 @@ class Pool:
         self.upstream = upstream
         scheme, host, port = upstream.origin
         self._host, self._port = host, port
-        self._tls = _tls_context(upstream) if scheme == "https" else None
+        self.tls = _tls_context(upstream) if scheme == "https" else None
         own = upstream.url.split("://", 1)[1]
         self._own_host = own.encode("ascii")  # also when a client sent none (HTTP/1.0)
         self._fixed_host = (
@@ -308,7 +308,7 @@ class Pool:
         loop = asyncio.get_running_loop()
         if deadline is None:
             deadline = loop.time() + limits.deadline
-        head = self._head(method, target, headers, body, content_length)
+        head = self.head(method, target, headers, body, content_length)
         for attempt in (1, 2):
             conn = await self._acquire(limits, deadline)
             reused = conn.used
@@ -335,7 +335,7 @@ class Pool:
             return Response(self, conn, limits.idle, deadline)
         raise AssertionError("unreachable")
 
-    def _head(
+    def head(
         self,
         method: str,
         target: bytes,
@@ -433,7 +433,7 @@ class Pool:
         try:
             async with asyncio.timeout_at(until):
                 _, conn = await loop.create_connection(
-                    lambda: _Connection(loop), self._host, self._port, ssl=self._tls
+                    lambda: _Connection(loop), self._host, self._port, ssl=self.tls
                 )
         except TimeoutError:
             raise ConnectTimeout("connecting to the upstream timed out") from None

@@ -63,6 +63,7 @@ from gateway.validation import (
     positive_int,
     read,
 )
+from gateway.websocket_config import WebSocketSettings, read_websocket
 
 DEFAULT_TIMEOUT = 30.0
 HOST_CLIENT, HOST_UPSTREAM = "client", "upstream"  # an upstream's `host:` modes
@@ -126,6 +127,7 @@ class Route:
     # state, weighted targets (then `upstream` is the largest share), promotion gate
     rollout: RouteRollout = field(default_factory=RouteRollout)
     resilience: RouteResilience = field(default_factory=RouteResilience)
+    websocket: WebSocketSettings | None = None  # proxies WebSocket upgrades (websocket_config)
 
     def allows(self, method: str) -> bool:
         return self.methods is None or method in self.methods
@@ -455,6 +457,7 @@ class _Validator(NodeReader):
                 "idempotency",
                 "state",
                 "promote",
+                "websocket",
             }
             | resilience_config.ROUTE_KEYS,
         )
@@ -493,6 +496,9 @@ class _Validator(NodeReader):
             shadow = read_shadow(self, fields["shadow"], what, self.declared)
         limits = read_route_limits(self, fields, what)
         resilience = resilience_config.read_route(self, fields, what)
+        websocket = (
+            read_websocket(self, fields["websocket"], what) if "websocket" in fields else None
+        )
         if name is None or path is None or upstream is None:
             return None
         rollout = read_rollout(
@@ -512,6 +518,7 @@ class _Validator(NodeReader):
             limits=limits,
             rollout=rollout,
             resilience=resilience,
+            websocket=websocket,
         )
 
     def methods(self, node: Node, what: str) -> frozenset[str] | None:

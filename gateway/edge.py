@@ -12,8 +12,11 @@ folded or invalid header lines). What it leaves to the server, uvicorn does not 
 - strictness: HTTP/0.9 400, versions other than 1.0 and 1.1 505, a missing (HTTP/1.1),
   duplicate or malformed `Host` 400, an absolute-form target's authority replaces `Host`
   (RFC 9112 3.2.2), `CONNECT` 405, transfer codings other than `chunked` 501, upgrades
-  (WebSocket, h2c) 501, a `Connection` header naming a framing, routing or identity header
-  400 (gateway/headers.py);
+  other than WebSocket (h2c, anything else) 501, a `Connection` header naming a framing,
+  routing or identity header 400 (gateway/headers.py);
+- a WebSocket upgrade goes to the application like any request, with `TUNNEL` in its
+  `scope["extensions"]`, which sends the upstream's 101 and hands the connection over
+  (gateway/websocket.py); a refused upgrade is answered and the connection closed;
 - trailer fields of a chunked request are dropped: uvicorn would append them to the header
   list the application already holds (`scope["headers"]`), so a trailer `Host:` would reach
   the upstream as a header. The body's bytes are forwarded, its trailers are not;
@@ -50,6 +53,7 @@ from gateway.errors import (
     VersionNotSupported,
     error_response,
 )
+from gateway.websocket import TUNNEL
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name or IPv4 address, or an IP literal, then a port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")
@@ -102,6 +106,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # read since the request began, while its head is incomplete
         self._chunk = 0  # the size of the read being parsed
         self._closing = False
+        self._upgrade = False  # a WebSocket upgrade is with the application
+        self._early = b""  # bytes the client sent past its upgrade request
 
     # -- connections -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -174,8 +180,12 @@ class EdgeProtocol(HttpToolsProtocol):
         self._chunk = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:  # CONNECT and upgrades are answered before this
-            self._reject(BadRequest("unexpected data after the request"))
+        except httptools.HttpParserUpgrade as upgrade:  # let through: a WebSocket upgrade
+            # The request has gone to the application, which answers it or takes the
+            # connection over (`_take_over`); nothing is read meanwhile, the rest kept.
+            self._closing = True
+            self.flow.pause_reading()
+            self._early = data[upgrade.args[0] :]
             return
         except httptools.HttpParserError as exc:
             reject = exc.__context__ if isinstance(exc.__context__, _Reject) else None
@@ -220,7 +230,11 @@ class EdgeProtocol(HttpToolsProtocol):
         if over and not self.url.startswith(_ADMIN):
             raise _Reject(TooManyConnections("the gateway has too many connections", 1))
         self._wait(_BODY, edge.body_timeout)
+        if self._upgrade:  # the application decides, and may take the connection over
+            self.scope["extensions"] = {TUNNEL: {"take_over": self._take_over}}
         super().on_headers_complete()
+        if self._upgrade:
+            self.cycle.keep_alive = False  # refused: the connection closes after the answer
 
     def _check_head(self) -> None:
         """The request head's own rules, before the application sees it."""
@@ -233,13 +247,18 @@ class EdgeProtocol(HttpToolsProtocol):
         if method == b"CONNECT":
             raise _Reject(MethodNotAllowed("CONNECT: the gateway is not a forward proxy"))
         hosts: list[bytes] = []
+        upgrade = b""
         for name, value in self.headers:
             if name == b"host":
                 hosts.append(value)
             elif name == b"transfer-encoding" and value.lower() != b"chunked":
                 raise _Reject(NotImplementedByGateway(f"transfer coding {value!r}"))
+            elif name == b"upgrade":
+                upgrade = value.lower()
         if self.parser.should_upgrade():
-            raise _Reject(NotImplementedByGateway("protocol upgrades are not proxied"))
+            if upgrade != b"websocket" or method != b"GET" or version != "1.1":
+                raise _Reject(NotImplementedByGateway("only WebSocket upgrades are proxied"))
+            self._upgrade = True
         nominated = header_rules.protected_nomination(self.headers)
         if nominated is not None:
             raise _Reject(BadRequest(f"Connection names {nominated.decode('latin-1')!r}"))
@@ -272,6 +291,19 @@ class EdgeProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._phase = _NONE  # the application has the request: the upstream's timeouts apply
         super().on_message_complete()
+
+    def _take_over(self, head: bytes) -> tuple[asyncio.Transport, bytes]:
+        """Send the 101 `head` and hand the connection over (gateway/websocket.py): this
+        protocol, and uvicorn's request cycle, are done with it."""
+        cycle = self.cycle
+        cycle.response_started = cycle.response_complete = True  # the tunnel is the answer
+        self.transport.write(head)
+        self.connections.discard(self)  # the tunnel's owner closes it at shutdown
+        self.idle.pop(self, None)
+        self._phase = _NONE
+        if self._timer is not None:
+            self._timer.cancel()
+        return self.transport, self._early
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
         cycle.__class__ = _JsonCycle

@@ -25,6 +25,7 @@ from gateway.errors import (
     BodyTooLarge,
     GatewayError,
     NoRoute,
+    NotImplementedByGateway,
     send_error,
 )
 from gateway.evidence import LiveEvidence
@@ -39,11 +40,13 @@ from gateway.shadow_config import ShadowSettings
 from gateway.throttle import Throttled
 from gateway.tokens import Identity
 from gateway.types import Message, Receive, Scope, Send
+from gateway.websocket import TUNNEL, TakeOver, Upgrade, WebSockets
 
 if TYPE_CHECKING:
     from gateway.limits import Limits  # which imports RequestBody from here
 
 log = logging.getLogger("strangler.proxy")
+_UPGRADE = [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]  # hop-by-hop: set anew
 failures = Throttled(log)  # one line per failure, at most one a second per upstream
 _BLOCK = 64 * 1024  # a buffered body is sent in blocks of this size
 
@@ -125,6 +128,7 @@ class Gateway:
         *,
         limits: Limits,
         resilience: Resilience | None = None,
+        websockets: WebSockets | None = None,
     ) -> None:
         self.watcher = watcher
         self.monitor = monitor or Monitor(watcher, mirror)  # counts; /metrics, the dashboard
@@ -134,6 +138,7 @@ class Gateway:
         self.access_log = access_log
         self.limits = limits  # rate limits and idempotency keys, for routes that have them
         self.resilience = resilience or Resilience()  # timeouts, retries, breakers, shedding
+        self.websockets = websockets or WebSockets()  # tunnels of routes with `websocket:`
         self.admin = Admin(watcher, mirror, self.resilience)
         self.assigner = Assigner()  # sticky splits and tester overrides, with their counters
         self.evidence = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
@@ -295,11 +300,16 @@ class Gateway:
             request_id=request_id,
             identity=identity,
         )
-        body, length = self._body(raw_headers, receive, limit)
         target = (route.forward_path(path) if route else path).encode("ascii")
         query = scope.get("query_string", b"")
         if query:
             target += b"?" + query
+        extensions = scope.get("extensions")
+        if extensions is not None and TUNNEL in extensions:
+            take_over = extensions[TUNNEL]["take_over"]
+            upgrade = (route, upstream, target, outgoing)
+            return await self._websocket(take_over, upgrade, scope, send, request_id, cookie)
+        body, length = self._body(raw_headers, receive, limit)
         shadow = self._shadow(route, upstream, scope["method"], request_id, length)
         if body is not None:
             if shadow is not None:
@@ -354,6 +364,49 @@ class Gateway:
                     )
                 )
         return status, sent
+
+    async def _websocket(
+        self,
+        take_over: TakeOver,
+        upgrade: tuple[Route | None, Upstream, bytes, list[tuple[bytes, bytes]]],
+        scope: Scope,
+        send: Send,
+        request_id: str,
+        cookie: bytes | None,
+    ) -> tuple[int, int]:
+        """A WebSocket upgrade, decided like any request: sent to the chosen upstream, and
+        on its 101 the two connections spliced (gateway/websocket.py); never mirrored."""
+        route, upstream, target, outgoing = upgrade
+        if route is None or route.websocket is None:
+            where = f"route {route.name!r}" if route else "this path"
+            raise NotImplementedByGateway(f"{where} does not proxy WebSocket upgrades")
+        pool = self.pools.get(upstream)
+        # No compression through the gateway: `max_message` then limits what the upstream
+        # really receives, not a compressed size (a small frame can inflate to gigabytes).
+        kept = [h for h in outgoing if h[0] != b"sec-websocket-extensions"]
+        head = pool.head("GET", target, [*kept, *_UPGRADE], None, None)
+        sent = await self.websockets.connect(Upgrade(route, upstream, head, pool.tls))
+        transport, status, raw, rest = sent
+        headers, _ = header_rules.response_headers(
+            raw,
+            upstream=upstream,
+            route=route,
+            public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
+            request_id=request_id,
+        )
+        if cookie is not None:  # a canary's sticky assignment, on the 101 too
+            headers.append((b"set-cookie", cookie))
+        if status != 101:  # the upstream refused: its answer, as any response
+            headers = [h for h in headers if h[0] != b"content-length"]
+            headers.append((b"content-length", b"%d" % len(rest)))
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": rest})
+            return status, len(rest)
+        lines = [b"HTTP/1.1 101 Switching Protocols"]
+        lines += [name + b": " + value for name, value in [*headers, *_UPGRADE]]
+        client = take_over(b"\r\n".join(lines) + b"\r\n\r\n")
+        await self.websockets.tunnel(route, client, (transport, rest))
+        return 101, 0
 
     def _shadow(
         self,
