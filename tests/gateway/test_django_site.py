@@ -143,40 +143,43 @@ def django_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DjangoSite
             proc.wait()
 
 
-@contextlib.asynccontextmanager
-async def gateway_to(site: DjangoSite, routes: Path, host_line: str = "") -> AsyncIterator[Gateway]:
-    """A gateway whose default (only) upstream is the Django site."""
-    write_routes(
-        routes,
-        f"""
+# The gateway's `host:` modes, as routes.yaml says them. `client` is left unsaid: the
+# default is what is tested.
+HOST_MODES = {"client": "", "upstream": ", host: upstream"}
+
+
+@pytest.fixture(scope="module")
+async def gateways(
+    django_site: DjangoSite, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[dict[str, Gateway]]:
+    """One gateway per `host:` mode, each with the Django site as its only upstream."""
+    async with contextlib.AsyncExitStack() as stack:
+        started: dict[str, Gateway] = {}
+        for mode, host in HOST_MODES.items():
+            routes = tmp_path_factory.mktemp(f"host_{mode}") / "routes.yaml"
+            write_routes(
+                routes,
+                f"""
 upstreams:
-  legacy: {{url: "{site.url}", timeout: 10s{host_line}}}
+  legacy: {{url: "{django_site.url}", timeout: 10s{host}}}
 default: legacy
 routes: []
 """,
-    )
-    async with serve_gateway(routes) as gateway:
-        yield gateway
+            )
+            started[mode] = await stack.enter_async_context(serve_gateway(routes))
+        yield started
 
 
 @pytest.fixture(scope="module")
-async def gateway(
-    django_site: DjangoSite, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Gateway]:
-    """The default: the client's `Host` is passed on."""
-    routes = tmp_path_factory.mktemp("client_host") / "routes.yaml"
-    async with gateway_to(django_site, routes) as gateway:
-        yield gateway
+def gateway(gateways: dict[str, Gateway]) -> Gateway:
+    """The default: the browser's `Host` is passed on."""
+    return gateways["client"]
 
 
 @pytest.fixture(scope="module")
-async def vhost_gateway(
-    django_site: DjangoSite, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[Gateway]:
+def vhost_gateway(gateways: dict[str, Gateway]) -> Gateway:
     """`host: upstream`: Django gets gunicorn's address as `Host`."""
-    routes = tmp_path_factory.mktemp("upstream_host") / "routes.yaml"
-    async with gateway_to(django_site, routes, ", host: upstream") as gateway:
-        yield gateway
+    return gateways["upstream"]
 
 
 @contextlib.asynccontextmanager
@@ -247,13 +250,13 @@ async def test_upstream_host_mode_breaks_the_csrf_login(
         assert absolute.text == f"{django_site.url}/probes/absolute/"
 
 
-@pytest.mark.parametrize("mode", ["client", "upstream"])
+@pytest.mark.parametrize("mode", list(HOST_MODES))
 async def test_redirect_chain_points_at_the_gateway(
-    mode: str, gateway: Gateway, vhost_gateway: Gateway, django_site: DjangoSite
+    mode: str, gateways: dict[str, Gateway], django_site: DjangoSite
 ) -> None:
     """Three hops, absolute and relative; every `Location` is usable by the browser. With
     `host: upstream` Django names gunicorn and the gateway rewrites it."""
-    front = gateway if mode == "client" else vhost_gateway
+    front = gateways[mode]
     async with browser(front) as client:
         response = await client.get("/probes/chain/3/")
         locations = []
