@@ -97,6 +97,7 @@ class EdgeProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.edge = self.settings()
+        self._cap = min(self.edge.max_connections, self.descriptors)  # client connections
         # between requests (uvicorn's timer; its annotation says int, call_later takes float)
         self.timeout_keep_alive = self.edge.idle_timeout  # type: ignore[assignment]
         self._phase = _IDLE
@@ -112,10 +113,9 @@ class EdgeProtocol(HttpToolsProtocol):
     # -- connections -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        cap = min(self.edge.max_connections, self.descriptors)
-        if len(self.connections) > cap:
+        if len(self.connections) > self._cap:
             self._evict_idle()
-        if len(self.connections) > cap + self.edge.admin_headroom:
+        if len(self.connections) > self._cap + self.edge.admin_headroom:
             self._closing = True
             transport.abort()  # nothing read, nothing to answer
             return
@@ -226,8 +226,7 @@ class EdgeProtocol(HttpToolsProtocol):
         ):
             raise _Reject(_too_large(edge))
         self._check_head()
-        over = len(self.connections) > min(edge.max_connections, self.descriptors)
-        if over and not self.url.startswith(_ADMIN):
+        if len(self.connections) > self._cap and not self.url.startswith(_ADMIN):
             raise _Reject(TooManyConnections("the gateway has too many connections", 1))
         self._wait(_BODY, edge.body_timeout)
         if self._upgrade:  # the application decides, and may take the connection over
@@ -237,7 +236,8 @@ class EdgeProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False  # refused: the connection closes after the answer
 
     def _check_head(self) -> None:
-        """The request head's own rules, before the application sees it."""
+        """The request head's own rules, before the application sees it (one pass over the
+        headers: this runs on every request)."""
         version = self.parser.get_http_version()
         if version == "0.9":
             raise _Reject(BadRequest("HTTP/0.9 requests are not served"))
@@ -246,29 +246,35 @@ class EdgeProtocol(HttpToolsProtocol):
         method = self.parser.get_method()
         if method == b"CONNECT":
             raise _Reject(MethodNotAllowed("CONNECT: the gateway is not a forward proxy"))
-        hosts: list[bytes] = []
-        upgrade = b""
+        host: bytes | None = None
+        hosts = 0
+        upgrade = connection = False
         for name, value in self.headers:
             if name == b"host":
-                hosts.append(value)
+                host = value
+                hosts += 1
             elif name == b"transfer-encoding" and value.lower() != b"chunked":
                 raise _Reject(NotImplementedByGateway(f"transfer coding {value!r}"))
+            elif name == b"connection":
+                connection = True
             elif name == b"upgrade":
-                upgrade = value.lower()
+                upgrade = value.lower() == b"websocket"
         if self.parser.should_upgrade():
-            if upgrade != b"websocket" or method != b"GET" or version != "1.1":
+            if not upgrade or method != b"GET" or version != "1.1":
                 raise _Reject(NotImplementedByGateway("only WebSocket upgrades are proxied"))
             self._upgrade = True
-        nominated = header_rules.protected_nomination(self.headers)
-        if nominated is not None:
-            raise _Reject(BadRequest(f"Connection names {nominated.decode('latin-1')!r}"))
+        if connection:
+            nominated = header_rules.protected_nomination(self.headers)
+            if nominated is not None:
+                raise _Reject(BadRequest(f"Connection names {nominated.decode('latin-1')!r}"))
         if not self.url.startswith(b"/"):
-            hosts = [self._absolute_form()]
-        if len(hosts) > 1:
+            host, hosts = self._absolute_form(), 1
+        if hosts > 1:
             raise _Reject(BadRequest("more than one Host header"))
-        if not hosts and version == "1.1":
-            raise _Reject(BadRequest("an HTTP/1.1 request needs a Host header"))
-        if hosts and not _HOST.fullmatch(hosts[0]):
+        if host is None:
+            if version == "1.1":
+                raise _Reject(BadRequest("an HTTP/1.1 request needs a Host header"))
+        elif not _HOST.fullmatch(host):
             raise _Reject(BadRequest("malformed Host header"))
 
     def _absolute_form(self) -> bytes:
