@@ -23,9 +23,13 @@ from harness import (
 )
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Frame, Opcode
 from websockets.http11 import Request, Response
+
+from gateway.config import parse
+from gateway.validation import ConfigError
+from gateway.websocket import Meter
 
 pytestmark = pytest.mark.anyio
 
@@ -203,9 +207,6 @@ async def until_closed(gw: Any, count: int) -> None:
 
 
 def test_the_websocket_key_is_validated_with_its_line() -> None:
-    from gateway.config import parse
-    from gateway.validation import ConfigError
-
     text = (
         'upstreams:\n  a: {url: "http://127.0.0.1:9"}\ndefault: a\nauth: {default: none}\n'
         "authz: none\nroutes:\n  - {name: r, path: /r, upstream: a, websocket: yes}\n"
@@ -218,4 +219,22 @@ def test_the_websocket_key_is_validated_with_its_line() -> None:
         "line 8: route 's': websocket: max_message: bad size 'big' (use e.g. 512KiB, 10MiB,"
         " 1048576)",
     ]
-    assert Headers is not None
+
+
+def frame(opcode: int, payload: bytes, fin: bool = True, masked: bool = True) -> bytes:
+    return Frame(Opcode(opcode), payload, fin=fin).serialize(mask=masked, extensions=[])
+
+
+@pytest.mark.parametrize("step", [1, 3, 7, 4096], ids=lambda s: f"{s}-byte reads")
+def test_the_meter_follows_frames_across_reads(step: int) -> None:
+    stream = (
+        frame(0x1, b"a" * 100)  # a text message
+        + frame(0x2, b"b" * 70_000, fin=False)  # a binary message in two frames (64-bit length)
+        + frame(0x9, b"ping")  # a control frame between them: not a message, not counted
+        + frame(0x0, b"c" * 30_000, fin=True, masked=False)
+    )
+    meter = Meter(limit=100_000)
+    assert all(meter.feed(stream[i : i + step]) for i in range(0, len(stream), step))
+    assert meter.messages == 2
+    too_big = Meter(limit=100_000)
+    assert not too_big.feed(frame(0x2, b"b" * 70_000, fin=False) + frame(0x0, b"c" * 40_000))
