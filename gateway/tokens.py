@@ -115,6 +115,10 @@ class InMemoryRevocations:
         self._until[jti] = until
 
 
+class _FetchFailed(Exception):
+    """A JWKS fetch gave no keys; logged, and the last good keys stay."""
+
+
 class JwksKeys:
     """Keys from a JWKS URL, fetched off the request path and kept while fresh."""
 
@@ -203,10 +207,6 @@ class JwksKeys:
             return response.json()
         except ValueError as exc:  # not JSON, or not in the charset it declares
             raise _FetchFailed(f"the answer is not JSON: {exc}") from exc
-
-
-class _FetchFailed(Exception):
-    """A JWKS fetch gave no keys; logged, and the last good keys stay."""
 
 
 def _jwks_keys(document: Any, algorithms: frozenset[str]) -> dict[str, jwt.PyJWK]:
