@@ -23,7 +23,6 @@ checks that the pin does what the variant says.
 
 from __future__ import annotations
 
-import http.client
 import sqlite3
 import tempfile
 import threading
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import uvloop
 
 from bench import loadgen, upstream
@@ -126,16 +126,9 @@ def _positions_db(path: Path) -> str:
 
 def _request(port: int, method: str, path: str, headers: tuple[tuple[str, str], ...]) -> str:
     """Who answered (X-Strangler-Upstream)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request(
-            method, path, body=b"" if method == "POST" else None, headers=dict(headers)
-        )
-        response = connection.getresponse()
-        response.read()
-        return response.getheader("x-strangler-upstream") or "?"
-    finally:
-        connection.close()
+    url = f"http://127.0.0.1:{port}{path}"
+    response = httpx.request(method, url, headers=headers, timeout=5, trust_env=False)
+    return response.headers.get("x-strangler-upstream") or "?"
 
 
 def _check(variant: str, port: int, expected: str) -> None:

@@ -18,13 +18,14 @@ and how many requests a second reached the failing upstream with the breaker on 
 
 from __future__ import annotations
 
-import http.client
 import json
 import tempfile
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from bench import flaky, loadgen, upstream
 from bench.errors import BenchError
@@ -163,18 +164,13 @@ def _measure(
 
 
 def _control(port: int, path: str) -> bytes:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
-        connection.request("GET", path)
-        response = connection.getresponse()
-        body = response.read()
-    except OSError as exc:
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=5, trust_env=False)
+    except httpx.TransportError as exc:
         raise BenchError(f"the flaky upstream did not answer {path}: {exc}") from exc
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise BenchError(f"the flaky upstream answered {path} with {response.status}")
-    return body
+    if response.status_code != 200:
+        raise BenchError(f"the flaky upstream answered {path} with {response.status_code}")
+    return response.content
 
 
 def _table(runs: list[Run]) -> str:

@@ -8,7 +8,6 @@ chatty child would block on a full pipe and look slow); its tail is quoted when 
 
 from __future__ import annotations
 
-import http.client
 import socket
 import subprocess
 import time
@@ -16,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from bench.errors import BenchError
 
@@ -43,14 +44,11 @@ def free_port() -> int:
 
 
 def _answers(port: int, path: str) -> bool:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
     try:
-        connection.request("GET", path)
-        return connection.getresponse().status == 200
-    except OSError:
-        return False
-    finally:
-        connection.close()
+        response = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0, trust_env=False)
+    except httpx.TransportError:
+        return False  # not listening yet
+    return response.status_code == 200
 
 
 def _log_tail(log: Path) -> str:

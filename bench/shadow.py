@@ -27,16 +27,15 @@ prints their kinds: shadowing must never change the client's answer.
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import jwt
 
 from bench import loadgen, upstream
@@ -194,14 +193,13 @@ def _copies(target: Target, seconds: float) -> tuple[int, int]:
         algorithm="HS256",
         headers={"kid": "bench"},
     )
-    request = urllib.request.Request(  # noqa: S310 (loopback)
-        url, headers={"Authorization": f"Bearer {token}"}
-    )
+    headers = {"Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (loopback)
-            routes = json.load(response)["routes"]
-    except OSError as exc:
+        response = httpx.get(url, headers=headers, timeout=30, trust_env=False)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
         raise BenchError(f"{target.name}: could not read its shadow report: {exc}") from exc
+    routes = response.json()["routes"]
     return (
         sum(r["mirrored"] for r in routes),
         sum(r["compared"] for r in routes),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import signal
 import sys
 import tempfile
@@ -37,14 +36,15 @@ from gateway.demo_stack import LocalStack, Target, running
 QUERY = "/search?q=lamp&size=5"
 COMPOSE_ROUTES = "deploy/routes.compose.yaml"
 SOME = 50  # users asked once the route has one upstream: nothing is hashed then
-_FAILURES = (StepFailed, OSError, http.client.HTTPException)
+_FAILURES = (StepFailed, OSError)  # a request without an answer is a StepFailed
 
 
 class Story:
     def __init__(self, target: Target, progress: Progress) -> None:
         self.target = target
         self.progress = progress
-        self.client = Client(target.gateway)
+        self.clients = contextlib.ExitStack()
+        self.client = self.clients.enter_context(Client(target.gateway))
         self.tokens: Tokens  # set by connect(), once the routes file has been read
         self.routes: RoutesFile
         self.monolith = ""
@@ -99,7 +99,9 @@ class Story:
 
     def shadow(self) -> None:
         monolith = self.monolith
-        search = Client(self.target.search) if self.target.search else None
+        search = (
+            self.clients.enter_context(Client(self.target.search)) if self.target.search else None
+        )
         shadow = Shadow(self.client, search, self.tokens, self.progress)
         self.step("2", f"Shadow /search to the new service: {monolith} answers, {NEW} is compared")
         self.routes.promote(to=NEW)
@@ -213,7 +215,9 @@ def main(ns: argparse.Namespace) -> int:
                 stack.callback(local.stop)
                 target = local.start(progress)
                 progress.step("0.4", connect_title(target.gateway, target.routes))
-            Story(target, progress).run()
+            story = Story(target, progress)
+            stack.callback(story.clients.close)
+            story.run()
         except _FAILURES as exc:
             print(f"\n{progress.failure(exc)}", file=sys.stderr)
             if local is not None:

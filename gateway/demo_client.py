@@ -1,17 +1,22 @@
-"""The demo's HTTP client: what a user's curl sends to the gateway, with development tokens.
+"""The demo's HTTP client (httpx): what a user's curl sends to the gateway, with development
+tokens.
 
-One keep-alive connection per base URL carries the reads (the canary steps ask hundreds of
+Reads share one kept-alive connection per base URL (the canary steps ask hundreds of
 times); a write gets a connection of its own, so it is never sent on a connection the
-server may have closed meanwhile, and never sent twice.
+server may have closed meanwhile, and never sent twice. Like curl, it keeps no cookies: the
+gateway's sticky cookie would otherwise make every user of the demo one browser.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
+import ssl
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from gateway import tokens
 from gateway.config import RouteTable
@@ -19,9 +24,20 @@ from gateway.demo_progress import StepFailed
 
 TOKEN_TTL = 3600.0
 UPSTREAM_HEADER = "x-strangler-upstream"
-# A keep-alive connection the server closed while idle fails on first use; a read is
-# sent again once on a new connection (it has no effect on the server to repeat).
-_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+class NoAnswer(StepFailed):
+    """A request got no HTTP answer: refused, reset, timed out."""
+
+
+class _Dropped(NoAnswer):
+    """The server closed the connection before answering. httpx drops a kept connection it
+    finds closed before using it, but the server can still close it between that check and
+    the request: get() asks once more on a new connection (a read has no effect on the
+    server to repeat)."""
+
+
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,28 +59,28 @@ class Client:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StepFailed(f"{base_url!r}: give an http:// or https:// URL")
         self.base_url = base_url.rstrip("/")
-        self._https = parts.scheme == "https"
-        self._host = parts.hostname
-        self._port = parts.port
-        self._timeout = timeout
-        self._kept: http.client.HTTPConnection | None = None
+        self._reads = self._client(timeout, keep_alive=1)
+        self._writes = self._client(timeout, keep_alive=0)
+
+    def _client(self, timeout: float, keep_alive: int) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=keep_alive),
+            # As curl and http.client: bodies as the server sends them, compared byte for byte.
+            headers={"Accept-Encoding": "identity"},
+            cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),  # accepts none
+            # The system's CAs (a stack behind a company CA), not httpx's certifi bundle; no
+            # proxy from the environment: `--against localhost:8080` means this machine.
+            verify=ssl.create_default_context(),
+            trust_env=False,
+        )
 
     def get(self, path: str, token: str | None = None) -> Answer:
-        if self._kept is not None:
-            try:
-                return self._exchange(self._kept, "GET", path, None, token)
-            except _STALE:
-                pass  # the server closed the idle connection: once more on a new one
-            except BaseException:
-                self.close()
-                raise
-            self.close()
-        self._kept = self._connect()
         try:
-            return self._exchange(self._kept, "GET", path, None, token)
-        except BaseException:
-            self.close()
-            raise
+            return self._exchange(self._reads, "GET", path, None, token)
+        except _Dropped:
+            return self._exchange(self._reads, "GET", path, None, token)
 
     def send(self, method: str, path: str, body: object, token: str | None = None) -> Answer:
         """A write on a connection of its own: a str is sent as text, anything else as JSON."""
@@ -72,24 +88,21 @@ class Client:
             data, content_type = body.encode(), "text/plain; charset=utf-8"
         else:
             data, content_type = json.dumps(body).encode(), "application/json"
-        connection = self._connect()
-        try:
-            return self._exchange(connection, method, path, (data, content_type), token)
-        finally:
-            connection.close()
+        return self._exchange(self._writes, method, path, (data, content_type), token)
 
     def close(self) -> None:
-        if self._kept is not None:
-            self._kept.close()
-            self._kept = None
+        self._reads.close()
+        self._writes.close()
 
-    def _connect(self) -> http.client.HTTPConnection:
-        kind = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        return kind(self._host, self._port, timeout=self._timeout)
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def _exchange(
         self,
-        connection: http.client.HTTPConnection,
+        client: httpx.Client,
         method: str,
         path: str,
         body: tuple[bytes, str] | None,
@@ -101,9 +114,13 @@ class Client:
         data = None
         if body is not None:
             data, headers["Content-Type"] = body
-        connection.request(method, path, body=data, headers=headers)
-        response = connection.getresponse()
-        return Answer(response.status, response.getheader(UPSTREAM_HEADER), response.read())
+        try:
+            response = client.request(method, path, content=data, headers=headers)
+        except httpx.HTTPError as exc:
+            failure = _Dropped if isinstance(exc, _DROPPED) else NoAnswer
+            what = f"{method} {self.base_url}{path}: no answer ({type(exc).__name__}: {exc})"
+            raise failure(what) from exc
+        return Answer(response.status_code, response.headers.get(UPSTREAM_HEADER), response.content)
 
 
 class Tokens:

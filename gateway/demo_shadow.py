@@ -14,7 +14,7 @@ import math
 import time
 from typing import Any
 
-from gateway.demo_client import Client, Tokens
+from gateway.demo_client import Client, NoAnswer, Tokens
 from gateway.demo_progress import Progress, StepFailed
 
 # Searches whose answers carry prices.
@@ -54,8 +54,8 @@ class Shadow:
             )
         try:
             answer = self.search.get("/_dev/toggles")
-        except OSError as exc:
-            return f"{self.search.base_url} does not answer: {exc}"
+        except NoAnswer as exc:
+            return str(exc)
         if answer.status != 200:
             return (
                 f"{self.search.base_url}/_dev/toggles answered {answer.status}: start the "

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway import compose_env, config, demo_cdc
-from gateway.demo_client import Client
+from gateway.demo_client import Client, NoAnswer
 from gateway.demo_progress import Progress, StepFailed
 from gateway.validation import ConfigError
 
@@ -206,18 +206,14 @@ class LocalStack:
         self.processes.append((name, process))
 
     def wait_healthy(self, port: int, path: str, seconds: float = 30) -> None:
-        client = Client(f"http://127.0.0.1:{port}")
         deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            self.alive()
-            try:
-                if client.get(path).status == 200:
-                    return
-            except OSError:
-                pass  # not listening yet
-            finally:
-                client.close()
-            time.sleep(0.1)  # start-up of a child process: nothing to wait on but the port
+        with Client(f"http://127.0.0.1:{port}") as client:
+            while time.monotonic() < deadline:
+                self.alive()
+                with contextlib.suppress(NoAnswer):  # not listening yet
+                    if client.get(path).status == 200:
+                        return
+                time.sleep(0.1)  # start-up of a child process: nothing to wait on but the port
         raise StepFailed(f"nothing healthy on port {port} after {seconds}s")
 
     def alive(self) -> None:

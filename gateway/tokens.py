@@ -7,10 +7,11 @@ Rules (RFC 8725, JWT best current practices):
 - `exp` is always required; `iss` and `aud` are checked by exact match when configured;
   `nbf` and `iat` are checked with the configured leeway;
 - a `crit` header is rejected: the gateway implements no JWS extensions (RFC 7515 4.1.11);
-- JWKS keys are fetched asynchronously, cached for `cache` seconds and refreshed in the
-  background; an unknown `kid` triggers at most one fetch per `min_refresh` seconds (a flood
-  of random kids costs one fetch, not one per request); a failed fetch keeps the last good
-  keys until they expire.
+- JWKS keys are fetched asynchronously (httpx), cached for `cache` seconds and refreshed in
+  the background; an unknown `kid` triggers at most one fetch per `min_refresh` seconds (a
+  flood of random kids costs one fetch, not one per request); a failed fetch (no answer
+  within `timeout` seconds in all, an error status, a body that is not a JWKS) is logged and
+  keeps the last good keys until they expire.
 
 Verified tokens are cached (bounded, until their `exp`); revocation (a `jti` denylist behind
 the `RevocationStore` port) is checked on every request, cached or not.
@@ -22,13 +23,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
+import httpx
 import jwt
 
 log = logging.getLogger("strangler.tokens")
@@ -113,6 +115,10 @@ class InMemoryRevocations:
         self._until[jti] = until
 
 
+class _FetchFailed(Exception):
+    """A JWKS fetch gave no keys; logged, and the last good keys stay."""
+
+
 class JwksKeys:
     """Keys from a JWKS URL, fetched off the request path and kept while fresh."""
 
@@ -124,7 +130,7 @@ class JwksKeys:
         self._expires = 0.0
         self._last_attempt = -float("inf")
         self._inflight: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._http: httpx.AsyncClient | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
@@ -132,8 +138,8 @@ class JwksKeys:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        if self._session is not None:
-            await self._session.close()
+        if self._http is not None:
+            await self._http.aclose()
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -164,24 +170,48 @@ class JwksKeys:
     async def _fetch(self) -> None:
         self._last_attempt = self.clock()
         self.fetches += 1
-        if self._session is None:
-            timeout = aiohttp.ClientTimeout(total=self.source.timeout)
-            self._session = aiohttp.ClientSession(timeout=timeout)
         try:
-            async with self._session.get(self.source.url) as response:
-                response.raise_for_status()
-                document = await response.json(content_type=None)
-            keys = _jwks_keys(document, self.source.algorithms)
-        except (aiohttp.ClientError, TimeoutError, ValueError, jwt.PyJWTError) as exc:
-            log.warning("JWKS refresh from %s failed, keeping last keys: %r", self.source.url, exc)
+            keys = _jwks_keys(await self._download(), self.source.algorithms)
+        except _FetchFailed as exc:
+            log.warning(
+                "JWKS refresh from %s failed, keeping the last keys: %s", self.source.url, exc
+            )
             return
         self._keys = keys
         self._expires = self.clock() + self.source.cache
 
+    async def _download(self) -> Any:
+        """The JWKS URL's JSON document; every way that fails, as _FetchFailed saying which."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=self.source.timeout,
+                # An IdP may move its keys (the old URL redirecting); certificates are still
+                # checked on every hop.
+                follow_redirects=True,
+                # The system's CAs (an IdP behind a company CA), not httpx's certifi bundle;
+                # no proxy from the environment: the routes file alone says where keys are.
+                verify=ssl.create_default_context(),
+                trust_env=False,
+            )
+        try:
+            # httpx bounds each phase (connect, each read); `timeout` bounds the whole fetch.
+            async with asyncio.timeout(self.source.timeout):
+                response = await self._http.get(self.source.url)
+        except TimeoutError:
+            raise _FetchFailed(f"no answer within {self.source.timeout:g}s") from None
+        except httpx.HTTPError as exc:  # refused, reset, an httpx timeout, too many redirects
+            raise _FetchFailed(f"{type(exc).__name__}: {exc}") from exc
+        if not response.is_success:
+            raise _FetchFailed(f"answered {response.status_code} {response.reason_phrase}")
+        try:
+            return response.json()
+        except ValueError as exc:  # not JSON, or not in the charset it declares
+            raise _FetchFailed(f"the answer is not JSON: {exc}") from exc
+
 
 def _jwks_keys(document: Any, algorithms: frozenset[str]) -> dict[str, jwt.PyJWK]:
     if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        raise ValueError("not a JWKS document")
+        raise _FetchFailed("the answer is not a JWKS document (no `keys` list)")
     keys: dict[str, jwt.PyJWK] = {}
     for entry in document["keys"]:
         if not isinstance(entry, dict) or "kid" not in entry or entry.get("use", "sig") != "sig":

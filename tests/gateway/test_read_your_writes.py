@@ -19,12 +19,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from harness import RawResponse, raw_request, serve_gateway
@@ -55,9 +55,11 @@ def _wait(condition: Callable[[], bool], what: str, seconds: float = DEADLINE) -
 
 def _answers(port: int) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
+        return (
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1, trust_env=False).status_code
+            == 200
+        )
+    except httpx.TransportError:
         return False
 
 

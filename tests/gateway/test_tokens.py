@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from harness import serve
+from respx import MockRouter
 
 from gateway.tokens import (
     Authenticator,
@@ -177,14 +181,22 @@ async def test_dev_token_minted_by_the_cli_helper_verifies() -> None:
     assert (identity.sub, identity.roles) == ("bob", ("buyer",))
 
 
+JWKS_URL = "https://id.shop.test/.well-known/jwks.json"
+
+
+def jwks_document(*kids: str) -> dict[str, Any]:
+    """A JWKS with PRIVATE's public key under each of `kids`."""
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(PRIVATE.public_key()))
+    return {"keys": [{**jwk, "kid": kid, "alg": "RS256", "use": "sig"} for kid in kids]}
+
+
 class Jwks:
     """A loopback JWKS endpoint that counts fetches and can go down."""
 
     def __init__(self) -> None:
         self.fetches = 0
         self.down = False
-        jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(PRIVATE.public_key()))
-        self.document = {"keys": [{**jwk, "kid": "jw1", "alg": "RS256", "use": "sig"}]}
+        self.document = jwks_document("jw1")
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -202,55 +214,128 @@ async def jwks_server() -> AsyncIterator[tuple[Jwks, str]]:
         yield app, url + "/jwks.json"
 
 
+@contextlib.asynccontextmanager
+async def jwks_auth(url: str, **source: float) -> AsyncIterator[tuple[Authenticator, list[float]]]:
+    """An authenticator with only the JWKS at `url`, and its keys' clock, set by the test."""
+    jwks = JwksSource(url, frozenset({"RS256"}), **source)
+    auth = Authenticator(settings(keys=(), jwks=jwks), InMemoryRevocations())
+    assert auth.jwks is not None
+    now = [1000.0]
+    auth.jwks.clock = lambda: now[0]
+    try:
+        yield auth, now
+    finally:
+        await auth.close()
+
+
 async def test_jwks_unknown_kid_flood_costs_one_fetch_per_interval() -> None:
-    async with jwks_server() as (server, url):
-        source = JwksSource(url, frozenset({"RS256"}), cache=600, min_refresh=30)
-        auth = Authenticator(settings(keys=(), jwks=source), InMemoryRevocations())
-        now = [1000.0]
-        assert auth.jwks is not None
-        auth.jwks.clock = lambda: now[0]
-        try:
-            assert (await auth.authenticate(rs256(claims(), kid="jw1"))).sub == "alice"
-            assert server.fetches == 1
-            now[0] += 31
-            for i in range(50):
-                await reject(rs256(claims(), kid=f"random-{i}"), "no key", auth)
-            assert server.fetches == 2  # one refresh for the whole flood
-            now[0] += 29
-            await reject(rs256(claims(), kid="random-again"), "no key", auth)
-            assert server.fetches == 2  # still inside the interval
-            now[0] += 2
-            await reject(rs256(claims(), kid="random-later"), "no key", auth)
-            assert server.fetches == 3
-        finally:
-            await auth.close()
+    async with (
+        jwks_server() as (server, url),
+        jwks_auth(url, cache=600, min_refresh=30) as (auth, now),
+    ):
+        assert (await auth.authenticate(rs256(claims(), kid="jw1"))).sub == "alice"
+        assert server.fetches == 1
+        now[0] += 31
+        for i in range(50):
+            await reject(rs256(claims(), kid=f"random-{i}"), "no key", auth)
+        assert server.fetches == 2  # one refresh for the whole flood
+        now[0] += 29
+        await reject(rs256(claims(), kid="random-again"), "no key", auth)
+        assert server.fetches == 2  # still inside the interval
+        now[0] += 2
+        await reject(rs256(claims(), kid="random-later"), "no key", auth)
+        assert server.fetches == 3
 
 
 async def test_jwks_down_keeps_last_keys_until_they_expire() -> None:
-    async with jwks_server() as (server, url):
-        source = JwksSource(url, frozenset({"RS256"}), cache=100, min_refresh=10)
-        auth = Authenticator(settings(keys=(), jwks=source), InMemoryRevocations())
+    async with (
+        jwks_server() as (server, url),
+        jwks_auth(url, cache=100, min_refresh=10) as (auth, now),
+    ):
         assert auth.jwks is not None
-        now = [1000.0]
-        auth.jwks.clock = lambda: now[0]
-        try:
-            assert await auth.authenticate(rs256(claims(sub="a"), kid="jw1"))
-            server.down = True
-            now[0] += 50
-            await auth.jwks.refresh()  # fails: the last keys stay
-            assert await auth.authenticate(rs256(claims(sub="b"), kid="jw1"))
-            now[0] += 60  # past the keys' lifetime, JWKS still down
-            await reject(rs256(claims(sub="c"), kid="jw1"), "no key", auth)
-        finally:
-            await auth.close()
+        assert await auth.authenticate(rs256(claims(sub="a"), kid="jw1"))
+        server.down = True
+        now[0] += 50
+        await auth.jwks.refresh()  # fails: the last keys stay
+        assert await auth.authenticate(rs256(claims(sub="b"), kid="jw1"))
+        now[0] += 60  # past the keys' lifetime, JWKS still down
+        await reject(rs256(claims(sub="c"), kid="jw1"), "no key", auth)
 
 
 async def test_jwks_keys_with_other_algorithms_are_ignored() -> None:
-    async with jwks_server() as (server, url):
+    async with jwks_server() as (server, url), jwks_auth(url) as (auth, _):
         server.document["keys"][0]["alg"] = "RS512"
-        source = JwksSource(url, frozenset({"RS256"}))
-        auth = Authenticator(settings(keys=(), jwks=source), InMemoryRevocations())
-        try:
-            await reject(rs256(claims(), kid="jw1"), "no key", auth)
-        finally:
-            await auth.close()
+        await reject(rs256(claims(), kid="jw1"), "no key", auth)
+
+
+# The fetch itself (httpx), with the network mocked by respx.
+
+
+async def test_jwks_is_fetched_once_and_kept_for_its_cache_time(respx_mock: MockRouter) -> None:
+    route = respx_mock.get(JWKS_URL).respond(json=jwks_document("jw1"))
+    async with jwks_auth(JWKS_URL, cache=100) as (auth, now):
+        assert auth.jwks is not None
+        assert (await auth.authenticate(rs256(claims(sub="a"), kid="jw1"))).sub == "a"
+        now[0] += 99
+        assert (await auth.authenticate(rs256(claims(sub="b"), kid="jw1"))).sub == "b"
+        assert route.call_count == 1
+        now[0] += 2  # past `cache` with no refresh: nothing verifies against stale keys
+        await reject(rs256(claims(sub="c"), kid="jw1"), "no key", auth)
+        await auth.jwks.refresh()  # what the background refresh does
+        assert (await auth.authenticate(rs256(claims(sub="d"), kid="jw1"))).sub == "d"
+        assert route.call_count == 2
+
+
+async def test_an_unknown_kid_refreshes_at_most_once_per_min_refresh(
+    respx_mock: MockRouter,
+) -> None:
+    rotated = [httpx.Response(200, json=jwks_document(*kids)) for kids in (["jw1"], ["jw2"])]
+    route = respx_mock.get(JWKS_URL).mock(side_effect=rotated)
+    async with jwks_auth(JWKS_URL, min_refresh=30) as (auth, now):
+        assert await auth.authenticate(rs256(claims(sub="a"), kid="jw1"))
+        now[0] += 29  # the IdP rotates to jw2 now, within min_refresh of the last fetch
+        await reject(rs256(claims(sub="b"), kid="jw2"), "no key", auth)
+        await reject(rs256(claims(sub="c"), kid="jw2"), "no key", auth)
+        assert route.call_count == 1
+        now[0] += 1
+        assert (await auth.authenticate(rs256(claims(sub="d"), kid="jw2"))).sub == "d"
+        assert route.call_count == 2
+        await reject(rs256(claims(sub="e"), kid="jw1"), "no key", auth)  # rotated out
+        assert route.call_count == 2
+
+
+async def _no_answer(request: httpx.Request) -> httpx.Response:
+    await asyncio.Event().wait()  # never set: an IdP that accepts and never answers
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize(
+    ("failure", "logged"),
+    [
+        (httpx.Response(503), "answered 503 Service Unavailable"),
+        (httpx.ConnectError("connection refused"), "ConnectError: connection refused"),
+        (httpx.ReadTimeout("timed out"), "ReadTimeout: timed out"),
+        (_no_answer, "no answer within 0.05s"),
+        (httpx.Response(200, text="<html>sign in</html>"), "the answer is not JSON"),
+        (httpx.Response(200, json={"keys": "jw1"}), "the answer is not a JWKS document"),
+    ],
+    ids=["5xx", "refused", "httpx-timeout", "total-timeout", "not-json", "not-jwks"],
+)
+async def test_a_failed_refresh_is_logged_and_the_last_keys_serve_until_they_expire(
+    respx_mock: MockRouter, caplog: pytest.LogCaptureFixture, failure: Any, logged: str
+) -> None:
+    good = httpx.Response(200, json=jwks_document("jw1"))
+    respx_mock.get(JWKS_URL).mock(side_effect=[good, failure])
+    async with jwks_auth(JWKS_URL, cache=100, min_refresh=10, timeout=0.05) as (auth, now):
+        assert auth.jwks is not None
+        assert await auth.authenticate(rs256(claims(sub="a"), kid="jw1"))
+        now[0] += 50
+        with caplog.at_level(logging.WARNING, logger="strangler.tokens"):
+            await auth.jwks.refresh()
+        assert auth.jwks.fetches == 2  # respx counts no call that never answered
+        assert f"JWKS refresh from {JWKS_URL} failed, keeping the last keys: {logged}" in (
+            caplog.text
+        )
+        assert await auth.authenticate(rs256(claims(sub="b"), kid="jw1"))
+        now[0] += 51  # past the last keys' lifetime
+        await reject(rs256(claims(sub="c"), kid="jw1"), "no key", auth)

@@ -1,4 +1,4 @@
-"""A headless Chromium driven over ChromeDriver's W3C WebDriver HTTP API, with aiohttp.
+"""A headless Chromium driven over ChromeDriver's W3C WebDriver HTTP API, with httpx.
 
 Only the few commands the dashboard test needs: open a URL, find an element, type into it,
 click it, run a script. Waiting is always for a condition, with a deadline (`until`).
@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiohttp
+import httpx
 import pytest
 
 from bench.process import free_port
@@ -24,6 +24,7 @@ from bench.process import free_port
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 UNTIL_SECONDS = 30.0  # the page polls every 2 s; a loaded machine may need several polls
+COMMAND_SECONDS = 60.0  # one command: creating a session starts Chromium, slow when loaded
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C key of an element reference
 # Without the background-networking flags Chromium dials out at start-up, and this machine's
 # closed network refuses it slowly; --disable-dev-shm-usage: containers have a small /dev/shm.
@@ -57,14 +58,14 @@ class WebDriverError(Exception):
 
 
 class Browser:
-    def __init__(self, http: aiohttp.ClientSession, base: str, session: str) -> None:
+    def __init__(self, http: httpx.AsyncClient, base: str, session: str) -> None:
         self.http = http
         self.base = f"{base}/session/{session}"
 
     async def command(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        async with self.http.request(method, self.base + path, json=body) as response:
-            answer = await response.json()
-        if response.status != 200:
+        response = await self.http.request(method, self.base + path, json=body)
+        answer = response.json()
+        if response.status_code != 200:
             raise WebDriverError(f"{method} {path}: {answer['value']}")
         return answer["value"]
 
@@ -112,7 +113,8 @@ async def chromium() -> AsyncIterator[Browser]:
             [driver, f"--port={port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
-            async with aiohttp.ClientSession() as http:
+            # ChromeDriver listens on loopback: no proxy from the environment.
+            async with httpx.AsyncClient(timeout=COMMAND_SECONDS, trust_env=False) as http:
                 await _ready(http, base, process)
                 capabilities = {
                     "browserName": "chrome",
@@ -121,31 +123,31 @@ async def chromium() -> AsyncIterator[Browser]:
                         "args": [*ARGS, f"--user-data-dir={profile}"],
                     },
                 }
-                async with http.post(
+                response = await http.post(
                     f"{base}/session", json={"capabilities": {"alwaysMatch": capabilities}}
-                ) as response:
-                    created = await response.json()
-                if response.status != 200:
+                )
+                created = response.json()
+                if response.status_code != 200:
                     raise WebDriverError(f"no browser session: {created['value']}")
                 browser = Browser(http, base, created["value"]["sessionId"])
                 try:
                     yield browser
                 finally:
-                    with contextlib.suppress(aiohttp.ClientError, WebDriverError):
+                    with contextlib.suppress(httpx.HTTPError, WebDriverError):
                         await browser.command("DELETE", "")
         finally:
             process.terminate()
             process.wait(timeout=10)
 
 
-async def _ready(http: aiohttp.ClientSession, base: str, process: subprocess.Popen[bytes]) -> None:
+async def _ready(http: httpx.AsyncClient, base: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise WebDriverError(f"chromedriver exited with {process.returncode}")
-        with contextlib.suppress(aiohttp.ClientError):
-            async with http.get(f"{base}/status") as response:
-                if response.status == 200 and (await response.json())["value"]["ready"]:
-                    return
+        with contextlib.suppress(httpx.TransportError):  # not listening yet
+            response = await http.get(f"{base}/status")
+            if response.status_code == 200 and response.json()["value"]["ready"]:
+                return
         await asyncio.sleep(0.05)  # chromedriver is starting: poll its /status
     raise WebDriverError("chromedriver did not become ready within 30 s")
