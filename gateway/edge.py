@@ -3,7 +3,8 @@
 uvicorn parses requests with httptools (llhttp, Node's parser), which rejects most malformed
 framing (a bad chunk size, Content-Length with Transfer-Encoding, two Content-Lengths,
 folded or invalid header lines). What it leaves to the server, uvicorn does not do, so
-`EdgeProtocol` adds it as a subclass that overrides the parser callbacks, nothing else:
+`EdgeProtocol` adds it as a subclass that overrides the parser callbacks (and, in `_start`,
+starts the request cycle as uvicorn does, with a cycle class of its own):
 
 - limits (gateway/edge_config.py): request target 414, header bytes and count 431, a header
   timeout 408, an idle timeout for connections that never send a request, a body timeout
@@ -31,6 +32,7 @@ import asyncio
 import logging
 import re
 import resource
+import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
@@ -225,19 +227,54 @@ class EdgeProtocol(HttpToolsProtocol):
             and _head_size(self.url, self.headers) > edge.max_header_bytes
         ):
             raise _Reject(_too_large(edge))
-        self._check_head()
+        version, method = self._check_head()
         if len(self.connections) > self._cap and not self.url.startswith(_ADMIN):
             raise _Reject(TooManyConnections("the gateway has too many connections", 1))
         self._wait(_BODY, edge.body_timeout)
-        if self._upgrade:  # the application decides, and may take the connection over
-            self.scope["extensions"] = {TUNNEL: {"take_over": self._take_over}}
-        super().on_headers_complete()
-        if self._upgrade:
-            self.cycle.keep_alive = False  # refused: the connection closes after the answer
+        self._start(version, method)
 
-    def _check_head(self) -> None:
+    def _start(self, version: str, method: bytes) -> None:
+        """uvicorn's own start of a request cycle (its on_headers_complete, less what the
+        checks above decided), with the cycle that answers failures in JSON: made here, not
+        swapped in later, which would make every attribute lookup on it slower."""
+        scope = self.scope
+        scope["method"] = method.decode("ascii")
+        if version != "1.1":
+            scope["http_version"] = version
+        if self._upgrade:  # the application decides, and may take the connection over
+            scope["extensions"] = {TUNNEL: {"take_over": self._take_over}}
+        parsed = httptools.parse_url(self.url)
+        raw_path = parsed.path
+        path = raw_path.decode("ascii")
+        if "%" in path:
+            path = urllib.parse.unquote(path)
+        scope["path"] = self.root_path + path
+        scope["raw_path"] = self.root_path.encode("ascii") + raw_path
+        scope["query_string"] = parsed.query or b""
+        previous = self.cycle
+        self.cycle = _JsonCycle(
+            scope=scope,
+            transport=self.transport,
+            flow=self.flow,
+            logger=_CYCLE_LOG,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=self.expect_100_continue,
+            # a refused upgrade closes the connection after its answer
+            keep_alive=version != "1.0" and self.parser.should_keep_alive() and not self._upgrade,
+            on_response=self.on_response_complete,
+        )
+        if previous is None or previous.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined: queued behind the request being answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+    def _check_head(self) -> tuple[str, bytes]:
         """The request head's own rules, before the application sees it (one pass over the
-        headers: this runs on every request)."""
+        headers: this runs on every request); its HTTP version and method."""
         version = self.parser.get_http_version()
         if version == "0.9":
             raise _Reject(BadRequest("HTTP/0.9 requests are not served"))
@@ -276,6 +313,7 @@ class EdgeProtocol(HttpToolsProtocol):
                 raise _Reject(BadRequest("an HTTP/1.1 request needs a Host header"))
         elif not _HOST.fullmatch(host):
             raise _Reject(BadRequest("malformed Host header"))
+        return version, method
 
     def _absolute_form(self) -> bytes:
         """RFC 9112 3.2.2: the target's authority is the Host; a Host header is ignored."""
@@ -310,11 +348,6 @@ class EdgeProtocol(HttpToolsProtocol):
         if self._timer is not None:
             self._timer.cancel()
         return self.transport, self._early
-
-    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
-        cycle.__class__ = _JsonCycle
-        cycle.logger = _CYCLE_LOG
-        super()._start_asgi_task(cycle, app)
 
     # -- answers made here ---------------------------------------------------------------------
     def _reject(self, error: GatewayError) -> None:
