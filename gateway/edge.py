@@ -110,6 +110,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self._chunk = 0  # the size of the read being parsed
         self._closing = False
         self._upgrade = False  # a WebSocket upgrade is with the application
+        self._valid_host: bytes | None = None  # the last Host that passed the check
         self._early = b""  # bytes the client sent past its upgrade request
 
     # -- connections -------------------------------------------------------------------------
@@ -311,8 +312,10 @@ class EdgeProtocol(HttpToolsProtocol):
         if host is None:
             if version == "1.1":
                 raise _Reject(BadRequest("an HTTP/1.1 request needs a Host header"))
-        elif not _HOST.fullmatch(host):
-            raise _Reject(BadRequest("malformed Host header"))
+        elif host != self._valid_host:  # a client sends the same Host again and again
+            if not _HOST.fullmatch(host):
+                raise _Reject(BadRequest("malformed Host header"))
+            self._valid_host = host
         return version, method
 
     def _absolute_form(self) -> bytes:

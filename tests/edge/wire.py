@@ -261,7 +261,7 @@ def check_gateway_error(answer: Answer, status: int, code: str | None = None) ->
 Check = Callable[[list[Received]], None]
 
 
-@dataclass
+@dataclass(repr=False)  # hypothesis prints the fixture with a failing example
 class Stack:
     gateway: Gateway
     a: Recording  # the default upstream
