@@ -9,7 +9,7 @@ starts the request cycle as uvicorn does, with a cycle class of its own):
 - limits (gateway/edge_config.py): request target 414, header bytes and count 431, a header
   timeout 408, an idle timeout for connections that never send a request, a body timeout
   408 between two reads of a body, a cap on open connections with headroom for
-  `/_strangler/` (the oldest idle connection is closed first to make room, as nginx does);
+  `/_strangler/` (an idle keep-alive connection is closed first to make room, as nginx does);
 - strictness: HTTP/0.9 400, versions other than 1.0 and 1.1 505, a missing (HTTP/1.1),
   duplicate or malformed `Host` 400, an absolute-form target's authority replaces `Host`
   (RFC 9112 3.2.2), `CONNECT` 405, transfer codings other than `chunked` 501, upgrades
@@ -93,7 +93,6 @@ class EdgeProtocol(HttpToolsProtocol):
     """One client connection. `settings` gives the live table's `edge:` section."""
 
     settings: Callable[[], EdgeSettings]
-    idle: dict[EdgeProtocol, None]  # connections waiting for a request, oldest first
     descriptors: int  # the most connections the process's descriptor limit allows
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -122,27 +121,26 @@ class EdgeProtocol(HttpToolsProtocol):
             self._closing = True
             transport.abort()  # nothing read, nothing to answer
             return
-        self.idle[self] = None
         self._wait(_IDLE, self.edge.idle_timeout)
 
     def _evict_idle(self) -> None:
-        for conn in self.idle:
-            if conn is not self:
-                del self.idle[conn]
+        """Close a connection that waits for a request (rare: only at the cap, so a scan)."""
+        for conn in self.connections:
+            if conn is not self and isinstance(conn, EdgeProtocol) and conn.idle:
                 conn.transport.close()
                 return
 
+    @property
+    def idle(self) -> bool:
+        """Waiting for a request: nothing read of one, no answer under way."""
+        cycle = self.cycle
+        return self._phase in (_IDLE, _NONE) and (cycle is None or cycle.response_complete)
+
     def connection_lost(self, exc: Exception | None) -> None:
-        self.idle.pop(self, None)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         super().connection_lost(exc)
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            self.idle[self] = None
 
     # -- the timer: one per connection, re-armed only when it fires early ----------------------
     def _wait(self, phase: int, seconds: float) -> None:
@@ -200,8 +198,21 @@ class EdgeProtocol(HttpToolsProtocol):
                 self._reject(_too_large(self.edge) if self.headers else _too_long(self.edge))
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.idle.pop(self, None)
+        # uvicorn's, inlined (this runs on every request)
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+        self.scope = {  # type: ignore[typeddict-item]  # completed in _start
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
         self._head_bytes = 0
         self._wait(_HEAD, self.edge.header_timeout)
 
@@ -337,7 +348,10 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         self._phase = _NONE  # the application has the request: the upstream's timeouts apply
-        super().on_message_complete()
+        cycle = self.cycle  # uvicorn's, inlined (this runs on every request)
+        if not cycle.response_complete:
+            cycle.more_body = False
+            cycle.message_event.set()
 
     def _take_over(self, head: bytes) -> tuple[asyncio.Transport, bytes]:
         """Send the 101 `head` and hand the connection over (gateway/websocket.py): this
@@ -346,7 +360,6 @@ class EdgeProtocol(HttpToolsProtocol):
         cycle.response_started = cycle.response_complete = True  # the tunnel is the answer
         self.transport.write(head)
         self.connections.discard(self)  # the tunnel's owner closes it at shutdown
-        self.idle.pop(self, None)
         self._phase = _NONE
         if self._timer is not None:
             self._timer.cancel()
@@ -408,7 +421,7 @@ def descriptor_budget() -> int:
 
 def protocol(settings: Callable[[], EdgeSettings]) -> type[EdgeProtocol]:
     """The protocol class for one server, reading its limits from `settings` per connection."""
-    attrs = {"settings": staticmethod(settings), "idle": {}, "descriptors": descriptor_budget()}
+    attrs = {"settings": staticmethod(settings), "descriptors": descriptor_budget()}
     return type("EdgeProtocol", (EdgeProtocol,), attrs)
 
 
