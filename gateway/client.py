@@ -132,14 +132,15 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_message_begin(self) -> None:
-        if self.status:  # a second response after the final one: never parsed, never merged
+        if self.complete:  # a second response after the final one: never parsed, never merged
             self.extra = True
             raise _StopParsing
+        self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self.complete:  # ... with no header field at all
+            self.extra = True
+            raise _StopParsing
         status = self.parser.get_status_code()
         if status == 101 or not 100 <= status <= 599:  # no upgrade was asked for
             self.error = UpstreamUnavailable(f"the upstream answered with status {status}")

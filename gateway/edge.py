@@ -214,7 +214,11 @@ class EdgeProtocol(HttpToolsProtocol):
             "state": self.app_state.copy(),
         }
         self._head_bytes = 0
-        self._wait(_HEAD, self.edge.header_timeout)
+        # _wait(_HEAD, header_timeout), inlined
+        self._phase = _HEAD
+        self._deadline = deadline = self.loop.time() + self.edge.header_timeout
+        if self._timer is None or deadline < self._armed:
+            self._arm()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -242,7 +246,11 @@ class EdgeProtocol(HttpToolsProtocol):
         version, method = self._check_head()
         if len(self.connections) > self._cap and not self.url.startswith(_ADMIN):
             raise _Reject(TooManyConnections("the gateway has too many connections", 1))
-        self._wait(_BODY, edge.body_timeout)
+        # _wait(_BODY, body_timeout), inlined; the timer is armed since the head began
+        self._phase = _BODY
+        self._deadline = deadline = self.loop.time() + edge.body_timeout
+        if deadline < self._armed:
+            self._arm()
         self._start(version, method)
 
     def _start(self, version: str, method: bytes) -> None:

@@ -57,6 +57,7 @@ _GATEWAY_OWNED = frozenset(
 _OWNED_PREFIXES = (b"x-user-", b"x-strangler-", b"x-forwarded-")
 # Framed by the gateway's client, never copied from the client's request.
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+_NOT_FORWARDED = HOP_BY_HOP | _FRAMING
 # What a Connection header may not name: framing, routing and identity.
 _PROTECTED = _GATEWAY_OWNED | _FRAMING | {b"authorization", b"cookie"}
 # What a monolith that knows its commit position says after a write (gateway/consistency.py).
@@ -64,12 +65,19 @@ COMMIT_POSITION = b"x-strangler-commit-position"
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def _connection_tokens(headers: Headers) -> frozenset[bytes]:
+def _connection_tokens(headers: Headers) -> set[bytes]:
     tokens: set[bytes] = set()
     for name, value in headers:
         if name.lower() == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
-    return frozenset(tokens)
+    return tokens
+
+
+def _dropped(always: frozenset[bytes], headers: Headers) -> frozenset[bytes]:
+    """`always` and what a Connection header names (a new set only when it names any:
+    most messages have none, and this runs on every request and response)."""
+    tokens = _connection_tokens(headers)
+    return always | tokens if tokens else always
 
 
 def protected_nomination(headers: Headers) -> bytes | None:
@@ -103,7 +111,7 @@ def upstream_request_headers(
     A bearer token is the gateway's to consume and is not passed on (as Envoy's jwt_authn
     does by default); upstreams get the verified identity as X-User-Id and X-User-Roles.
     """
-    dropped = HOP_BY_HOP | _FRAMING | _connection_tokens(headers)
+    dropped = _dropped(_NOT_FORWARDED, headers)
     out: Headers = []
     prior: dict[bytes, list[bytes]] = {}
     for name, value in headers:
@@ -163,7 +171,7 @@ def response_headers(
 ) -> tuple[Headers, bytes | None]:
     """Upstream response headers as sent to the client, and the upstream's commit position
     (`X-Strangler-Commit-Position`, read-your-writes' signal; never sent on)."""
-    dropped = HOP_BY_HOP | _connection_tokens(raw)
+    dropped = _dropped(HOP_BY_HOP, raw)
     out: Headers = []
     position = None
     for name, value in raw:
