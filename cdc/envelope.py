@@ -70,6 +70,8 @@ class Change:
     # The value had no schema (JsonConverter schemas.enable=false): its columns are plain
     # JSON, and the mapping's declared types decode them.
     schemaless: bool = False
+    # Rewritten by ExtractNewRecordState: `table` is `__table` (no schema), if it was added.
+    flattened: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,7 +365,9 @@ def _flattened(
     # Without `sequence` the lsn is all there is: (lsn, lsn), or the snapshot marker for an
     # initial snapshot's read (`add.fields=source.snapshot` tells an incremental one apart).
     initial = op == "r" and meta.get("__source_snapshot") != "incremental"
-    where = None if lsn is None else _checked_position(origin, SNAPSHOT_MARKER if initial else lsn, lsn)
+    where = (
+        None if lsn is None else _checked_position(origin, SNAPSHOT_MARKER if initial else lsn, lsn)
+    )
     return Change(
         origin,
         op,
@@ -374,4 +378,5 @@ def _flattened(
         ts if isinstance(ts, int) else None,
         meta.get("__table") if isinstance(meta.get("__table"), str) else None,
         schema.raw is None,
+        flattened=True,
     )

@@ -485,7 +485,7 @@ def test_delete_with_null_before_is_keyed_from_the_message_key() -> None:
     delete = change(KEY_BARE, value("d"))
     assert (delete.op, delete.key, delete.before, delete.after) == ("d", {"id": 1}, None, None)
     plan = batch.plan([delete], MAPPING)
-    ops = plan.tables["products"].segments[-1].ops
+    ops = plan.tables["products"].ops
     assert list(ops) == [(1,)]
     assert isinstance(ops[(1,)], batch.Delete)
 
@@ -665,6 +665,7 @@ def test_flattened_update_with_schemas() -> None:
         f"{24023128:016x}/{24023128:016x}",
         1709210096789,
         "products",
+        flattened=True,
     )
 
 
@@ -679,7 +680,9 @@ def test_flattened_snapshot_read_and_bare_row() -> None:
     read = change(KEY_BARE, {**ROW, **FLAT_META, "__op": "r", "__deleted": "false"})
     assert (read.op, read.after, read.position) == ("r", ROW, f"{0:016x}/{24023128:016x}")
     bare = change(KEY_BARE, ROW)  # no metadata fields configured
-    assert bare == Change(ORIGIN, "u", {"id": 1}, None, ROW, None, None, None, schemaless=True)
+    assert bare == Change(
+        ORIGIN, "u", {"id": 1}, None, ROW, None, None, None, schemaless=True, flattened=True
+    )
 
 
 def test_flattened_row_may_have_columns_named_like_envelope_fields() -> None:
