@@ -97,7 +97,9 @@ def operation(
         return None
     try:
         if change.op == "d":
-            return Delete(origin, _delete_key(change, table), change.position)
+            key = _delete_key(change, table)
+            _check_key(change, table, dict(zip(table.key, key, strict=True)), check)
+            return Delete(origin, key, change.position)
         after = change.after or {}
         row: dict[str, Any] = {}
         schemaless = change.schemaless
@@ -114,14 +116,25 @@ def operation(
         missing = [k for k in table.key if k not in row]
         if missing:
             raise EventError(origin, f"key column(s) {missing} unavailable (TOASTed)")
-        problem = check(row) if check is not None else None
-        if problem is not None:
-            raise EventError(origin, f"{table.target}: {problem}")
+        _check_key(change, table, row, check)
         if table.position is not None:
             row[table.position] = change.position
         return Upsert(origin, tuple(row[k] for k in table.key), row, change.position)
     except DECODE_ERRORS as exc:
         raise EventError(origin, f"{table.target}: {exc}") from exc
+
+
+def _check_key(
+    change: Change, table: TableMapping, row: dict[str, Any], check: RowCheck | None
+) -> None:
+    # A null key would match nothing on PostgreSQL and, in SQLite's INTEGER PRIMARY KEY (a
+    # rowid), be given a new number: neither is the row the event is about.
+    nulls = [k for k in table.key if row.get(k) is None]
+    if nulls:
+        raise EventError(change.origin, f"{table.target}: key column(s) {nulls} are null")
+    problem = check(row) if check is not None else None
+    if problem is not None:
+        raise EventError(change.origin, f"{table.target}: {problem}")
 
 
 def _delete_key(change: Change, table: TableMapping) -> Key:

@@ -15,7 +15,9 @@ the reason, before any SQL runs (issue 17). The rules, by SQLAlchemy type:
   SQLite (it would be stored as NULL). ±Infinity: kept on both (PostgreSQL 14+ numeric,
   SQLite REAL; an older PostgreSQL refuses it and the event is dead-lettered then).
 - Float: an int, float or Decimal.
-- DateTime: a datetime; Date: a date (not a datetime); Time: a time.
+- DateTime: a datetime that stays within the years 1-9999 in UTC (what the database
+  stores, and what the search service reads back); Date: a date (not a datetime); Time: a
+  time.
 - Boolean: a bool. LargeBinary: bytes. JSON and any other type: not checked here.
 
 NULL passes: NOT NULL is the database's to enforce (a constraint, found per event).
@@ -24,7 +26,7 @@ NULL passes: NOT NULL is the database's to enforce (a constraint, found per even
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Any, Final
 
@@ -80,6 +82,17 @@ def _float(value: Any) -> str | None:
     return None
 
 
+def _timestamp(value: Any) -> str | None:
+    if not isinstance(value, datetime):
+        return f"expected a timestamp, got {_shown(value)}"
+    if value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)  # the database keeps it in UTC; it must stay a datetime
+        except OverflowError:
+            return f"{value.isoformat()} is outside the years 1-9999 in UTC"
+    return None
+
+
 def _instance(kind: type, name: str, exclude: type | None = None) -> Check:
     def check(value: Any) -> str | None:
         if not isinstance(value, kind) or (exclude is not None and isinstance(value, exclude)):
@@ -106,7 +119,7 @@ def column_check(kind: sa.types.TypeEngine[Any], dialect: str) -> Check | None:
     if isinstance(kind, sa.Numeric):
         return _numeric(nan=dialect == "postgresql")
     if isinstance(kind, sa.DateTime):
-        return _instance(datetime, "a timestamp")
+        return _timestamp
     if isinstance(kind, sa.Date):
         return _instance(date, "a date", exclude=datetime)
     if isinstance(kind, sa.Time):

@@ -174,6 +174,10 @@ class Outcome:
     def ignored(self) -> int:
         return sum(c.ignored for c in self.topics.values())
 
+    @property
+    def truncates(self) -> int:
+        return sum(c.truncates for c in self.topics.values())
+
 
 def _merge(into: dict[str, Counts], more: dict[str, Counts]) -> None:
     for topic, counts in more.items():
