@@ -40,7 +40,7 @@ class Settings:
             mapping_path=Path(environ.get("CDC_MAPPING") or DEFAULT_PATH),
             group_id=environ.get("CDC_GROUP_ID") or "strangler-cdc",
             status_file=Path(environ.get("CDC_STATUS_FILE") or "var/cdc-status.json"),
-            session_timeout_ms=int(environ.get("CDC_SESSION_TIMEOUT_MS") or 10_000),
+            session_timeout_ms=int(environ.get("CDC_SESSION_TIMEOUT_MS") or 6_000),
             instance_id=environ.get("CDC_INSTANCE_ID") or None,
             tombstone_retention=(
                 parse_duration(environ["CDC_TOMBSTONE_RETENTION"])
