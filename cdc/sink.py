@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
@@ -46,6 +45,7 @@ from cdc.columns import RowCheck, row_check
 from cdc.envelope import Change
 from cdc.errors import EventError, MappingError, SinkUnavailable
 from cdc.mapping import Mapping, TableMapping
+from cdc.statements import Compiled, Staged
 from cdc.tombstones import DEFAULT_RETENTION, TABLE_KEY, TOMBSTONES_TABLE, Tombstones, key_text
 from cdc.values import DECODE_ERRORS
 from gateway.validation import ConfigIssue
@@ -77,67 +77,6 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A statement compiled once for the dialect: its SQL and how to lay out its values."""
-
-    sql: str
-    names: tuple[str, ...] | None  # positional parameter order (qmark), None for named
-    processors: tuple[tuple[str, Any], ...]  # bind processors of the columns that have one
-
-    @classmethod
-    def of(
-        cls, statement: Any, engine: Engine, types: dict[str, sa.types.TypeEngine[Any]]
-    ) -> _Compiled:
-        compiled = statement.compile(dialect=engine.dialect)
-        processors = []
-        for name, kind in types.items():
-            processor = kind.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-            if processor is not None:
-                processors.append((name, processor))
-        names = tuple(compiled.positiontup) if compiled.positional else None
-        return cls(compiled.string, names, tuple(processors))
-
-    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
-        """executemany over the rows (dicts by bind name); the rows it changed."""
-        for name, processor in self.processors:
-            for row in rows:
-                value = row.get(name)
-                if value is not None:
-                    row[name] = processor(value)
-        names = self.names
-        params: list[Any] = rows if names is None else [tuple(r[n] for n in names) for r in rows]
-        return int(connection.exec_driver_sql(self.sql, params).rowcount)
-
-
-@dataclass(frozen=True, slots=True)
-class _Staged:
-    """PostgreSQL's faster path for complete rows: COPY them into a temporary table, then
-    one `INSERT ... SELECT ... ON CONFLICT` (about twice the rows/s of executemany here)."""
-
-    create: str  # the session's stage table, empty at each commit
-    copy: str
-    insert: str
-    clear: str
-    columns: tuple[str, ...]
-
-    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
-        driver = connection.connection.driver_connection
-        try:
-            with driver.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.execute(self.create)
-                with cursor.copy(self.copy) as copy:
-                    for row in rows:
-                        copy.write_row([row[c] for c in self.columns])
-                cursor.execute(self.insert)
-                changed = int(cursor.rowcount)
-                cursor.execute(self.clear)
-                return changed
-        except psycopg.Error as exc:
-            # As SQLAlchemy would raise it: an outage or a row the database refuses.
-            raise DBAPIError.instance(self.insert, None, exc, psycopg.Error) from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +138,8 @@ class SqlSink:
         self.tombstones: Tombstones | None = None
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._statements: dict[tuple[Any, ...], Any] = {}
-        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
-        self._staged: dict[tuple[Any, ...], _Staged] = {}
+        self._compiled: dict[tuple[Any, ...], Compiled] = {}
+        self._staged: dict[tuple[Any, ...], Staged] = {}
         self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
     def open(self) -> None:
@@ -370,7 +309,7 @@ class SqlSink:
                 self.tombstones.record(connection, mapping.target, deleted)  # type: ignore[arg-type]
         return changed
 
-    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> _Compiled:
+    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> Compiled:
         cache_key = ("delete", mapping.target, guarded)
         if cache_key not in self._compiled:
             where = [table.c[k] == sa.bindparam(f"k_{k}") for k in mapping.key]
@@ -380,7 +319,7 @@ class SqlSink:
                 where.append(sa.or_(column.is_(None), column < sa.bindparam("p_position")))
                 types["p_position"] = column.type
             statement = sa.delete(table).where(*where)
-            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
         return self._compiled[cache_key]
 
     def _upserts(
@@ -452,18 +391,18 @@ class SqlSink:
 
     def _upsert_statement(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> _Compiled:
+    ) -> Compiled:
         cache_key = ("upsert", mapping.target, columns, guarded)
         if cache_key not in self._compiled:
             insert = self._insert(table).values({c: sa.bindparam(c) for c in columns})
             statement = self._on_conflict(mapping, table, insert, columns, guarded)
             types = {c: table.c[c].type for c in columns}
-            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
         return self._compiled[cache_key]
 
     def _staged_upsert(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> _Staged:
+    ) -> Staged:
         cache_key = (mapping.target, columns, guarded)
         if cache_key not in self._staged:
             quote = self.engine.dialect.identifier_preparer.quote
@@ -474,7 +413,7 @@ class SqlSink:
             )
             statement = self._on_conflict(mapping, table, insert, columns, guarded)
             # Names come from the reflected table and the mapping's checked identifiers.
-            self._staged[cache_key] = _Staged(
+            self._staged[cache_key] = Staged(
                 create=f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(stage.name)}"  # noqa: S608
                 f" ON COMMIT DELETE ROWS AS SELECT * FROM {quote(table.name)} WITH NO DATA",
                 copy=f"COPY {quote(stage.name)} ({names}) FROM STDIN",
