@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -26,8 +25,7 @@ from test_cdc_sink import CATEGORIES, PRODUCTS, product
 from cdc import mapping
 from cdc.consumer import Bridge, Options
 from cdc.record import Source
-from cdc.sink import SqlSink, create_engine
-from new_services.search import manage as search
+from cdc.sink import SqlSink
 
 
 class FakeMessage:
@@ -185,21 +183,13 @@ def batches(draw: st.DrawFn) -> list[FakeMessage]:
     return messages
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def bridge(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Bridge]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'search.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    search.migrate(url)
-    engine = create_engine(url)
-    sink = SqlSink(engine, mapping.load())
-    sink.open()
+@pytest.fixture
+def bridge(sink: SqlSink) -> Bridge:
     running = Bridge(mapping.load(), sink, Options("127.0.0.1:9"))
+    # The loop's Kafka clients, as `run` would have made them.
     running._consumer = cast(Any, FakeConsumer())
     running._producer = cast(Any, FakeProducer())
-    yield running
-    engine.dispose()
+    return running
 
 
 def _accounted(bridge: Bridge) -> int:

@@ -14,30 +14,19 @@ interleaved at random), cut into random batches and applied by the sink. Then:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_cdc_sink import CATEGORIES
 
-from cdc import envelope, mapping
+from cdc import envelope
 from cdc.envelope import Change
 from cdc.errors import Origin
-from cdc.record import Field, Source
-from cdc.sink import SqlSink, create_engine
-from new_services.search import manage as search
+from cdc.sink import SqlSink
 
-CATEGORIES = Source(
-    "legacy",
-    "public",
-    "categories",
-    (Field("id", "int32", optional=False), Field("slug", "string"), Field("name", "string")),
-    ("id",),
-)
 KEYS = 3
 PARTITIONS = 2
 
@@ -167,20 +156,6 @@ def assert_nothing_resurrected(
         assert (event.op in "cu", event.key, event.row["name"]) == (True, key, name)
         gone = [e for e in applied if e.op in "dt" and e.key in (0, key) and e.position > where]
         assert not gone, f"row {key} at {where} is present after {gone} was applied"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sink(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlSink]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'search.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    search.migrate(url)
-    engine = create_engine(url)
-    target = SqlSink(engine, mapping.load())
-    target.open()
-    yield target
-    engine.dispose()
 
 
 def _reset(sink: SqlSink) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc import envelope, mapping, positions
+from cdc import envelope, positions
 from cdc.envelope import Change
 from cdc.errors import Origin
 from cdc.record import Field, Source
 from cdc.sink import SqlSink, create_engine
-from new_services.search import manage as search
 
 PRODUCTS = Source(
     "legacy",
@@ -85,25 +83,6 @@ def product(pid: int, name: str = "Lamp", category: int = 1, **extra: Any) -> di
         "updated_at": "2025-01-01T00:00:00Z",
     }
     return {**row, **extra}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'search.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    search.migrate(url)
-    return url
-
-
-@pytest.fixture
-def sink(database_url: str) -> Iterator[SqlSink]:
-    engine = create_engine(database_url)
-    target = SqlSink(engine, mapping.load())
-    target.open()
-    yield target
-    engine.dispose()
 
 
 def documents(sink: SqlSink) -> dict[int, tuple[Any, ...]]:
