@@ -112,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     stack: list[threading.Thread] = []
     stop_capture = threading.Event()
     try:
+        # Opened by the bridge, which waits for a database that is not up yet.
         sink = SqlSink(engine, mapping, args.tombstone_retention)
-        sink.open()
         servers = args.bootstrap_servers
         cluster = None
         if servers is None and not args.embedded:

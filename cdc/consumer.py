@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -42,6 +42,7 @@ log = logging.getLogger("strangler.cdc")
 
 BACKOFF_INITIAL_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 2.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -153,8 +154,10 @@ class Bridge:
             }
         )
         self._producer = Producer({**common, "linger.ms": 5})
+        # A database that is not up yet is waited for, as an outage is.
+        if self._while_unavailable(self._open) is None:
+            return
         self._operator()  # before the first message: a skip must end a crash loop
-        self.metrics.state = "running"
         if self.options.assign_all:
             self._consumer.assign(self._all_partitions())
         else:
@@ -295,12 +298,21 @@ class Bridge:
         metrics.batch_done(time.perf_counter() - started)
 
     def _apply(self, changes: list[Change]) -> Outcome | None:
+        return self._while_unavailable(lambda: self.sink.apply(changes))
+
+    def _open(self) -> bool:
+        self.sink.open()
+        return True
+
+    def _while_unavailable(self, work: Callable[[], _T]) -> _T | None:
+        """`work`, retried with backoff while the database is unavailable (None: stopped
+        meanwhile)."""
         delay = BACKOFF_INITIAL_SECONDS
         while True:
             try:
-                outcome = self.sink.apply(changes)
+                result = work()
                 self.metrics.state = "running"
-                return outcome
+                return result
             except SinkUnavailable as exc:
                 self.metrics.state = "waiting-for-database"
                 self.metrics.publish(self.options.status_file)

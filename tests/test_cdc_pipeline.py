@@ -547,3 +547,24 @@ def test_an_operator_skips_one_event_and_replays_a_partition(
         assert next(r for r in target_rows(pipeline.target) if r[0] == 1)[1] != "Skipped"
     finally:
         stop_bridge(running)
+
+
+def test_a_database_down_at_start_is_waited_for(cluster: MockCluster, tmp_path: Path) -> None:
+    status = tmp_path / "status.json"
+    # Nothing listens on port 1: the database is "down" for the whole test.
+    engine = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/search")
+    bridge = Bridge(
+        mapping.load(),
+        SqlSink(engine, mapping.load()),
+        Options(cluster.bootstrap_servers, "tests", status_file=status),
+    )
+    thread = threading.Thread(target=bridge.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: _state(status) == "waiting-for-database", "the bridge to wait")
+    finally:
+        bridge.stop()
+        thread.join(timeout=30)
+        engine.dispose()
+    assert not thread.is_alive()
+    assert _state(status) == "stopped"
