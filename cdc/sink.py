@@ -10,12 +10,16 @@ the database. On PostgreSQL (psycopg) complete rows go faster still: COPY into a
 table of the session, then one `INSERT ... SELECT ... ON CONFLICT` with the same guard.
 
 The guard is what makes redelivery harmless: replaying any suffix of a topic finds every
-row at its position and changes nothing.
+row at its position and changes nothing. A deleted row has no position left to guard it,
+so deletes and truncates leave tombstones (cdc/tombstones.py) that upserts are checked
+against in the same transaction: a replayed create never brings a deleted row back.
 
-Errors are sorted at this edge: a lost or locked database raises `SinkUnavailable` (the
-consumer retries the whole batch later, committing nothing); a batch that violates a
-constraint is retried one event per transaction, and the events that still fail come back
-as `EventError`s for the dead-letter topic.
+Errors are sorted at this edge: a lost or locked database (and, on PostgreSQL, a missing
+table or privilege) raises `SinkUnavailable` (the consumer retries the whole batch later,
+committing nothing). Values the target's columns cannot hold were rejected by the planner
+already (cdc/columns.py); a batch that the database still refuses (a constraint, a value)
+is retried one event per transaction, and the events that still fail come back as
+`EventError`s for the dead-letter topic.
 """
 
 from __future__ import annotations
