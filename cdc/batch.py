@@ -132,6 +132,10 @@ def _check_key(
     nulls = [k for k in table.key if row.get(k) is None]
     if nulls:
         raise EventError(change.origin, f"{table.target}: key column(s) {nulls} are null")
+    try:
+        hash(tuple(row[k] for k in table.key))  # the batch folds events by key
+    except TypeError:
+        raise EventError(change.origin, f"{table.target}: the key is not a value") from None
     problem = check(row) if check is not None else None
     if problem is not None:
         raise EventError(change.origin, f"{table.target}: {problem}")

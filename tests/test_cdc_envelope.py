@@ -1228,3 +1228,14 @@ def test_an_lsn_outside_64_bits_is_an_event_error() -> None:
     for lsn, reason in ((-1, "an LSN out of range"), (2**64, "source.lsn must be an integer")):
         with pytest.raises(EventError, match=reason):
             parse(KEY_BARE, value("u", after=ROW, source=source(lsn=lsn, sequence=None)))
+
+
+def test_an_unhashable_or_null_key_is_rejected_by_the_planner() -> None:
+    # Without the target's column checks (none for this key's type), the planner itself.
+    listed = change({"id": [1]}, value("d", before={"id": [1]}))
+    null = change({"id": None}, value("d", before={"id": None}))
+    plan = batch.plan([listed, null], MAPPING)
+    assert [e.reason for e in plan.rejected] == [
+        "products: the key is not a value",
+        "products: key column(s) ['id'] are null",
+    ]
