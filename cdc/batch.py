@@ -98,7 +98,7 @@ def operation(
     try:
         if change.op == "d":
             key = _delete_key(change, table)
-            _check_key(change, table, dict(zip(table.key, key, strict=True)), check)
+            _check_key(change, table, key, dict(zip(table.key, key, strict=True)), check)
             return Delete(origin, key, change.position)
         after = change.after or {}
         row: dict[str, Any] = {}
@@ -116,24 +116,26 @@ def operation(
         missing = [k for k in table.key if k not in row]
         if missing:
             raise EventError(origin, f"key column(s) {missing} unavailable (TOASTed)")
-        _check_key(change, table, row, check)
+        key = tuple(row[k] for k in table.key)
+        _check_key(change, table, key, row, check)
         if table.position is not None:
             row[table.position] = change.position
-        return Upsert(origin, tuple(row[k] for k in table.key), row, change.position)
+        return Upsert(origin, key, row, change.position)
     except DECODE_ERRORS as exc:
         raise EventError(origin, f"{table.target}: {exc}") from exc
 
 
 def _check_key(
-    change: Change, table: TableMapping, row: dict[str, Any], check: RowCheck | None
+    change: Change, table: TableMapping, key: Key, row: dict[str, Any], check: RowCheck | None
 ) -> None:
+    """The key and the row's values fit the target (the row: the key columns of a delete)."""
     # A null key would match nothing on PostgreSQL and, in SQLite's INTEGER PRIMARY KEY (a
     # rowid), be given a new number: neither is the row the event is about.
-    nulls = [k for k in table.key if row.get(k) is None]
-    if nulls:
+    if None in key:
+        nulls = [k for k, v in zip(table.key, key, strict=True) if v is None]
         raise EventError(change.origin, f"{table.target}: key column(s) {nulls} are null")
     try:
-        hash(tuple(row[k] for k in table.key))  # the batch folds events by key
+        hash(key)  # the batch folds events by key
     except TypeError:
         raise EventError(change.origin, f"{table.target}: the key is not a value") from None
     problem = check(row) if check is not None else None
