@@ -162,12 +162,12 @@ def source_problem(change: Change, table: TableMapping) -> str | None:
     target. An envelope must name the topic's schema and table; a flattened row names only
     its table (`__table`), and only when the SMT was told to add it.
     """
-    _, schema, name = table.topic.rsplit(".", 2)
+    full, name = table.source_names
     if change.table is None:
         return None if change.flattened else "its source names no table"
-    if change.table == f"{schema}.{name}" or (change.flattened and change.table == name):
+    if change.table == full or (change.flattened and change.table == name):
         return None
-    return f"its source is table {change.table!r}, not {schema}.{name} as mapped"
+    return f"its source is table {change.table!r}, not {full} as mapped"
 
 
 def plan(

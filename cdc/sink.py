@@ -280,17 +280,23 @@ class SqlSink:
     ) -> list[Upsert]:
         """The upserts newer than their key's tombstone (and the table's)."""
         assert self.tombstones is not None
-        keys = [key_text(op.key) if op.position is not None else "" for op in upserts]
-        wanted = [k for k in keys if k]
-        newest = self.tombstones.newest(connection, mapping.target, wanted) if wanted else {}
-        if not newest:
+        newest = self.tombstones.newest_of_all(connection, mapping.target)
+        if newest is None:
             return upserts
-        table_wide = newest.get(TABLE_KEY, "")
-        return [
-            op
-            for op, key in zip(upserts, keys, strict=True)
-            if not key or op.position > max(newest.get(key, ""), table_wide)  # type: ignore[operator]
-        ]
+        # Streaming, every upsert is newer than every tombstone: only a replay (or an older
+        # event redelivered) has keys to look up.
+        older = [op for op in upserts if op.position is not None and op.position <= newest]
+        if not older:
+            return upserts
+        keys = {id(op): key_text(op.key) for op in older}
+        found = self.tombstones.newest(connection, mapping.target, list(keys.values()))
+        table_wide = found.get(TABLE_KEY, "")
+        blocked = {
+            id(op)
+            for op in older
+            if op.position <= max(found.get(keys[id(op)], ""), table_wide)  # type: ignore[operator]
+        }
+        return [op for op in upserts if id(op) not in blocked] if blocked else upserts
 
     def _deletes(
         self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Delete]

@@ -65,6 +65,7 @@ class Tombstones:
         else:
             select = select.where(t.key.in_(sa.bindparam("keys", expanding=True)))
         self._select = select.where(t.target == sa.bindparam("target"))
+        self._newest = sa.select(sa.func.max(t.position)).where(t.target == sa.bindparam("target"))
         insert = self._insert(table)
         if self._postgresql:
             # One statement for the batch's deletes, not one round trip each.
@@ -87,6 +88,11 @@ class Tombstones:
             set_={"position": insert.excluded.position, "deleted_at": insert.excluded.deleted_at},
             where=t.position < insert.excluded.position,
         )
+
+    def newest_of_all(self, connection: Connection, target: str) -> str | None:
+        """The newest tombstone position of `target` (one index probe)."""
+        newest: str | None = connection.execute(self._newest, {"target": target}).scalar()
+        return newest
 
     def newest(self, connection: Connection, target: str, keys: list[str]) -> dict[str, str]:
         """The tombstone positions of these keys of `target` (and of the table, `*`)."""

@@ -71,6 +71,7 @@ class CdcTombstone(Base):
     position, so an older event replayed later cannot bring the row back (issue 17)."""
 
     __tablename__ = "cdc_tombstones"
+    __table_args__ = (Index("ix_cdc_tombstones_target_position", "target", "position"),)
 
     target: Mapped[str] = mapped_column(String(63), primary_key=True)
     key: Mapped[str] = mapped_column(Text, primary_key=True)

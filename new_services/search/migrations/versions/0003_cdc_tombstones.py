@@ -35,8 +35,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("target", "key", name=op.f("pk_cdc_tombstones")),
     )
     op.create_index(op.f("ix_cdc_tombstones_deleted_at"), "cdc_tombstones", ["deleted_at"])
+    # The newest tombstone of a target in one index probe: upserts newer than it need no
+    # lookup of their keys (the streaming case).
+    op.create_index("ix_cdc_tombstones_target_position", "cdc_tombstones", ["target", "position"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_cdc_tombstones_target_position", table_name="cdc_tombstones")
     op.drop_index(op.f("ix_cdc_tombstones_deleted_at"), table_name="cdc_tombstones")
     op.drop_table("cdc_tombstones")
