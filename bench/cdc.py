@@ -408,7 +408,7 @@ class _NoDatabase(SqlSink):
 
     def apply(self, changes: Sequence[Change]) -> Outcome:
         work = plan(changes, self.mapping)
-        self.operations += sum(len(s.ops) for t in work.tables.values() for s in t.segments)
+        self.operations += sum(len(t.ops) for t in work.tables.values())
         return Outcome({TOPIC: Counts(applied=len(changes))}, (), work.progress)
 
 

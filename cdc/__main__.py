@@ -3,11 +3,14 @@
     strangler cdc run --bootstrap-servers HOST:PORT   # production: Kafka fed by Debezium
     strangler cdc run --embedded                      # in-process Kafka + the SQLite dev capture
     strangler cdc status                              # what the running bridge reports
+    strangler cdc skip TOPIC PARTITION OFFSET         # never apply that message
+    strangler cdc replay TOPIC PARTITION OFFSET       # consume that partition again from there
     strangler cdc check [MAPPING] [--database-url URL]
 
 Defaults come from the environment: CDC_BOOTSTRAP_SERVERS, SEARCH_DATABASE_URL (the target),
 DATABASE_URL (the monolith's SQLite file, for --embedded), CDC_MAPPING, CDC_GROUP_ID,
-CDC_STATUS_FILE, CDC_SESSION_TIMEOUT_MS, CDC_INSTANCE_ID.
+CDC_STATUS_FILE, CDC_SESSION_TIMEOUT_MS, CDC_INSTANCE_ID, CDC_TOMBSTONE_RETENTION (a
+duration: 7d, 12h, 90m).
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ import logging
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from types import FrameType
 
 from cdc import mapping as mappings
 from cdc import positions
+from cdc.actions import KINDS, actions_file, request
 from cdc.capture import Capture
 from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
 from cdc.errors import CdcError, MappingError
 from cdc.metrics import render
-from cdc.settings import settings
+from cdc.settings import parse_duration, settings
 from cdc.sink import SqlSink, create_engine
 
 
@@ -77,9 +82,24 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a librdkafka setting for the consumer and the dead-letter producer (repeatable)",
     )
+    run.add_argument(
+        "--tombstone-retention",
+        type=_duration,
+        default=env.tombstone_retention,
+        help="how long a delete's tombstone guards against older replayed events (7d)",
+    )
     status = sub.add_parser("status", help="print the running bridge's status")
     status.add_argument("--status-file", type=Path, default=env.status_file)
     status.add_argument("--json", action="store_true")
+    for kind, text in (
+        ("skip", "never apply the message at this offset (the bridge counts it as skipped)"),
+        ("replay", "consume the partition again from this offset (applied events are skipped)"),
+    ):
+        action = sub.add_parser(kind, help=text)
+        action.add_argument("topic")
+        action.add_argument("partition", type=int)
+        action.add_argument("offset", type=int)
+        action.add_argument("--status-file", type=Path, default=env.status_file)
     check = sub.add_parser("check", help="validate a mapping file (and the target's tables)")
     check.add_argument("mapping", type=Path, nargs="?", default=env.mapping_path)
     check.add_argument("--database-url", default=None)
@@ -92,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
     stack: list[threading.Thread] = []
     stop_capture = threading.Event()
     try:
-        sink = SqlSink(engine, mapping)
-        sink.open()
+        # Opened by the bridge, which waits for a database that is not up yet.
+        sink = SqlSink(engine, mapping, args.tombstone_retention)
         servers = args.bootstrap_servers
         cluster = None
         if servers is None and not args.embedded:
@@ -180,6 +200,27 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def operator(args: argparse.Namespace) -> int:
+    path = actions_file(args.status_file)
+    try:
+        action = request(path, args.command, args.topic, args.partition, args.offset)
+    except ValueError as exc:
+        print(f"strangler cdc: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"strangler cdc: requested {action.describe()} (id {action.id}) in {path}; the bridge"
+        " carries it out within a second, or when it starts (see `strangler cdc status`)"
+    )
+    return 0
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def check(args: argparse.Namespace) -> int:
     mapping = mappings.load(args.mapping)
     if args.database_url:
@@ -202,6 +243,8 @@ def main(argv: list[str]) -> int:
             return run(args)
         if args.command == "status":
             return status(args)
+        if args.command in KINDS:
+            return operator(args)
         return check(args)
     except MappingError as exc:
         print(str(exc), file=sys.stderr)

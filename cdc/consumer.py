@@ -10,7 +10,11 @@ Delivery is at least once and the sink is idempotent, so every change takes effe
   nothing is stored meanwhile. SIGTERM stops the loop after the batch in hand.
 - A poison message (`EventError`) goes to the dead-letter topic with Kafka Connect's
   `__connect.errors.*` headers (origin topic, partition, offset, the error), and the bridge
-  moves on.
+  moves on. Every failure that belongs to one event is one (issue 17): `handle` raises
+  only for the infrastructure (the dead-letter topic unreachable, a fatal Kafka error).
+- An operator can skip or replay one event by topic, partition and offset
+  (cdc/actions.py); the status says whether the bridge runs, waits for the database,
+  stopped or crashed, and how many times it restarted after a crash (cdc/metrics.py).
 """
 
 from __future__ import annotations
@@ -22,11 +26,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from cdc import envelope
+from cdc.actions import Action, Inbox, actions_file
 from cdc.envelope import Change, Heartbeat, Tombstone, TransactionBoundary
 from cdc.errors import CdcError, EventError, Origin, SinkUnavailable
 from cdc.mapping import Mapping
@@ -37,6 +42,7 @@ log = logging.getLogger("strangler.cdc")
 
 BACKOFF_INITIAL_SECONDS = 0.05
 BACKOFF_MAX_SECONDS = 2.0
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,11 @@ class Options:
     # A member that dies without leaving (SIGKILL, a lost host) keeps its partitions until
     # the coordinator has heard nothing from it for this long, and a rebalance waits for
     # it: a restarted bridge applies nothing meanwhile (librdkafka #568). librdkafka's
-    # default is 45 s; 10 s is Kafka's old default and the brokers' minimum is 6 s.
-    # Heartbeats come from librdkafka's own thread, so a long batch does not count here
+    # default is 45 s; the brokers' minimum (group.min.session.timeout.ms) is 6 s, the
+    # shortest wait a real broker allows (issue 17: restart in seconds). Heartbeats come
+    # from librdkafka's own thread, so a long batch does not count here
     # (max.poll.interval.ms, 5 min, does).
-    session_timeout_ms: int = 10_000
+    session_timeout_ms: int = 6_000
     # Static membership (KIP-345, `group.instance.id`): a bridge restarted under the same
     # id takes its partitions back at once, without a rebalance, on a real broker. Give
     # each replica a stable id (its pod or service name). librdkafka's mock cluster does
@@ -77,6 +84,10 @@ class Bridge:
         self._parser = envelope.Parser(mapping.topic_prefix)
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        status = options.status_file
+        self._inbox = Inbox(actions_file(status) if status is not None else None)
+        self._skips: dict[Origin, Action] = {}  # messages an operator said never to apply
+        self._replays: list[Action] = []  # not carried out yet: the partition is not ours
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, and leave (safe from a signal handler)."""
@@ -94,6 +105,24 @@ class Bridge:
         return [*self.mapping.topics, optional]
 
     def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        self.metrics.recover(self.options.status_file)
+        try:
+            self._run(on_ready)
+        except BaseException as exc:
+            self.metrics.crashed(exc)
+            log.error("the bridge crashed: %s", self.metrics.last_error)
+            raise
+        finally:
+            if self.metrics.state != "crashed":
+                self.metrics.stopped()
+            if self._consumer is not None:
+                self._commit()
+                self._consumer.close()
+            if self._producer is not None:
+                self._producer.flush(10)
+            self.metrics.publish(self.options.status_file, force=True)
+
+    def _run(self, on_ready: Callable[[], None] | None) -> None:
         common = {"bootstrap.servers": self.options.bootstrap_servers, **dict(self.options.extra)}
         membership: dict[str, str | int] = {
             "session.timeout.ms": self.options.session_timeout_ms,
@@ -125,25 +154,68 @@ class Bridge:
             }
         )
         self._producer = Producer({**common, "linger.ms": 5})
-        self.metrics.state = "running"
+        # A database that is not up yet is waited for, as an outage is.
+        if self._while_unavailable(self._open) is None:
+            return
+        self._operator()  # before the first message: a skip must end a crash loop
         if self.options.assign_all:
             self._consumer.assign(self._all_partitions())
         else:
             self._consumer.subscribe(self.topics(), on_revoke=self._on_revoke)
         if on_ready is not None:
             on_ready()
+        while not self.stopping:
+            messages = self._consumer.consume(self.options.max_batch, self.options.max_wait)
+            if messages:
+                self.handle(messages)
+            if self.metrics.publish(self.options.status_file):
+                self._operator()
+
+    def _operator(self) -> None:
+        """Take up new skip and replay requests, and retry replays still waiting."""
+        if self._inbox.poll():
+            for line in self._inbox.unreadable:
+                log.warning("operator: ignored an unreadable request %s", line)
+            done = {entry.get("id") for entry in self.metrics.operator}
+            for action in self._inbox.actions:
+                origin = Origin(action.topic, action.partition, action.offset)
+                if action.kind == "skip" and origin not in self._skips:
+                    self._skips[origin] = action
+                    if action.id not in done:
+                        self._record(action, "will be skipped when met")
+                elif (
+                    action.kind == "replay"
+                    and action.id not in done
+                    and all(r.id != action.id for r in self._replays)
+                ):
+                    self._replays.append(action)
+        self._replays = [r for r in self._replays if not self._replay(r)]
+
+    def _replay(self, action: Action) -> bool:
+        """Seek back to the action's offset if this bridge holds the partition."""
+        assert self._consumer is not None
+        held = {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+        if (action.topic, action.partition) not in held:
+            return False
         try:
-            while not self.stopping:
-                messages = self._consumer.consume(self.options.max_batch, self.options.max_wait)
-                if messages:
-                    self.handle(messages)
-                self.metrics.publish(self.options.status_file)
-        finally:
-            self.metrics.state = "stopped"
-            self._commit()
-            self._consumer.close()
-            self._producer.flush(10)
-            self.metrics.publish(self.options.status_file, force=True)
+            self._consumer.seek(TopicPartition(action.topic, action.partition, action.offset))
+        except KafkaException as exc:
+            log.info("operator: %s waits: %s", action.describe(), exc)
+            return False  # not fetching yet (just assigned): the next poll retries
+        self._record(action, f"consuming again from offset {action.offset}")
+        return True
+
+    def _record(self, action: Action, result: str) -> None:
+        log.warning("operator: %s: %s", action.describe(), result)
+        entry = {
+            "id": action.id,
+            "request": action.describe(),
+            "requested_at": action.requested_at,
+            "result": result,
+            "at": time.time(),
+        }
+        others = [e for e in self.metrics.operator if e.get("id") != action.id]
+        self.metrics.operator = [*others, entry]
 
     def _all_partitions(self) -> list[TopicPartition]:
         assert self._consumer is not None
@@ -180,6 +252,7 @@ class Bridge:
         last: dict[tuple[str, int], int] = {}  # the offset to store, per partition
         parse = self._parser.parse
         metrics = self.metrics
+        skips = self._skips
         for message in messages:
             error = message.error()
             if error is not None:
@@ -195,6 +268,10 @@ class Bridge:
             offset = message.offset() or 0
             last[(topic, partition)] = offset
             origin = Origin(topic, partition, offset)
+            if skips and origin in skips:
+                metrics.topic(topic).skipped += 1
+                self._record(skips[origin], "skipped")
+                continue
             try:
                 event = parse(origin, message.key(), message.value())
             except EventError as exc:
@@ -221,12 +298,21 @@ class Bridge:
         metrics.batch_done(time.perf_counter() - started)
 
     def _apply(self, changes: list[Change]) -> Outcome | None:
+        return self._while_unavailable(lambda: self.sink.apply(changes))
+
+    def _open(self) -> bool:
+        self.sink.open()
+        return True
+
+    def _while_unavailable(self, work: Callable[[], _T]) -> _T | None:
+        """`work`, retried with backoff while the database is unavailable (None: stopped
+        meanwhile)."""
         delay = BACKOFF_INITIAL_SECONDS
         while True:
             try:
-                outcome = self.sink.apply(changes)
+                result = work()
                 self.metrics.state = "running"
-                return outcome
+                return result
             except SinkUnavailable as exc:
                 self.metrics.state = "waiting-for-database"
                 self.metrics.publish(self.options.status_file)
@@ -296,3 +382,4 @@ class Bridge:
             stats.applied += counts.applied
             stats.skipped += counts.skipped
             stats.ignored += counts.ignored
+            stats.truncates += counts.truncates

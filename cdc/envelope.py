@@ -42,7 +42,7 @@ from typing import Any, Final
 import orjson
 
 from cdc.errors import EventError, Origin
-from cdc.values import RowDecoder, row_decoder
+from cdc.values import DECODE_ERRORS, RowDecoder, row_decoder
 
 OPS: Final = frozenset({"c", "u", "d", "r", "t", "m"})
 HEARTBEAT_PREFIX: Final = "__debezium-heartbeat."
@@ -70,6 +70,8 @@ class Change:
     # The value had no schema (JsonConverter schemas.enable=false): its columns are plain
     # JSON, and the mapping's declared types decode them.
     schemaless: bool = False
+    # Rewritten by ExtractNewRecordState: `table` is `__table` (no schema), if it was added.
+    flattened: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,8 +149,10 @@ class Parser:
             return self._parse(origin, key, value)
         except EventError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise EventError(origin, f"malformed event: {exc}") from exc
+        # The decoders' failure modes, and KeyError/AttributeError for a document of the
+        # wrong shape (a schema that is not an object, a field that is missing).
+        except (*DECODE_ERRORS, KeyError, AttributeError) as exc:
+            raise EventError(origin, f"malformed event: {type(exc).__name__}: {exc}") from exc
 
     def _parse(self, origin: Origin, key: bytes | None, value: bytes | None) -> Event:
         topic = origin.topic
@@ -213,6 +217,10 @@ class Parser:
             raw = document.get("schema")
             if isinstance(raw, dict) and ("fields" in raw or "type" in raw):
                 raise EventError(origin, f"the {what} has a 'schema' but no 'payload'")
+        if isinstance(document, dict) and document.keys() == {"payload"}:
+            # Not a flattened row with one column named `payload`: JsonConverter writes both
+            # halves or neither, so this is an envelope that lost its schema.
+            raise EventError(origin, f"the {what} has a 'payload' but no 'schema'")
         return document, _SCHEMALESS
 
     def _remember(
@@ -240,7 +248,7 @@ class Parser:
             raise EventError(origin, f"the key must be a JSON object, got {_kind(payload)}")
         try:
             return schema.decoder(None)(payload)
-        except ValueError as exc:
+        except DECODE_ERRORS as exc:
             raise EventError(origin, f"key: {exc}") from exc
 
 
@@ -263,7 +271,7 @@ def _row(origin: Origin, payload: dict[str, Any], schema: _Schema, name: str) ->
         return None
     try:
         return schema.decoder(name)(raw)
-    except ValueError as exc:
+    except DECODE_ERRORS as exc:
         raise EventError(origin, f"{name}: {exc}") from exc
 
 
@@ -320,6 +328,16 @@ def _source_position(
             ) from exc
     if op == "r" and not incremental:
         commit = SNAPSHOT_MARKER
+    return _checked_position(origin, commit, lsn)
+
+
+_LSN_LIMIT: Final = 1 << 64  # a PostgreSQL LSN is an unsigned 64-bit integer
+
+
+def _checked_position(origin: Origin, commit: int, lsn: int) -> str:
+    # Outside 0..2^64 the fixed-width hex would not sort (a sign, a 17th digit).
+    if not (0 <= commit < _LSN_LIMIT and 0 <= lsn < _LSN_LIMIT):
+        raise EventError(origin, f"an LSN out of range: commit {commit}, lsn {lsn}")
     return position(commit, lsn)
 
 
@@ -330,7 +348,7 @@ def _flattened(
     meta = {k: v for k, v in payload.items() if k.startswith("__")}
     try:
         row = schema.decoder(None)({k: v for k, v in payload.items() if not k.startswith("__")})
-    except ValueError as exc:
+    except DECODE_ERRORS as exc:
         raise EventError(origin, f"row: {exc}") from exc
     deleted = meta.get("__deleted", "false")
     if deleted not in ("true", "false", True, False):
@@ -347,7 +365,9 @@ def _flattened(
     # Without `sequence` the lsn is all there is: (lsn, lsn), or the snapshot marker for an
     # initial snapshot's read (`add.fields=source.snapshot` tells an incremental one apart).
     initial = op == "r" and meta.get("__source_snapshot") != "incremental"
-    where = None if lsn is None else position(SNAPSHOT_MARKER if initial else lsn, lsn)
+    where = (
+        None if lsn is None else _checked_position(origin, SNAPSHOT_MARKER if initial else lsn, lsn)
+    )
     return Change(
         origin,
         op,
@@ -358,4 +378,5 @@ def _flattened(
         ts if isinstance(ts, int) else None,
         meta.get("__table") if isinstance(meta.get("__table"), str) else None,
         schema.raw is None,
+        flattened=True,
     )

@@ -77,12 +77,16 @@ class TableMapping:
 
     # (source column, declared type) of each key column, in key order: deletes read it.
     key_sources: tuple[tuple[str, str | None], ...] = field(init=False, repr=False, compare=False)
+    # "<schema>.<table>" and "<table>" of the topic: what an event's own source must name.
+    source_names: tuple[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_target = {c.target: (c.source, c.type) for c in self.columns}
         # A key column missing from `columns` is an error the checker reports.
         sources = tuple(by_target.get(k, (k, None)) for k in self.key)
         object.__setattr__(self, "key_sources", sources)  # derived once, still frozen
+        _, schema, name = f"..{self.topic}".rsplit(".", 2)
+        object.__setattr__(self, "source_names", (f"{schema}.{name}", name))
 
 
 @dataclass(frozen=True, slots=True)

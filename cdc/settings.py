@@ -6,9 +6,17 @@ import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from cdc.mapping import DEFAULT_PATH
+from cdc.tombstones import DEFAULT_RETENTION
+from gateway.validation import positive_duration
+
+
+def parse_duration(text: str) -> timedelta:
+    """A positive duration such as `7d`, `12h`, `90m` (raises ValueError)."""
+    return timedelta(seconds=positive_duration(text))
 
 
 @dataclass(frozen=True)
@@ -21,6 +29,7 @@ class Settings:
     status_file: Path
     session_timeout_ms: int
     instance_id: str | None  # group.instance.id: static membership
+    tombstone_retention: timedelta  # how long a delete guards against older replays
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -31,8 +40,13 @@ class Settings:
             mapping_path=Path(environ.get("CDC_MAPPING") or DEFAULT_PATH),
             group_id=environ.get("CDC_GROUP_ID") or "strangler-cdc",
             status_file=Path(environ.get("CDC_STATUS_FILE") or "var/cdc-status.json"),
-            session_timeout_ms=int(environ.get("CDC_SESSION_TIMEOUT_MS") or 10_000),
+            session_timeout_ms=int(environ.get("CDC_SESSION_TIMEOUT_MS") or 6_000),
             instance_id=environ.get("CDC_INSTANCE_ID") or None,
+            tombstone_retention=(
+                parse_duration(environ["CDC_TOMBSTONE_RETENTION"])
+                if environ.get("CDC_TOMBSTONE_RETENTION")
+                else DEFAULT_RETENTION
+            ),
         )
 
 

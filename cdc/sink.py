@@ -10,12 +10,16 @@ the database. On PostgreSQL (psycopg) complete rows go faster still: COPY into a
 table of the session, then one `INSERT ... SELECT ... ON CONFLICT` with the same guard.
 
 The guard is what makes redelivery harmless: replaying any suffix of a topic finds every
-row at its position and changes nothing.
+row at its position and changes nothing. A deleted row has no position left to guard it,
+so deletes and truncates leave tombstones (cdc/tombstones.py) that upserts are checked
+against in the same transaction: a replayed create never brings a deleted row back.
 
-Errors are sorted at this edge: a lost or locked database raises `SinkUnavailable` (the
-consumer retries the whole batch later, committing nothing); a batch that violates a
-constraint is retried one event per transaction, and the events that still fail come back
-as `EventError`s for the dead-letter topic.
+Errors are sorted at this edge: a lost or locked database (and, on PostgreSQL, a missing
+table or privilege) raises `SinkUnavailable` (the consumer retries the whole batch later,
+committing nothing). Values the target's columns cannot hold were rejected by the planner
+already (cdc/columns.py); a batch that the database still refuses (a constraint, a value)
+is retried one event per transaction, and the events that still fail come back as
+`EventError`s for the dead-letter topic.
 """
 
 from __future__ import annotations
@@ -23,24 +27,38 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, StatementError
+from sqlalchemy.exc import (
+    DBAPIError,
+    InterfaceError,
+    InternalError,
+    OperationalError,
+    ProgrammingError,
+    StatementError,
+)
 
-from cdc.batch import Delete, Plan, Progress, Segment, TableBatch, Upsert, plan
+from cdc.batch import Delete, Plan, Progress, TableBatch, Truncate, Upsert, plan
+from cdc.columns import RowCheck, row_check
 from cdc.envelope import Change
 from cdc.errors import EventError, MappingError, SinkUnavailable
 from cdc.mapping import Mapping, TableMapping
+from cdc.statements import Compiled, Staged
+from cdc.tombstones import DEFAULT_RETENTION, TABLE_KEY, TOMBSTONES_TABLE, Tombstones, key_text
+from cdc.values import DECODE_ERRORS
 from gateway.validation import ConfigIssue
 
 POSITIONS_TABLE = "cdc_positions"
+# What one event can make a transaction fail with: a constraint or a value the database
+# refuses (IntegrityError, DataError, a bind it cannot make), or a bind processor's
+# conversion (the decoders' failure modes). The outages are sorted out before these.
+_EVENT_FAILURES = (StatementError, *DECODE_ERRORS)
 # Short: a locked SQLite file is an outage like any other, retried by the consumer's backoff.
 SQLITE_BUSY_TIMEOUT_SECONDS = 1.0
 
@@ -66,77 +84,18 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
-    """A statement compiled once for the dialect: its SQL and how to lay out its values."""
-
-    sql: str
-    names: tuple[str, ...] | None  # positional parameter order (qmark), None for named
-    processors: tuple[tuple[str, Any], ...]  # bind processors of the columns that have one
-
-    @classmethod
-    def of(
-        cls, statement: Any, engine: Engine, types: dict[str, sa.types.TypeEngine[Any]]
-    ) -> _Compiled:
-        compiled = statement.compile(dialect=engine.dialect)
-        processors = []
-        for name, kind in types.items():
-            processor = kind.dialect_impl(engine.dialect).bind_processor(engine.dialect)
-            if processor is not None:
-                processors.append((name, processor))
-        names = tuple(compiled.positiontup) if compiled.positional else None
-        return cls(compiled.string, names, tuple(processors))
-
-    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
-        """executemany over the rows (dicts by bind name); the rows it changed."""
-        for name, processor in self.processors:
-            for row in rows:
-                value = row.get(name)
-                if value is not None:
-                    row[name] = processor(value)
-        names = self.names
-        params: list[Any] = rows if names is None else [tuple(r[n] for n in names) for r in rows]
-        return int(connection.exec_driver_sql(self.sql, params).rowcount)
-
-
-@dataclass(frozen=True, slots=True)
-class _Staged:
-    """PostgreSQL's faster path for complete rows: COPY them into a temporary table, then
-    one `INSERT ... SELECT ... ON CONFLICT` (about twice the rows/s of executemany here)."""
-
-    create: str  # the session's stage table, empty at each commit
-    copy: str
-    insert: str
-    clear: str
-    columns: tuple[str, ...]
-
-    def run(self, connection: Connection, rows: list[dict[str, Any]]) -> int:
-        driver = connection.connection.driver_connection
-        try:
-            with driver.cursor() as cursor:  # type: ignore[union-attr]
-                cursor.execute(self.create)
-                with cursor.copy(self.copy) as copy:
-                    for row in rows:
-                        copy.write_row([row[c] for c in self.columns])
-                cursor.execute(self.insert)
-                changed = int(cursor.rowcount)
-                cursor.execute(self.clear)
-                return changed
-        except psycopg.Error as exc:
-            # As SQLAlchemy would raise it: an outage or a row the database refuses.
-            raise DBAPIError.instance(self.insert, None, exc, psycopg.Error) from exc
-
-
-@dataclass(frozen=True, slots=True)
 class Counts:
     applied: int = 0  # events whose effect is in the database (coalesced ones included)
     skipped: int = 0  # events older than (or as old as) the row: already reflected
     ignored: int = 0  # truncates not enabled, logical messages, unmapped topics
+    truncates: int = 0  # truncate events applied (the table emptied of older rows)
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(
             self.applied + other.applied,
             self.skipped + other.skipped,
             self.ignored + other.ignored,
+            self.truncates + other.truncates,
         )
 
 
@@ -158,6 +117,10 @@ class Outcome:
     def ignored(self) -> int:
         return sum(c.ignored for c in self.topics.values())
 
+    @property
+    def truncates(self) -> int:
+        return sum(c.truncates for c in self.topics.values())
+
 
 def _merge(into: dict[str, Counts], more: dict[str, Counts]) -> None:
     for topic, counts in more.items():
@@ -167,21 +130,28 @@ def _merge(into: dict[str, Counts], more: dict[str, Counts]) -> None:
 class SqlSink:
     """The target database, SQLite or PostgreSQL, through SQLAlchemy Core."""
 
-    def __init__(self, engine: Engine, mapping: Mapping) -> None:
+    def __init__(
+        self, engine: Engine, mapping: Mapping, tombstone_retention: timedelta = DEFAULT_RETENTION
+    ) -> None:
         self.engine = engine
         self.mapping = mapping
+        self.tombstone_retention = tombstone_retention
         self.tables: dict[str, sa.Table] = {}
+        self.checks: dict[str, RowCheck] = {}  # by target: the values' types, before the write
         self.positions: sa.Table | None = None
+        self.tombstones: Tombstones | None = None
         self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         self._statements: dict[tuple[Any, ...], Any] = {}
-        self._compiled: dict[tuple[Any, ...], _Compiled] = {}
-        self._staged: dict[tuple[Any, ...], _Staged] = {}
+        self._compiled: dict[tuple[Any, ...], Compiled] = {}
+        self._staged: dict[tuple[Any, ...], Staged] = {}
         self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
     def open(self) -> None:
         """Reflect the target tables and check the mapping against them (every problem)."""
         metadata = sa.MetaData()
-        names = sorted({t.target for t in self.mapping.tables} | {POSITIONS_TABLE})
+        names = sorted(
+            {t.target for t in self.mapping.tables} | {POSITIONS_TABLE, TOMBSTONES_TABLE}
+        )
         try:
             with self.engine.connect() as connection:
                 existing = set(sa.inspect(connection).get_table_names())
@@ -205,19 +175,33 @@ class SqlSink:
             if tuple(c.name for c in target.primary_key) != table.key:
                 issues.append(ConfigIssue(table.line, f"key is not {table.target!r}'s primary key"))
             self.tables[table.target] = target
+            columns = [c.target for c in table.columns if c.target in target.c]
+            self.checks[table.target] = row_check(target, columns, self.engine.dialect.name)
+        tombstones = metadata.tables.get(TOMBSTONES_TABLE)
+        guarded = [t for t in self.mapping.tables if t.position is not None]
+        if tombstones is None and guarded:
+            issues.append(
+                ConfigIssue(
+                    guarded[0].line,
+                    f"no table {TOMBSTONES_TABLE!r} in the target for the positions' deletes"
+                    " (run the search service's migrations)",
+                )
+            )
         if issues:
             raise MappingError(self.mapping.source, issues)
         self.positions = metadata.tables.get(POSITIONS_TABLE)
+        if tombstones is not None:
+            self.tombstones = Tombstones(
+                tombstones, self.engine.dialect.name, self.tombstone_retention
+            )
 
     def apply(self, changes: Sequence[Change]) -> Outcome:
-        """Apply the changes in one transaction; if one of them violates a constraint, apply
-        them one at a time and return those that fail as rejected."""
-        whole = plan(changes, self.mapping)
+        """Apply the changes in one transaction; if one of them is refused, apply them one
+        at a time and return those that fail as rejected (each with the database's reason)."""
+        whole = plan(changes, self.mapping, self.checks)
         try:
             return Outcome(self._transaction(whole), tuple(whole.rejected), whole.progress)
-        except SinkUnavailable:
-            raise
-        except StatementError:
+        except _EVENT_FAILURES:
             pass  # a constraint or a value: find the culprits below
         topics: dict[str, Counts] = {}
         rejected = list(whole.rejected)
@@ -225,13 +209,11 @@ class SqlSink:
         for change in changes:
             if change.origin in failed:
                 continue
-            single = plan([change], self.mapping)
+            single = plan([change], self.mapping, self.checks)
             try:
                 _merge(topics, self._transaction(single))
-            except SinkUnavailable:
-                raise
-            except StatementError as exc:
-                reason = str(exc.orig) if isinstance(exc, DBAPIError) else str(exc)
+            except _EVENT_FAILURES as exc:
+                reason = str(exc.orig) if isinstance(exc, DBAPIError) else f"{exc!r}"
                 rejected.append(EventError(change.origin, f"rejected by the database: {reason}"))
         return Outcome(topics, tuple(rejected), whole.progress)
 
@@ -240,26 +222,37 @@ class SqlSink:
         try:
             with self.engine.begin() as connection:
                 for batch in work.tables.values():
-                    if not batch.events and not any(s.truncate for s in batch.segments):
+                    if not batch.events and batch.truncate is None:
                         continue
-                    changed = 0
-                    for segment in batch.segments:
-                        changed += self._segment(connection, batch, segment)
-                    # Coalesced events count as applied: their effect is the last one's.
-                    ops = sum(len(s.ops) for s in batch.segments)
-                    counts = Counts(changed + batch.events - ops, ops - changed)
+                    changed = self._table(connection, batch)
+                    ops = len(batch.ops)
+                    # Folded events count as applied: their effect is the newest one's.
+                    folded = batch.events - batch.dropped - ops
+                    counts = Counts(
+                        changed + folded, ops - changed + batch.dropped, 0, batch.truncates
+                    )
                     _merge(topics, {batch.mapping.topic: counts})
+                if self.tombstones is not None:
+                    self.tombstones.purge(connection)
                 self._progress(connection, work)
-        except (OperationalError, InterfaceError) as exc:
+        except (OperationalError, InterfaceError, InternalError) as exc:
+            raise SinkUnavailable(f"target database: {exc.orig}") from exc
+        except ProgrammingError as exc:
+            if self.engine.dialect.name != "postgresql":
+                raise  # SQLite: a value it cannot bind, one event's problem
+            # PostgreSQL: a missing table or column, a privilege: the database's
+            # configuration, not a row; retried until someone fixes it.
             raise SinkUnavailable(f"target database: {exc.orig}") from exc
         return topics
 
-    def _segment(self, connection: Connection, batch: TableBatch, segment: Segment) -> int:
+    def _table(self, connection: Connection, batch: TableBatch) -> int:
         mapping, table = batch.mapping, self.tables[batch.mapping.target]
-        if segment.truncate:
-            connection.execute(sa.delete(table))
-        deletes = [op for op in segment.ops.values() if isinstance(op, Delete)]
-        upserts = [op for op in segment.ops.values() if isinstance(op, Upsert)]
+        if batch.truncate is not None:
+            self._truncate(connection, mapping, table, batch.truncate)
+        deletes = [op for op in batch.ops.values() if isinstance(op, Delete)]
+        upserts = [op for op in batch.ops.values() if isinstance(op, Upsert)]
+        if upserts and self.tombstones is not None:
+            upserts = self._alive(connection, mapping, upserts)
         changed = self._deletes(connection, mapping, table, deletes) if deletes else 0
         if upserts:
             if mapping.join is not None:
@@ -269,6 +262,41 @@ class SqlSink:
             if upserts:
                 self._propagate(connection, mapping, follower, [op.key for op in upserts])
         return changed
+
+    def _truncate(
+        self, connection: Connection, mapping: TableMapping, table: sa.Table, truncate: Truncate
+    ) -> None:
+        statement = sa.delete(table)
+        if truncate.position is not None and mapping.position is not None:
+            # A replayed truncate leaves the rows that are newer than it.
+            column = table.c[mapping.position]
+            statement = statement.where(sa.or_(column.is_(None), column < truncate.position))
+        connection.execute(statement)
+        if truncate.position is not None and self.tombstones is not None:
+            self.tombstones.record(connection, mapping.target, [(TABLE_KEY, truncate.position)])
+
+    def _alive(
+        self, connection: Connection, mapping: TableMapping, upserts: list[Upsert]
+    ) -> list[Upsert]:
+        """The upserts newer than their key's tombstone (and the table's)."""
+        assert self.tombstones is not None
+        newest = self.tombstones.newest_of_all(connection, mapping.target)
+        if newest is None:
+            return upserts
+        # Streaming, every upsert is newer than every tombstone: only a replay (or an older
+        # event redelivered) has keys to look up.
+        older = [op for op in upserts if op.position is not None and op.position <= newest]
+        if not older:
+            return upserts
+        keys = {id(op): key_text(op.key) for op in older}
+        found = self.tombstones.newest(connection, mapping.target, list(keys.values()))
+        table_wide = found.get(TABLE_KEY, "")
+        blocked = {
+            id(op)
+            for op in older
+            if op.position <= max(found.get(keys[id(op)], ""), table_wide)  # type: ignore[operator]
+        }
+        return [op for op in upserts if id(op) not in blocked] if blocked else upserts
 
     def _deletes(
         self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Delete]
@@ -286,9 +314,12 @@ class SqlSink:
                 for param, op in zip(params, group, strict=True):
                     param["p_position"] = op.position
             changed += statement.run(connection, params)
+            if guarded and self.tombstones is not None:
+                deleted = [(key_text(op.key), op.position) for op in group]
+                self.tombstones.record(connection, mapping.target, deleted)  # type: ignore[arg-type]
         return changed
 
-    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> _Compiled:
+    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> Compiled:
         cache_key = ("delete", mapping.target, guarded)
         if cache_key not in self._compiled:
             where = [table.c[k] == sa.bindparam(f"k_{k}") for k in mapping.key]
@@ -298,7 +329,7 @@ class SqlSink:
                 where.append(sa.or_(column.is_(None), column < sa.bindparam("p_position")))
                 types["p_position"] = column.type
             statement = sa.delete(table).where(*where)
-            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
         return self._compiled[cache_key]
 
     def _upserts(
@@ -370,18 +401,18 @@ class SqlSink:
 
     def _upsert_statement(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> _Compiled:
+    ) -> Compiled:
         cache_key = ("upsert", mapping.target, columns, guarded)
         if cache_key not in self._compiled:
             insert = self._insert(table).values({c: sa.bindparam(c) for c in columns})
             statement = self._on_conflict(mapping, table, insert, columns, guarded)
             types = {c: table.c[c].type for c in columns}
-            self._compiled[cache_key] = _Compiled.of(statement, self.engine, types)
+            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
         return self._compiled[cache_key]
 
     def _staged_upsert(
         self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> _Staged:
+    ) -> Staged:
         cache_key = (mapping.target, columns, guarded)
         if cache_key not in self._staged:
             quote = self.engine.dialect.identifier_preparer.quote
@@ -392,7 +423,7 @@ class SqlSink:
             )
             statement = self._on_conflict(mapping, table, insert, columns, guarded)
             # Names come from the reflected table and the mapping's checked identifiers.
-            self._staged[cache_key] = _Staged(
+            self._staged[cache_key] = Staged(
                 create=f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(stage.name)}"  # noqa: S608
                 f" ON COMMIT DELETE ROWS AS SELECT * FROM {quote(table.name)} WITH NO DATA",
                 copy=f"COPY {quote(stage.name)} ({names}) FROM STDIN",

@@ -16,24 +16,58 @@ Encodings follow Debezium's PostgreSQL connector documentation ("Data type mappi
   string.
 An unchanged TOASTed column arrives as `__debezium_unavailable_value` (base64 of it for
 binary columns): it becomes `UNAVAILABLE`, and the mapper leaves the column out.
+
+Special values (issue 17). PostgreSQL's `infinity` / `-infinity`:
+- `timestamp` (Timestamp, MicroTimestamp, NanoTimestamp): the connector sends pgjdbc's
+  `PGStatement.DATE_POSITIVE_INFINITY` 9223372036825200000 and `DATE_NEGATIVE_INFINITY`
+  -9223372036832400000, whatever the unit ("TIMESTAMP type" in the data type mappings);
+- `timestamptz` (ZonedTimestamp): the strings `infinity` and `-infinity`;
+- `date` (Date): the epoch days of the connector's `POSITIVE_INFINITY_LOCAL_DATE`
+  (+5877611-06-21, 2146033979) and `NEGATIVE_INFINITY_LOCAL_DATE` (-5877611-06-22,
+  -2147472691).
+They become `datetime.max` / `datetime.min` (`date.max` / `date.min`): the latest and
+earliest values a Python datetime, and so the search service, can hold. Any other value
+outside the years 1-9999 is an error. NUMERIC's `NaN` and `Infinity` (only
+decimal.handling.mode=string or double can carry them: "NaN", "Infinity", "-Infinity")
+decode to the Decimal or float of that name; `cdc/columns.py` decides whether the target
+column can hold them.
+
+Failure modes: a decoder raises ValueError (bad text, base64, JSON, ISO-8601), TypeError
+(a JSON value of the wrong kind) or ArithmeticError (OverflowError from date arithmetic,
+decimal.InvalidOperation and decimal.Overflow from an absurd scale): `DECODE_ERRORS`.
+`row_decoder` turns each into a ValueError that names the column.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import json
 import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
+import orjson
+
 TOAST_PLACEHOLDER: Final = "__debezium_unavailable_value"
 _TOAST_PLACEHOLDER_B64: Final = base64.b64encode(TOAST_PLACEHOLDER.encode()).decode()
 _PLACEHOLDERS: Final = frozenset({TOAST_PLACEHOLDER, _TOAST_PLACEHOLDER_B64})
 _EPOCH_DATE: Final = date(1970, 1, 1)
 _EPOCH: Final = datetime(1970, 1, 1)
+# What the decoders raise for a value they cannot decode (see the module docstring).
+DECODE_ERRORS: Final = (ValueError, TypeError, ArithmeticError)
+TIMESTAMP_INFINITY: Final = 9223372036825200000
+TIMESTAMP_MINUS_INFINITY: Final = -9223372036832400000
+DATE_INFINITY: Final = 2146033979
+DATE_MINUS_INFINITY: Final = -2147472691
+_INFINITE_STAMPS: Final = {TIMESTAMP_INFINITY: datetime.max, TIMESTAMP_MINUS_INFINITY: datetime.min}
+_INFINITE_DATES: Final = {DATE_INFINITY: date.max, DATE_MINUS_INFINITY: date.min}
+_INFINITE_ZONED: Final = {
+    "infinity": datetime.max.replace(tzinfo=UTC),
+    "-infinity": datetime.min.replace(tzinfo=UTC),
+}
+_NON_FINITE: Final = frozenset({"NaN", "Infinity", "-Infinity"})
 
 
 class _Unavailable:
@@ -65,7 +99,10 @@ def _b64(value: Any) -> bytes:
 
 
 def _scaled(unscaled: bytes, scale: int) -> Decimal:
-    return Decimal(int.from_bytes(unscaled, "big", signed=True)).scaleb(-scale)
+    try:
+        return Decimal(int.from_bytes(unscaled, "big", signed=True)).scaleb(-scale)
+    except ArithmeticError as exc:  # decimal.Overflow / InvalidOperation: the exponent
+        raise ValueError(f"decimal scale {scale} is out of range") from exc
 
 
 def _decimal(value: Any, schema: dict[str, Any]) -> Decimal:
@@ -89,13 +126,27 @@ def _integer(value: Any) -> int:
 
 
 def _days(value: Any, _schema: dict[str, Any]) -> date:
-    return _EPOCH_DATE + timedelta(days=_integer(value))
+    days = _integer(value)
+    infinite = _INFINITE_DATES.get(days)
+    if infinite is not None:
+        return infinite
+    try:
+        return _EPOCH_DATE + timedelta(days=days)
+    except OverflowError as exc:
+        raise ValueError(f"{days} days from 1970-01-01 is outside the years 1-9999") from exc
 
 
 def _epoch(divisor: int) -> Decoder:
     def decode(value: Any, _schema: dict[str, Any]) -> datetime:
-        # Integer arithmetic, then microseconds: floats would round µs away.
-        return _EPOCH + timedelta(microseconds=_integer(value) * 1_000_000 // divisor)
+        ticks = _integer(value)
+        infinite = _INFINITE_STAMPS.get(ticks)
+        if infinite is not None:
+            return infinite
+        try:
+            # Integer arithmetic, then microseconds: floats would round µs away.
+            return _EPOCH + timedelta(microseconds=ticks * 1_000_000 // divisor)
+        except OverflowError as exc:
+            raise ValueError(f"timestamp {ticks} is outside the years 1-9999") from exc
 
     return decode
 
@@ -117,6 +168,9 @@ def _iso_text(value: Any) -> str:
 
 
 def _zoned_timestamp(value: Any, _schema: dict[str, Any]) -> datetime:
+    infinite = _INFINITE_ZONED.get(value) if value.__class__ is str else None
+    if infinite is not None:
+        return infinite
     parsed = datetime.fromisoformat(_iso_text(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -133,13 +187,24 @@ def _json(value: Any, _schema: dict[str, Any]) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"io.debezium.data.Json must be a string, got {type(value).__name__}")
     try:
-        return json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"io.debezium.data.Json is not JSON: {exc.msg}") from exc
+        # orjson, not json: it bounds nesting (1024) where json would raise RecursionError.
+        return orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"io.debezium.data.Json is not JSON: {exc}") from exc
 
 
 def _bytes(value: Any, _schema: dict[str, Any]) -> bytes:
     return _b64(value)
+
+
+def _float(value: Any, _schema: dict[str, Any]) -> Any:
+    # JsonConverter (Jackson) writes a double's NaN and infinities as the strings "NaN",
+    # "Infinity" and "-Infinity": JSON has no literal for them.
+    if value.__class__ is str and value in _NON_FINITE:
+        return float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, got {value!r}")
+    return value
 
 
 LOGICAL: Final[dict[str, Decoder]] = {
@@ -170,9 +235,12 @@ def _plain_decimal(value: Any, schema: dict[str, Any]) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"expected a decimal number, got {value!r}")
     try:
-        return Decimal(str(value))
+        number = Decimal(str(value))
     except InvalidOperation as exc:
         raise ValueError(f"not a decimal number: {value!r}") from exc
+    if number.is_snan():  # a signalling NaN raises on every later comparison
+        raise ValueError(f"not a decimal number: {value!r}")
+    return number
 
 
 def _timestamp(value: Any, schema: dict[str, Any]) -> datetime:
@@ -203,6 +271,8 @@ DECLARED: Final[dict[str, Decoder]] = {
 
 
 RowDecoder = Callable[[Any], dict[str, Any]]
+# Decoders by Kafka Connect schema type, for fields without a logical type.
+_BY_TYPE: Final[dict[str, Decoder]] = {"bytes": _bytes, "double": _float, "float": _float}
 
 
 def _plain_row(row: Any) -> dict[str, Any]:
@@ -228,8 +298,8 @@ def row_decoder(schema: dict[str, Any] | None) -> RowDecoder:
         if not isinstance(field, dict):
             raise ValueError("a struct schema's fields must be objects")
         decoder = LOGICAL.get(field.get("name", ""))
-        if decoder is None and field.get("type") == "bytes":
-            decoder = _bytes
+        if decoder is None:
+            decoder = _BY_TYPE.get(field.get("type", ""))
         if decoder is not None or field.get("type") in ("string", "bytes"):
             steps.append((str(field.get("field")), decoder, field))
 
@@ -245,7 +315,7 @@ def row_decoder(schema: dict[str, Any] | None) -> RowDecoder:
             elif decoder is not None:
                 try:
                     row[name] = decoder(value, field)
-                except ValueError as exc:
+                except DECODE_ERRORS as exc:
                     kind = field.get("name", "bytes")
                     raise ValueError(f"column {name!r} ({kind}): {exc}") from exc
         return row

@@ -63,6 +63,7 @@ class CdcTable:
     skipped: int
     dead_lettered: int
     position: str | None
+    truncates: int = 0  # truncate events applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,10 +71,13 @@ class CdcSnapshot:
     configured: bool
     source: str | None = None  # the status file
     detail: str | None = None  # why there are no (fresh) numbers; None when all is well
-    state: str | None = None  # the bridge's own: running, waiting-for-database, stopped
+    # the bridge's own: running, waiting-for-database, stopped (by a signal), crashed
+    state: str | None = None
     age: float | None = None  # seconds since the bridge wrote the file
     tables: tuple[CdcTable, ...] = ()
     dead_lettered: int = 0  # messages the bridge sent to the dead-letter topic (the DLQ count)
+    restarts: int = 0  # the bridge's starts after a crash since its last clean stop
+    last_error: str | None = None  # why it crashed last (while restarts > 0 or crashed)
 
     @property
     def up(self) -> bool:
@@ -88,6 +92,8 @@ class CdcSnapshot:
             "state": self.state,
             "age_seconds": None if self.age is None else round(self.age, 3),
             "dead_lettered": self.dead_lettered,
+            "restarts": self.restarts,
+            "last_error": self.last_error,
             "tables": [
                 {
                     "table": t.table,
@@ -98,6 +104,7 @@ class CdcSnapshot:
                     "skipped": t.skipped,
                     "dead_lettered": t.dead_lettered,
                     "position": t.position,
+                    "truncates": t.truncates,
                 }
                 for t in self.tables
             ],
@@ -137,6 +144,7 @@ def _snapshot(status: dict[str, Any], settings: CdcSettings, source: str) -> Cdc
             skipped=int(entry.get("skipped", 0)),
             dead_lettered=int(entry.get("dead_lettered", 0)),
             position=None if entry.get("position") is None else str(entry["position"]),
+            truncates=int(entry.get("truncates", 0)),
         )
         for topic, entry in sorted(status["topics"].items())
     )
@@ -148,4 +156,15 @@ def _snapshot(status: dict[str, Any], settings: CdcSettings, source: str) -> Cdc
         )
     state = str(status.get("state"))
     dead_lettered = int(status.get("dead_lettered", 0))
-    return CdcSnapshot(True, source, detail, state, age, tables, dead_lettered)
+    error = status.get("last_error")
+    return CdcSnapshot(
+        True,
+        source,
+        detail,
+        state,
+        age,
+        tables,
+        dead_lettered,
+        int(status.get("restarts", 0)),
+        None if error is None else str(error),
+    )

@@ -191,6 +191,9 @@ def routes_metrics(watcher: RoutesWatcher) -> Iterator[Metric]:
     )
 
 
+CDC_STATES = ("running", "waiting-for-database", "stopped", "crashed")
+
+
 def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
     if not snapshot.configured:
         return
@@ -200,6 +203,20 @@ def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
         [],
         [((), 1 if snapshot.up else 0)],
     )
+    if snapshot.state is not None:
+        yield gauge(
+            "strangler_cdc_state",
+            "1 for the state the CDC bridge reports: running, waiting-for-database, stopped"
+            " (by a signal), crashed.",
+            ["state"],
+            [((state,), 1 if snapshot.state == state else 0) for state in CDC_STATES],
+        )
+        yield gauge(
+            "strangler_cdc_restarts",
+            "Starts of the CDC bridge after a crash since its last clean stop (a crash loop).",
+            [],
+            [((), snapshot.restarts)],
+        )
     if snapshot.age is not None:
         yield gauge(
             "strangler_cdc_status_age_seconds",
@@ -222,7 +239,8 @@ def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
     )
     yield counter(
         "strangler_cdc_events_total",
-        "Change events by outcome: applied, skipped (already reflected), dead_lettered.",
+        "Change events by outcome: applied, skipped (already reflected), dead_lettered,"
+        " truncated (truncate events applied).",
         ["table", "outcome"],
         (
             ((t.table, outcome), value)
@@ -231,6 +249,7 @@ def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
                 ("applied", t.applied),
                 ("skipped", t.skipped),
                 ("dead_lettered", t.dead_lettered),
+                ("truncated", t.truncates),
             )
         ),
     )

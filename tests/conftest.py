@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh PostgreSQL database per test.
+"""Shared fixtures: a fresh PostgreSQL database per test, and the CDC sink on each database.
 
 PostgreSQL is expected at 127.0.0.1:5432 with trust auth for `postgres`. Tests that need it
 skip when it is unreachable, unless STRANGLER_REQUIRE_SERVICES=1 (CI), where they fail.
@@ -9,12 +9,17 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
+
+from cdc import mapping
+from cdc.sink import SqlSink, create_engine
+from new_services.search import manage as search
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -50,3 +55,24 @@ def pg_url(pg_admin: Engine) -> Iterator[str]:
     with pg_admin.connect() as connection:
         # FORCE: a test that failed mid-way may leave a connection open.
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def search_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The search service's database, migrated: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'search.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+    search.migrate(url)
+    return url
+
+
+@pytest.fixture
+def sink(search_database_url: str) -> Iterator[SqlSink]:
+    """The CDC sink on the search database (the contract suite's adapter, both databases)."""
+    engine = create_engine(search_database_url)
+    target = SqlSink(engine, mapping.load())
+    target.open()
+    yield target
+    engine.dispose()

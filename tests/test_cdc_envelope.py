@@ -485,7 +485,7 @@ def test_delete_with_null_before_is_keyed_from_the_message_key() -> None:
     delete = change(KEY_BARE, value("d"))
     assert (delete.op, delete.key, delete.before, delete.after) == ("d", {"id": 1}, None, None)
     plan = batch.plan([delete], MAPPING)
-    ops = plan.tables["products"].segments[-1].ops
+    ops = plan.tables["products"].ops
     assert list(ops) == [(1,)]
     assert isinstance(ops[(1,)], batch.Delete)
 
@@ -665,6 +665,7 @@ def test_flattened_update_with_schemas() -> None:
         f"{24023128:016x}/{24023128:016x}",
         1709210096789,
         "products",
+        flattened=True,
     )
 
 
@@ -679,7 +680,9 @@ def test_flattened_snapshot_read_and_bare_row() -> None:
     read = change(KEY_BARE, {**ROW, **FLAT_META, "__op": "r", "__deleted": "false"})
     assert (read.op, read.after, read.position) == ("r", ROW, f"{0:016x}/{24023128:016x}")
     bare = change(KEY_BARE, ROW)  # no metadata fields configured
-    assert bare == Change(ORIGIN, "u", {"id": 1}, None, ROW, None, None, None, schemaless=True)
+    assert bare == Change(
+        ORIGIN, "u", {"id": 1}, None, ROW, None, None, None, schemaless=True, flattened=True
+    )
 
 
 def test_flattened_row_may_have_columns_named_like_envelope_fields() -> None:
@@ -1078,3 +1081,161 @@ def test_a_remembered_schema_with_a_broken_payload_is_still_an_error() -> None:
         parser.parse(ORIGIN, None, head + b'{"before":null,"after":}')
     with pytest.raises(EventError, match="value must be a JSON object"):
         parser.parse(ORIGIN, None, head + b"[1]}")
+
+
+# --- special values (issue 17), each by the connector's documented encoding -------------------
+# "TIMESTAMP type": +/-infinity in a `timestamp` column arrive as pgjdbc's
+# PGStatement.DATE_POSITIVE_INFINITY / DATE_NEGATIVE_INFINITY, in every precision mode;
+# `timestamptz` (ZonedTimestamp) as the strings "infinity" / "-infinity"; `date` as the epoch
+# days of the connector's POSITIVE_INFINITY_LOCAL_DATE (+5877611-06-21) and
+# NEGATIVE_INFINITY_LOCAL_DATE (-5877611-06-22). NUMERIC's NaN and infinities only exist in
+# decimal.handling.mode=string ("NaN", "Infinity", "-Infinity") and =double (Jackson writes a
+# non-finite double as those strings).
+
+STRING_DECIMAL = {"type": "string", "optional": True, "field": "price"}
+DOUBLE_DECIMAL = {"type": "double", "optional": True, "field": "price"}
+LATEST_UTC = datetime.max.replace(tzinfo=UTC)
+EARLIEST_UTC = datetime.min.replace(tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("field", "encoded", "decoded"),
+    [
+        (_field("created_ms"), 9223372036825200000, datetime.max),
+        (_field("created_ms"), -9223372036832400000, datetime.min),
+        (_field("created_us"), 9223372036825200000, datetime.max),
+        (_field("created_us"), -9223372036832400000, datetime.min),
+        (
+            {**_field("created_us"), "name": "io.debezium.time.NanoTimestamp"},
+            9223372036825200000,
+            datetime.max,
+        ),
+        (_field("updated_at"), "infinity", LATEST_UTC),
+        (_field("updated_at"), "-infinity", EARLIEST_UTC),
+        (_field("released"), 2146033979, date.max),
+        (_field("released"), -2147472691, date.min),
+        (_field("released"), 2932896, date(9999, 12, 31)),  # the last day a date can hold
+        (_field("created_ms"), 253402300799999, datetime(9999, 12, 31, 23, 59, 59, 999000)),
+    ],
+    ids=[
+        "Timestamp +infinity",
+        "Timestamp -infinity",
+        "MicroTimestamp +infinity",
+        "MicroTimestamp -infinity",
+        "NanoTimestamp +infinity",
+        "ZonedTimestamp infinity",
+        "ZonedTimestamp -infinity",
+        "Date +infinity",
+        "Date -infinity",
+        "Date 9999-12-31",
+        "Timestamp 9999-12-31",
+    ],
+)
+def test_infinite_dates_and_timestamps_become_the_extremes(
+    field: dict[str, Any], encoded: Any, decoded: Any
+) -> None:
+    name = field["field"]
+    assert decode_row({name: encoded}, {"type": "struct", "fields": [field]})[name] == decoded
+
+
+@pytest.mark.parametrize(
+    ("field", "encoded", "check"),
+    [
+        (STRING_DECIMAL, "NaN", lambda v: isinstance(v, Decimal) and v.is_nan()),
+        (STRING_DECIMAL, "Infinity", lambda v: v == Decimal("Infinity")),
+        (STRING_DECIMAL, "-Infinity", lambda v: v == Decimal("-Infinity")),
+        (DOUBLE_DECIMAL, "NaN", lambda v: isinstance(v, float) and v != v),
+        (DOUBLE_DECIMAL, "Infinity", lambda v: v == float("inf")),
+        (DOUBLE_DECIMAL, "-Infinity", lambda v: v == float("-inf")),
+        (DOUBLE_DECIMAL, 12.5, lambda v: v == 12.5),
+    ],
+    ids=[
+        "string NaN",
+        "string Infinity",
+        "string -Infinity",
+        "double NaN",
+        "double Infinity",
+        "double -Infinity",
+        "double finite",
+    ],
+)
+def test_non_finite_decimals(field: dict[str, Any], encoded: Any, check: Any) -> None:
+    value = decode_row({"price": encoded}, {"type": "struct", "fields": [field]})["price"]
+    if field is STRING_DECIMAL:  # decimal.handling.mode=string: the mapping declares decimal
+        value = DECLARED["decimal"](value, {})
+    assert check(value)
+
+
+@pytest.mark.parametrize(
+    ("field", "encoded", "reason"),
+    [
+        (_field("released"), 10**9, "days from 1970-01-01 is outside the years 1-9999"),
+        (_field("released"), -(10**7), "outside the years 1-9999"),
+        (_field("created_ms"), 2**62, "is outside the years 1-9999"),
+        (_field("created_us"), -(2**62), "is outside the years 1-9999"),
+        (_field("updated_at"), "+10000-01-01T00:00:00Z", "Invalid isoformat string"),
+        (
+            {**_field("price"), "parameters": {"scale": "999999999"}},
+            "BNI=",
+            "decimal scale 999999999 is out of range",
+        ),
+        (_field("weight"), {"scale": -(10**9), "value": "MDk="}, "out of range"),
+        (DOUBLE_DECIMAL, "twelve", "expected a number"),
+    ],
+    ids=[
+        "Date far future",
+        "Date far past",
+        "Timestamp far future",
+        "MicroTimestamp far past",
+        "ZonedTimestamp year 10000",
+        "Decimal absurd scale",
+        "VariableScaleDecimal absurd scale",
+        "double not a number",
+    ],
+)
+def test_values_no_target_can_hold_are_event_errors_naming_the_column(
+    field: dict[str, Any], encoded: Any, reason: str
+) -> None:
+    schema = {
+        **VALUE_SCHEMA,
+        "fields": [
+            {**_row_schema("before"), "fields": [_field("id"), field]},
+            {**_row_schema("after"), "fields": [_field("id"), field]},
+            *VALUE_SCHEMA["fields"][2:],
+        ],
+    }
+    document = with_schema(schema, value("c", after={"id": 1, field["field"]: encoded}))
+    with pytest.raises(EventError) as caught:
+        parse(KEY_WITH_SCHEMA, document)
+    assert caught.value.origin == ORIGIN
+    assert caught.value.reason.startswith(f"after: column {field['field']!r}")
+    assert reason in caught.value.reason
+
+
+def test_a_signalling_nan_is_not_a_decimal() -> None:
+    with pytest.raises(ValueError, match="not a decimal number"):
+        DECLARED["decimal"]("sNaN", {})
+
+
+def test_a_payload_without_its_schema_is_named_as_such() -> None:
+    # Not a flattened row with an implied `op: u`: JsonConverter writes both halves or neither.
+    with pytest.raises(EventError, match="the value has a 'payload' but no 'schema'"):
+        parse(KEY_BARE, {"payload": value("c", after=ROW)})
+
+
+def test_an_lsn_outside_64_bits_is_an_event_error() -> None:
+    # A negative LSN would sort wrong as hex; orjson reads integers beyond 64 bits as floats.
+    for lsn, reason in ((-1, "an LSN out of range"), (2**64, "source.lsn must be an integer")):
+        with pytest.raises(EventError, match=reason):
+            parse(KEY_BARE, value("u", after=ROW, source=source(lsn=lsn, sequence=None)))
+
+
+def test_an_unhashable_or_null_key_is_rejected_by_the_planner() -> None:
+    # Without the target's column checks (none for this key's type), the planner itself.
+    listed = change({"id": [1]}, value("d", before={"id": [1]}))
+    null = change({"id": None}, value("d", before={"id": None}))
+    plan = batch.plan([listed, null], MAPPING)
+    assert [e.reason for e in plan.rejected] == [
+        "products: the key is not a value",
+        "products: key column(s) ['id'] are null",
+    ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from cdc import envelope, mapping, positions
+from cdc import envelope, positions
 from cdc.envelope import Change
 from cdc.errors import Origin
 from cdc.record import Field, Source
 from cdc.sink import SqlSink, create_engine
-from new_services.search import manage as search
 
 PRODUCTS = Source(
     "legacy",
@@ -85,25 +83,6 @@ def product(pid: int, name: str = "Lamp", category: int = 1, **extra: Any) -> di
         "updated_at": "2025-01-01T00:00:00Z",
     }
     return {**row, **extra}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'search.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-    search.migrate(url)
-    return url
-
-
-@pytest.fixture
-def sink(database_url: str) -> Iterator[SqlSink]:
-    engine = create_engine(database_url)
-    target = SqlSink(engine, mapping.load())
-    target.open()
-    yield target
-    engine.dispose()
 
 
 def documents(sink: SqlSink) -> dict[int, tuple[Any, ...]]:
@@ -285,3 +264,93 @@ def test_updated_at_arrives_as_a_datetime(sink: SqlSink, categories: Topic) -> N
         value = connection.scalar(sa.text("SELECT updated_at FROM search_documents"))
     expected = datetime(2025, 3, 4, 5, 6, 7, 123456, tzinfo=UTC)
     assert value in (expected, "2025-03-04 05:06:07.123456")  # PostgreSQL / SQLite storage
+
+
+# --- issue 17: values checked against the target, the event's own source, truncates ---------
+
+
+@pytest.mark.parametrize(
+    ("column", "wrong", "reason"),
+    [
+        ("price_cents", "twelve", "column 'price_cents': expected an integer, got str 'twelve'"),
+        ("price_cents", 2**40, "does not fit a 32-bit integer"),
+        ("price_cents", True, "expected an integer, got bool True"),
+        ("name", "x" * 201, "201 characters do not fit VARCHAR(200)"),
+        ("name", "nul\x00byte", "text with a NUL character"),
+        ("description", 12, "expected text, got int 12"),
+    ],
+)
+def test_a_value_the_target_cannot_hold_is_rejected_the_same_on_every_database(
+    sink: SqlSink, categories: Topic, column: str, wrong: Any, reason: str
+) -> None:
+    topic = Topic(PRODUCTS)
+    bad = topic.event("c", product(1, **{column: wrong}), 100)
+    outcome = sink.apply([bad, topic.event("c", product(2), 101)])
+    assert [e.origin for e in outcome.rejected] == [bad.origin]
+    assert reason in outcome.rejected[0].reason
+    assert list(documents(sink)) == [2]  # the rest of the batch is applied
+
+
+def test_an_infinite_timestamp_is_stored_as_the_latest_datetime(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    outcome = sink.apply(
+        [
+            topic.event("c", product(1, updated_at="infinity"), 100),
+            topic.event("c", product(2, updated_at="-infinity"), 101),
+        ]
+    )
+    assert outcome.rejected == ()
+    with sink.engine.connect() as connection:
+        rows = connection.execute(sa.text("SELECT product_id, updated_at FROM search_documents"))
+        stamps: dict[int, Any] = {row[0]: row[1] for row in rows}
+    latest, earliest = (stamps[1], stamps[2])
+    if isinstance(latest, str):  # SQLite keeps DATETIME as text
+        latest, earliest = datetime.fromisoformat(latest), datetime.fromisoformat(earliest)
+    assert latest.replace(tzinfo=None) == datetime.max
+    assert earliest.replace(tzinfo=None) == datetime.min
+
+
+def test_an_event_of_another_table_is_dead_lettered_not_applied(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    sink.apply([topic.event("c", product(1), 100)])
+    elsewhere = Topic(
+        Source("legacy", "public", "categories", PRODUCTS.fields, ("id",), db="legacy")
+    )
+    # A truncate of `categories` arriving on the products topic (a rerouting transform).
+    misrouted = elsewhere.event("t", None, 101, before={"id": 0})
+    misrouted = Change(
+        Origin(PRODUCTS.topic, 0, 99),
+        "t",
+        None,
+        None,
+        None,
+        misrouted.position,
+        None,
+        misrouted.table,
+    )
+    outcome = sink.apply([misrouted])
+    assert [e.origin for e in outcome.rejected] == [misrouted.origin]
+    assert "its source is table 'public.categories', not public.products" in (
+        outcome.rejected[0].reason
+    )
+    assert list(documents(sink)) == [1]
+    assert sink.apply([topic.event("t", None, 102, before={"id": 0})]).truncates == 1
+    assert documents(sink) == {}
+
+
+def test_a_replayed_truncate_leaves_newer_rows_and_stops_older_ones(
+    sink: SqlSink, categories: Topic
+) -> None:
+    topic = Topic(PRODUCTS)
+    create = topic.event("c", product(1), 100)
+    truncate = topic.event("t", None, 101, before={"id": 0})
+    later = topic.event("c", product(2), 102)
+    sink.apply([create, truncate, later])
+    assert list(documents(sink)) == [2]
+    replay = sink.apply([create, truncate])  # a redelivery from before the truncate
+    assert (replay.applied, replay.skipped) == (0, 1)
+    assert list(documents(sink)) == [2]

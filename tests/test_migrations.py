@@ -43,7 +43,8 @@ SERVICES = {
         search.migrate,
         SearchBase.metadata,
         "search_alembic_version",
-        "0002",  # 0002: the CDC bridge's positions and joined categories (issue 5)
+        "0003",  # 0002: the CDC bridge's positions and joined categories (issue 5); 0003: its
+        # tombstones (issue 17)
     ),
 }
 

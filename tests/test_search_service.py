@@ -182,7 +182,7 @@ def test_manage_commands(
     assert manage.main(["backfill", "--from-database-url", missing, "--database-url", url]) == 1
     captured = capsys.readouterr()
     assert captured.out.splitlines() == [
-        "search: schema at 0002",
+        "search: schema at 0003",
         f"search: backfilled {PRODUCTS} documents",
     ]
     assert captured.err.startswith("search: no monolith database at")

@@ -64,3 +64,16 @@ class CdcPosition(Base):
     position: Mapped[str | None] = mapped_column(SOURCE_POSITION)
     source_ts_ms: Mapped[int | None] = mapped_column(BigInteger)
     applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class CdcTombstone(Base):
+    """Where the CDC bridge deleted a row (or, key `*`, emptied a table): the source
+    position, so an older event replayed later cannot bring the row back (issue 17)."""
+
+    __tablename__ = "cdc_tombstones"
+    __table_args__ = (Index("ix_cdc_tombstones_target_position", "target", "position"),)
+
+    target: Mapped[str] = mapped_column(String(63), primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[str] = mapped_column(SOURCE_POSITION)
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -217,11 +217,15 @@ async def test_shadow_counters_per_route(tmp_path: Path, mode: str) -> None:
     assert value(scraped, "strangler_shadow_duration_seconds_count", route="search") == 4
 
 
-def write_cdc_status(path: Path, applied: int, lag: int, *, age: float = 0.0) -> None:
+def write_cdc_status(
+    path: Path, applied: int, lag: int, *, age: float = 0.0, crashed: bool = False
+) -> None:
     """The status file as the bridge itself writes it (cdc/metrics.py)."""
-    bridge = CdcMetrics(state="running")
+    bridge = CdcMetrics(state="running", restarts=2)
+    if crashed:
+        bridge.crashed(OverflowError("date value out of range"))
     products = bridge.topic("legacy.public.products")
-    products.applied, products.skipped = applied, 2
+    products.applied, products.skipped, products.truncates = applied, 2, 1
     bridge.dead_letter("legacy.public.products")  # one poison message, as the consumer counts it
     products.partitions = {0: lag}
     products.last_source_ts_ms = int((time.time() - 4) * 1000)
@@ -247,6 +251,8 @@ async def test_cdc_lag_per_table_from_the_bridges_status_file(
         fresh = await scrape(gw)
         write_cdc_status(status, applied=41, lag=0, age=60)
         stale = await scrape(gw)
+        write_cdc_status(status, applied=41, lag=0, crashed=True)
+        crashed = await scrape(gw)
 
     assert value(missing, "strangler_cdc_up") == 0
     assert not [k for k in missing if k[0] == "strangler_cdc_lag_seconds"]
@@ -260,6 +266,13 @@ async def test_cdc_lag_per_table_from_the_bridges_status_file(
     assert value(fresh, events, table="public.products", outcome="skipped") == 2
     assert value(fresh, events, table="public.products", outcome="dead_lettered") == 1
     assert value(fresh, events, table="public.categories", outcome="applied") == 7
+    assert value(fresh, events, table="public.products", outcome="truncated") == 1
+    assert value(fresh, "strangler_cdc_state", state="running") == 1
+    assert value(fresh, "strangler_cdc_state", state="crashed") == 0
+    assert value(fresh, "strangler_cdc_restarts") == 2
+    assert value(crashed, "strangler_cdc_state", state="crashed") == 1
+    assert value(crashed, "strangler_cdc_state", state="stopped") == 0
+    assert value(crashed, "strangler_cdc_up") == 0
     assert value(fresh, "strangler_cdc_dead_lettered_total") == 1  # the bridge's DLQ count
     assert (value(fresh, "strangler_cdc_status_age_seconds") or 0) < 10
 
