@@ -42,7 +42,8 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from opa_client import AsyncOpaClient  # type: ignore[import-untyped]
-from regopy import Bundle, Input, Interpreter, LogLevel, RegoError  # type: ignore[import-untyped]
+
+from gateway.rego import Bundle, Input, Interpreter, LogLevel, RegoError
 
 log = logging.getLogger("strangler.policy")
 
