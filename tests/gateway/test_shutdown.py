@@ -1,0 +1,124 @@
+"""`strangler gateway serve` stopped by SIGTERM with a request in flight: the request
+finishes (or its connection is closed once --shutdown-timeout has passed), the access log
+is flushed, and the exit status is 0 (uvicorn alone would end it by the signal: 143)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import listening_socket, write_routes
+
+# Bounds how long the test waits for the process; the shutdown itself must be far quicker.
+EXIT_WAIT_SECONDS = 60
+_REQUEST = b"GET /held HTTP/1.1\r\nHost: gateway.test\r\n\r\n"
+_ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\nlate"
+
+
+def _answers_health(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/_strangler/health")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def gateway_process(
+    tmp_path: Path, upstream_port: int, shutdown_timeout: str
+) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    routes = tmp_path / "routes.yaml"
+    write_routes(
+        routes,
+        f'upstreams:\n  legacy: {{url: "http://127.0.0.1:{upstream_port}", timeout: 60s}}\n'
+        "default: legacy\n",
+    )
+    with contextlib.closing(listening_socket()) as probe:
+        port = probe.getsockname()[1]
+    log = tmp_path / "gateway.log"
+    argv = ["serve", "--routes", str(routes), "--port", str(port)]
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", *argv, "--shutdown-timeout", shutdown_timeout],
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers_health(port):  # readiness, not synchronisation: polled
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "the gateway did not start"
+            time.sleep(0.05)
+        yield process, port, log
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _held_request(port: int, upstream: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """A request the gateway has forwarded and the upstream has not answered: (client side,
+    upstream side)."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=EXIT_WAIT_SECONDS)
+    client.sendall(_REQUEST)
+    upstream.settimeout(EXIT_WAIT_SECONDS)
+    held, _ = upstream.accept()
+    received = b""
+    while b"\r\n\r\n" not in received:
+        chunk = held.recv(4096)
+        assert chunk, "the gateway closed the upstream connection before the request"
+        received += chunk
+    return client, held
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_sigterm_lets_the_request_in_flight_finish_and_exits_zero(tmp_path: Path) -> None:
+    with (
+        contextlib.closing(listening_socket()) as upstream,
+        gateway_process(tmp_path, upstream.getsockname()[1], "30") as (process, port, log),
+    ):
+        client, held = _held_request(port, upstream)
+        with client, held:
+            process.send_signal(signal.SIGTERM)
+            held.sendall(_ANSWER)  # answered after the signal: still relayed
+            response = _read_all(client)
+            assert process.wait(timeout=EXIT_WAIT_SECONDS) == 0, log.read_text()
+    assert response.startswith(b"HTTP/1.1 200 "), response
+    assert response.endswith(b"late")
+    # the access log (stderr) was flushed at shutdown: the request's line is there
+    assert '"path":"/held"' in log.read_text().replace(": ", ":")
+
+
+def test_sigterm_cancels_a_request_held_past_the_timeout_and_exits_zero(tmp_path: Path) -> None:
+    with (
+        contextlib.closing(listening_socket()) as upstream,
+        gateway_process(tmp_path, upstream.getsockname()[1], "0.5") as (process, port, log),
+    ):
+        client, held = _held_request(port, upstream)
+        with client, held:
+            process.send_signal(signal.SIGTERM)
+            # the upstream never answers: the timeout ends the wait, not the test
+            try:
+                exit_status = process.wait(timeout=EXIT_WAIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"still running {EXIT_WAIT_SECONDS} s after SIGTERM")
+            response = _read_all(client)
+    assert exit_status == 0, log.read_text()
+    # a clean close: a whole response (the gateway's error) or none, never part of one
+    assert response == b"" or response.startswith(b"HTTP/1.1 5"), response
