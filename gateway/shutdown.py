@@ -9,11 +9,12 @@ Kubernetes stops a pod with SIGTERM and kills it with SIGKILL after the pod's
 2. waits for the requests in flight, at most `--shutdown-timeout` seconds
    (DEFAULT_SHUTDOWN_TIMEOUT, 20 s), then cancels those still running: their clients'
    connections are closed;
-3. runs the lifespan shutdown (gateway/app.py): the shadow worker is drained and stopped,
-   the promotion evidence saved, the access log flushed.
+3. runs the lifespan shutdown (gateway/app.py): the shadow worker is drained and stopped
+   (at most SHADOW_CLOSE_TIMEOUT, 5 s: comparisons still running then are dropped), the
+   promotion evidence saved, the access log flushed.
 
-20 s for the requests leaves 10 s of Kubernetes' default grace for step 3. A longer
-`--shutdown-timeout` needs a longer grace period in the pod spec.
+20 s for the requests and 5 s for the shadow comparisons fit Kubernetes' default grace with
+room to spare. A longer `--shutdown-timeout` needs a longer grace period in the pod spec.
 
 The exit status: after a graceful shutdown, uvicorn (0.29 and later, `Server.capture_signals`)
 restores the handlers it found and raises the captured signal again, so that the process
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 DEFAULT_SHUTDOWN_TIMEOUT = 20.0
+SHADOW_CLOSE_TIMEOUT = 5.0
 
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:

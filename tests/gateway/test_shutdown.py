@@ -36,14 +36,19 @@ def _answers_health(port: int) -> bool:
 
 @contextlib.contextmanager
 def gateway_process(
-    tmp_path: Path, upstream_port: int, shutdown_timeout: str
+    tmp_path: Path, upstream_port: int, shutdown_timeout: str, shadow_port: int = 0
 ) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    """`shadow_port`: mirror every request of /held there (a shadow store in tmp_path)."""
     routes = tmp_path / "routes.yaml"
-    write_routes(
-        routes,
-        f'upstreams:\n  legacy: {{url: "http://127.0.0.1:{upstream_port}", timeout: 60s}}\n'
-        "default: legacy\n",
-    )
+    text = f'upstreams:\n  legacy: {{url: "http://127.0.0.1:{upstream_port}", timeout: 60s}}\n'
+    if shadow_port:
+        text += (
+            f'  candidate: {{url: "http://127.0.0.1:{shadow_port}", timeout: 60s}}\n'
+            f'shadow_store: {{url: "sqlite:///{tmp_path / "shadow.db"}"}}\n'
+            "routes:\n  - name: held\n    path: /held\n    upstream: legacy\n"
+            "    shadow: {upstream: candidate, sample: 1.0, timeout: 60s}\n"
+        )
+    write_routes(routes, text + "default: legacy\n")
     with contextlib.closing(listening_socket()) as probe:
         port = probe.getsockname()[1]
     log = tmp_path / "gateway.log"
@@ -71,6 +76,12 @@ def _held_request(port: int, upstream: socket.socket) -> tuple[socket.socket, so
     upstream side)."""
     client = socket.create_connection(("127.0.0.1", port), timeout=EXIT_WAIT_SECONDS)
     client.sendall(_REQUEST)
+    held, _ = _held_request_at(upstream)
+    return client, held
+
+
+def _held_request_at(upstream: socket.socket) -> tuple[socket.socket, bytes]:
+    """The next connection to `upstream`, once a whole request head has arrived on it."""
     upstream.settimeout(EXIT_WAIT_SECONDS)
     held, _ = upstream.accept()
     received = b""
@@ -78,7 +89,7 @@ def _held_request(port: int, upstream: socket.socket) -> tuple[socket.socket, so
         chunk = held.recv(4096)
         assert chunk, "the gateway closed the upstream connection before the request"
         received += chunk
-    return client, held
+    return held, received
 
 
 def _read_all(sock: socket.socket) -> bytes:
@@ -122,3 +133,30 @@ def test_sigterm_cancels_a_request_held_past_the_timeout_and_exits_zero(tmp_path
     assert exit_status == 0, log.read_text()
     # a clean close: a whole response (the gateway's error) or none, never part of one
     assert response == b"" or response.startswith(b"HTTP/1.1 5"), response
+
+
+def test_sigterm_stops_waiting_for_a_shadow_copy_held_by_its_candidate(tmp_path: Path) -> None:
+    """The shadow worker's drain is bounded too (gateway/shutdown.py SHADOW_CLOSE_TIMEOUT):
+    a candidate that never answers (its timeout 60 s) does not hold the exit."""
+    with (
+        contextlib.closing(listening_socket()) as upstream,
+        contextlib.closing(listening_socket()) as candidate,
+        gateway_process(tmp_path, upstream.getsockname()[1], "0.5", candidate.getsockname()[1]) as (
+            process,
+            port,
+            log,
+        ),
+    ):
+        client, held = _held_request(port, upstream)
+        with client, held:
+            held.sendall(_ANSWER)
+            response = _read_all(client)
+            copy, _ = _held_request_at(candidate)
+            with copy:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    exit_status = process.wait(timeout=EXIT_WAIT_SECONDS - 10)
+                except subprocess.TimeoutExpired:
+                    pytest.fail("the exit waited for the shadow candidate's own timeout")
+    assert response.endswith(b"late")
+    assert exit_status == 0, log.read_text()
