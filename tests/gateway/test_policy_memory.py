@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 EVALUATIONS = 3000
 BOUND_BYTES = 12_000_000
@@ -79,17 +81,32 @@ def test_regopy_alone_leaks_when_libstdcxx_was_loaded_first() -> None:
     assert grown > BOUND_BYTES, f"regopy grew only {grown} bytes: the leak is gone upstream"
 
 
-def test_regopy_through_gateway_rego_keeps_memory_flat() -> None:
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        (_LIBSTDCXX_FIRST, ""),  # libstdc++ goes global
+        ("", "import frozenlist\nassert list(frozenlist.FrozenList([1, 2])) == [1, 2]\n"),
+    ],
+    ids=["libstdc++-loaded-first", "nothing-c++-loaded-first"],
+)
+def test_regopy_through_gateway_rego_keeps_memory_flat(first: str, then: str) -> None:
+    """Both of gateway/rego.py's choices; in the second, a C++ module loaded afterwards
+    (frozenlist) shares regopy's allocator and still works."""
     grown = _grown(
-        _LIBSTDCXX_FIRST + "from gateway.rego import Input, Interpreter, LogLevel\n",
+        first
+        + "import gateway.rego\nfrom gateway.rego import Input, Interpreter, LogLevel\n"
+        + then,
         _REGOPY.format(policies=str(POLICIES), count=EVALUATIONS),
     )
     assert grown < BOUND_BYTES, f"{grown} bytes over {EVALUATIONS} evaluations"
 
 
-def test_embedded_policy_keeps_memory_flat_over_distinct_inputs() -> None:
-    """The gateway's own order (aiohttp, with its C++ frozenlist, before the engine) and
-    every input different, as with the decision cache off."""
+@pytest.mark.parametrize(
+    "first", ["import gateway\n", "import aiohttp\n"], ids=["gateway-first", "aiohttp-first"]
+)
+def test_embedded_policy_keeps_memory_flat_over_distinct_inputs(first: str) -> None:
+    """Every input different, as with the decision cache off; the gateway package imported
+    first (as `python -m gateway` does), or aiohttp with its C++ frozenlist before it."""
     body = f"""
     import asyncio
     from gateway.decision_input import build_input
@@ -109,5 +126,5 @@ def test_embedded_policy_keeps_memory_flat_over_distinct_inputs() -> None:
 
     print(grown(evaluate, {EVALUATIONS}))
     """
-    grown = _grown("import aiohttp\nfrom pathlib import Path\n", body)
+    grown = _grown(first + "from pathlib import Path\n", body)
     assert grown < BOUND_BYTES, f"{grown} bytes over {EVALUATIONS} decisions"
