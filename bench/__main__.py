@@ -5,7 +5,7 @@
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
     python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
-                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE]
+                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE] [--rounds N]
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
     python -m bench ryw [--duration SECONDS] [--connections N] [--loadgen ...]
@@ -147,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of the flaky upstream's requests that fail during faults (default 0.5)",
     )
+    bench_faults.add_argument(
+        "--rounds", type=_positive, default=3, help="repeat; ratios are the medians (default 3)"
+    )
     bench_soak = sub.add_parser(
         "soak",
         help="a fixed rate through every feature for minutes: the gateway's memory and fds",
@@ -206,7 +209,14 @@ def main(argv: list[str] | None = None) -> int:
             return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
         if args.command == "faults":
             return faults.run(
-                faults.Options(args.duration, args.connections, args.loadgen, args.rate, args.share)
+                faults.Options(
+                    args.duration,
+                    args.connections,
+                    args.loadgen,
+                    args.rate,
+                    args.share,
+                    args.rounds,
+                )
             )
         if args.command == "shadow":
             return shadow.run(

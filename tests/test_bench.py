@@ -302,7 +302,7 @@ def test_bench_cdc_end_to_end_ends_with_the_two_ratio_lines() -> None:
 
 
 def test_bench_faults_end_to_end_ends_with_the_four_ratio_lines() -> None:
-    argv = ["faults", "--duration", "2", "--connections", "4", "--rate", "100"]
+    argv = ["faults", "--duration", "2", "--connections", "4", "--rate", "100", "--rounds", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv, "--loadgen", "python"],
         capture_output=True,
@@ -329,3 +329,6 @@ def test_bench_faults_end_to_end_ends_with_the_four_ratio_lines() -> None:
     assert 0 < ratios["breaker-on/off-failing-load"] < 1, done.stdout
     rows = {line.split()[0]: line.split() for line in lines if line.startswith("faults")}
     assert int(rows["faults-no-breaker"][-1]) > 0, done.stdout  # the upstream did fail
+    assert [x for x in lines if x.startswith("round ")] == ["round 1:", "round 2:"]
+    spreads = [x for x in lines if re.fullmatch(r"\S+: median [0-9.]+, spread .* over 2 rounds", x)]
+    assert len(spreads) == len(names), done.stdout
