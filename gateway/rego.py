@@ -1,7 +1,9 @@
 """regopy, loaded so that every C++ allocation it makes is freed by the allocator that made it.
 
-Import regopy's names from here, never from regopy itself. gateway/__init__.py imports this
-module first, so in a gateway process it runs before any C++ extension is loaded.
+Import regopy's names from here, never from regopy itself. The `strangler` command
+(gateway/cli.py, also behind `python -m gateway`) imports this module before anything else
+of the gateway's, so in a gateway process it runs before any C++ extension is loaded.
+Processes that never decide (the shadow worker, the CDC bridge) do not load regopy at all.
 
 regopy's `librego_shared.so` (1.5.2) defines and exports the global C++ `operator new` and
 `operator delete` (snmalloc's, built in by trieste) and is loaded by ctypes with RTLD_LOCAL.

@@ -102,11 +102,11 @@ def test_regopy_through_gateway_rego_keeps_memory_flat(first: str, then: str) ->
 
 
 @pytest.mark.parametrize(
-    "first", ["import gateway\n", "import aiohttp\n"], ids=["gateway-first", "aiohttp-first"]
+    "first", ["import gateway.rego\n", "import aiohttp\n"], ids=["rego-first", "aiohttp-first"]
 )
 def test_embedded_policy_keeps_memory_flat_over_distinct_inputs(first: str) -> None:
-    """Every input different, as with the decision cache off; the gateway package imported
-    first (as `python -m gateway` does), or aiohttp with its C++ frozenlist before it."""
+    """Every input different, as with the decision cache off; gateway.rego imported first
+    (as the `strangler` command does), or aiohttp with its C++ frozenlist before it."""
     body = f"""
     import asyncio
     from gateway.decision_input import build_input
