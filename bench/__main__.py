@@ -5,11 +5,13 @@
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
     python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
-                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE]
+                           [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE] [--rounds N]
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
     python -m bench limits [--duration SECONDS] [--connections N] [--loadgen ...]
     python -m bench ryw [--duration SECONDS] [--connections N] [--loadgen ...]
     python -m bench websocket [--messages N]
+    python -m bench soak [--minutes N] [--warmup SECONDS] [--connections N]
+                         [--rps REQUESTS_PER_SECOND | --share SHARE]
 
 (``strangler bench ...`` is the same command.)
 """
@@ -21,7 +23,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, consistency, faults, limits, proxy, shadow, websocket
+from bench import cdc, consistency, faults, limits, proxy, shadow, soak, websocket
 from bench.errors import BenchError
 
 
@@ -36,6 +38,13 @@ def _share(text: str) -> float:
     value = float(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be above 0 and at most 1, got {value}")
+    return value
+
+
+def _minutes(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
     return value
 
 
@@ -139,6 +148,33 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SHARE",
         help="share of the flaky upstream's requests that fail during faults (default 0.5)",
     )
+    bench_faults.add_argument(
+        "--rounds", type=_positive, default=3, help="repeat; ratios are the medians (default 3)"
+    )
+    bench_soak = sub.add_parser(
+        "soak",
+        help="a fixed rate through every feature for minutes: the gateway's memory and fds",
+        description=soak.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    bench_soak.add_argument(
+        "--minutes", type=_minutes, default=10.0, help="sampled minutes after the warm-up"
+    )
+    bench_soak.add_argument(
+        "--warmup", type=_positive, default=60, metavar="SECONDS", help="default 60"
+    )
+    bench_soak.add_argument("--connections", type=_positive, default=32, metavar="N")
+    rate = bench_soak.add_mutually_exclusive_group()
+    rate.add_argument(
+        "--rps", type=_positive, metavar="REQUESTS_PER_SECOND", help="a fixed offered rate"
+    )
+    rate.add_argument(
+        "--share",
+        type=_share,
+        default=0.65,
+        metavar="SHARE",
+        help="offer this share of a 5 s saturation probe (default 0.65)",
+    )
     bench_cdc = sub.add_parser(
         "cdc",
         help="the CDC bridge against a raw executemany upsert, and its lag",
@@ -171,6 +207,10 @@ def main(argv: list[str] | None = None) -> int:
             return websocket.run(websocket.Options(args.messages))
         if args.command == "cdc":
             return cdc.run(cdc.Options(args.events, args.rate, args.lag_seconds))
+        if args.command == "soak":
+            return soak.run(
+                soak.Options(args.minutes, args.warmup, args.connections, args.rps, args.share)
+            )
         if args.command == "ryw":
             return consistency.run(
                 consistency.Options(args.duration, args.connections, args.loadgen)
@@ -179,7 +219,14 @@ def main(argv: list[str] | None = None) -> int:
             return limits.run(limits.Options(args.duration, args.connections, args.loadgen))
         if args.command == "faults":
             return faults.run(
-                faults.Options(args.duration, args.connections, args.loadgen, args.rate, args.share)
+                faults.Options(
+                    args.duration,
+                    args.connections,
+                    args.loadgen,
+                    args.rate,
+                    args.share,
+                    args.rounds,
+                )
             )
         if args.command == "shadow":
             return shadow.run(

@@ -11,14 +11,20 @@ requests). Three runs, each on a fresh gateway after a warm-up:
                        as an overloaded service fails) for the whole measured period
     faults-no-breaker  the same faults, a gateway whose flaky upstream has `breaker: off`
 
+With ``--rounds`` > 1 the three runs are repeated, each round starting with the next run in
+turn, and every ratio is the median over the rounds (its spread, min-max, is printed too): on
+a small machine shared with other work a single run's p99 moves by more than the effect.
+
 Both gateways keep the default retries (2 attempts, 20% budget). The result: the healthy
 route's success rate and p99 with faults against the clean run (goal: p99 at most 1.2x),
-and how many requests a second reached the failing upstream with the breaker on vs off.
+its throughput with faults against the clean run's (goal: at least 0.9x), and how many
+requests a second reached the failing upstream with the breaker on vs off.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import tempfile
 import threading
 from contextlib import ExitStack
@@ -37,6 +43,12 @@ HEALTHY, FLAKY = "/healthy", "/flaky"
 FAIL_DELAY_MS = 20.0
 # A short cool-down so the breaker half-opens, probes and reopens within a run.
 BREAKER_ON = "{cool_down: 2s}"
+# (name, the flaky upstream's breaker, faults on) of the three runs of a round
+RUNS = [
+    ("clean", BREAKER_ON, False),
+    ("faults", BREAKER_ON, True),
+    ("faults-no-breaker", "off", True),
+]
 _ROUTES = """\
 upstreams:
   healthy: {{url: "http://127.0.0.1:{healthy}", timeout: 5s}}
@@ -57,6 +69,7 @@ class Options:
     loadgen: str
     rate: int  # requests a second on the flaky route
     share: float  # of the flaky upstream's requests that fail while faults are on
+    rounds: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,17 +103,21 @@ def run(options: Options) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-faults-")))
 
-        def start(name: str, argv: list[str], port: int, ready: str, path: str) -> Target:
+        def start(
+            stack: ExitStack, name: str, argv: list[str], port: int, ready: str, path: str
+        ) -> Target:
             return stack.enter_context(
                 running(name, argv, port=port, ready_path=ready, url_path=path, log_dir=work)
             )
 
         healthy_port, flaky_port = free_port(), free_port()
-        start("healthy", upstream.command(healthy_port), healthy_port, "/", HEALTHY)
+        start(stack, "healthy", upstream.command(healthy_port), healthy_port, "/", HEALTHY)
         argv = flaky.command(flaky_port, options.share, FAIL_DELAY_MS)
-        start("flaky", argv, flaky_port, "/_faults/stats", FLAKY)
+        start(stack, "flaky", argv, flaky_port, "/_faults/stats", FLAKY)
 
-        def gateway(name: str, breaker: str) -> Target:
+        def measure(name: str, breaker: str, faults: bool) -> Run:
+            # A gateway of its own per run, stopped after it: a breaker's window must not
+            # start out holding another run's calls, and an idle gateway takes no CPU.
             routes = work / f"{name}.yaml"
             routes.write_text(
                 _ROUTES.format(
@@ -112,30 +129,52 @@ def run(options: Options) -> int:
                 )
             )
             port = free_port()
-            return start(name, gateway_command(routes, port), port, GATEWAY_HEALTH_PATH, HEALTHY)
+            with ExitStack() as own:
+                argv = gateway_command(routes, port)
+                target = start(own, name, argv, port, GATEWAY_HEALTH_PATH, HEALTHY)
+                return _measure(name, target, faults, flaky_port, generate, options)
 
-        # A gateway of its own per run: a breaker's window must not start out holding the
-        # clean run's successes.
-        runs = [
-            _measure(name, gateway(name, breaker), faults, flaky_port, generate, options)
-            for name, breaker, faults in (
-                ("clean", BREAKER_ON, False),
-                ("faults", BREAKER_ON, True),
-                ("faults-no-breaker", "off", True),
-            )
-        ]
-    print(_table(runs))
-    clean, faults, unguarded = runs
-    print(f"healthy route success rate with faults: {faults.success:.2%}")
+        rounds = []
+        for number in range(options.rounds):
+            # Each round starts with the next run in turn, so none is always measured first.
+            turn = RUNS[number % len(RUNS) :] + RUNS[: number % len(RUNS)]
+            runs = {name: measure(name, breaker, faults) for name, breaker, faults in turn}
+            if options.rounds > 1:
+                print(f"round {number + 1}:")
+            print(_table([runs[name] for name, _, _ in RUNS]), flush=True)
+            rounds.append(runs)
+    successes = [r["faults"].success for r in rounds]
+    print(f"healthy route success rate with faults: {statistics.median(successes):.2%}")
+    with_breaker = statistics.median(r["faults"].reached_per_second for r in rounds)
+    without = statistics.median(r["faults-no-breaker"].reached_per_second for r in rounds)
     print(
-        f"failing upstream reached: {faults.reached_per_second:.1f} req/s with the breaker, "
-        f"{unguarded.reached_per_second:.1f} req/s without"
+        f"failing upstream reached: {with_breaker:.1f} req/s with the breaker, "
+        f"{without:.1f} req/s without"
     )
-    print(f"ratio faults/clean-p99={_ratio(faults.healthy.p99, clean.healthy.p99):.3f}")
-    print(f"ratio faults/clean-success={_ratio(faults.success, clean.success):.3f}")
-    load = _ratio(faults.reached_per_second, unguarded.reached_per_second)
-    print(f"ratio breaker-on/off-failing-load={load:.3f}")
+    ratios = [_ratios(r["clean"], r["faults"], r["faults-no-breaker"]) for r in rounds]
+    if options.rounds > 1:
+        for ratio in ratios[0]:
+            values = [r[ratio] for r in ratios]
+            print(
+                f"{ratio}: median {statistics.median(values):.3f}, "
+                f"spread {min(values):.3f}-{max(values):.3f} over {len(values)} rounds"
+            )
+    for ratio in ratios[0]:
+        print(f"ratio {ratio}={statistics.median(r[ratio] for r in ratios):.3f}")
     return 0
+
+
+def _ratios(clean: Run, faults: Run, unguarded: Run) -> dict[str, float]:
+    return {
+        "faults/clean-p99": _ratio(faults.healthy.p99, clean.healthy.p99),
+        "faults/clean-rps": _ratio(
+            faults.healthy.requests_per_second, clean.healthy.requests_per_second
+        ),
+        "faults/clean-success": _ratio(faults.success, clean.success),
+        "breaker-on/off-failing-load": _ratio(
+            faults.reached_per_second, unguarded.reached_per_second
+        ),
+    }
 
 
 def _measure(

@@ -139,12 +139,23 @@ def run_wrk(
     if executable is None:
         raise BenchError("wrk is not on PATH; install it or use --loadgen python")
     if think > 0:
-        with tempfile.TemporaryDirectory(prefix="strangler-wrk-") as work:
-            script = f"{work}/think.lua"
-            with open(script, "w") as out:
-                out.write(f"function delay()\n  return {max(1, round(think * 1000))}\nend\n")
-            return _wrk(executable, url, connections, duration, headers, ["-s", script])
+        script = f"function delay()\n  return {max(1, round(think * 1000))}\nend\n"
+        return run_wrk_script(url, connections, duration, script, headers)
     return _wrk(executable, url, connections, duration, headers, [])
+
+
+def run_wrk_script(
+    url: str, connections: int, duration: int, script: str, headers: Headers = ()
+) -> LoadResult:
+    """wrk driven by a Lua ``script`` (its ``request()``, ``delay()``, ... hooks)."""
+    executable = wrk_binary()
+    if executable is None:
+        raise BenchError("wrk is not on PATH; install it (apt-get install wrk)")
+    with tempfile.TemporaryDirectory(prefix="strangler-wrk-") as work:
+        path = f"{work}/script.lua"
+        with open(path, "w") as out:
+            out.write(script)
+        return _wrk(executable, url, connections, duration, headers, ["-s", path])
 
 
 def _wrk(

@@ -33,6 +33,7 @@ class Target:
     name: str
     url: str
     headers: tuple[tuple[str, str], ...] = ()  # sent with every request (e.g. a token)
+    pid: int = 0  # the started process, for what a bench reads about it from /proc
 
 
 def free_port() -> int:
@@ -110,6 +111,7 @@ def running(
             raise BenchError(f"{name} could not be started ({' '.join(argv)}): {exc}") from exc
     try:
         _wait_ready(name, child, log, port, ready_path)
-        yield Target(name=name, url=f"http://127.0.0.1:{port}{url_path}", headers=headers)
+        url = f"http://127.0.0.1:{port}{url_path}"
+        yield Target(name=name, url=url, headers=headers, pid=child.pid)
     finally:
         _stop(child)

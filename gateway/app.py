@@ -25,6 +25,7 @@ from gateway.reload import RoutesWatcher
 from gateway.resilience import Resilience
 from gateway.shadow_store import create_store
 from gateway.shadow_worker import create_mirror
+from gateway.shutdown import SHADOW_CLOSE_TIMEOUT
 from gateway.tokens import RevocationStore
 from gateway.types import Receive, Scope, Send
 from gateway.websocket import WebSockets, websocket_metrics
@@ -126,7 +127,14 @@ class GatewayApp:
         self.resilience.close()
         await self.guards.close()
         await self.promoter.save()  # the evidence since the last save
-        await self.mirror.close()
+        try:
+            async with asyncio.timeout(SHADOW_CLOSE_TIMEOUT):
+                await self.mirror.close()
+        except TimeoutError:  # the stop is bounded (gateway/shutdown.py): give up the rest
+            log.warning(
+                "shadow comparisons still running after %.0f s were dropped at shutdown",
+                SHADOW_CLOSE_TIMEOUT,
+            )
         await self.gateway.consistency.close()  # read-your-writes' position readers
         await self.limits.close()
         if self.access_log is not None:

@@ -41,6 +41,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, (_, help_text) in _DELEGATES.items():
         sub.add_parser(name, help=help_text, add_help=False)
 
+    # Before anything else of the gateway's, and so before any C++ extension module: it
+    # decides which C++ allocator regopy and the rest of a gateway process share
+    # (gateway/rego.py; issue #16).
+    import gateway.rego  # noqa: F401
     from gateway import commands
 
     commands.register(sub)

@@ -13,6 +13,7 @@ from typing import Any
 from gateway import config, limits_config, revocations, rollout_commands, tokens
 from gateway.settings import Settings
 from gateway.shadow_config import SAFE_METHODS
+from gateway.shutdown import DEFAULT_SHUTDOWN_TIMEOUT, sigterm_exits_zero
 from gateway.validation import ConfigError, parse_duration
 
 
@@ -43,6 +44,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--no-access-log", action="store_true", default=not settings.access_log)
     serve.add_argument("--certfile", help="serve HTTPS with this certificate (PEM chain)")
     serve.add_argument("--keyfile", help="... and this private key")
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=DEFAULT_SHUTDOWN_TIMEOUT,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests in flight may finish before they are cancelled "
+        f"(default {DEFAULT_SHUTDOWN_TIMEOUT:.0f}, within Kubernetes' 30 s grace period)",
+    )
     serve.set_defaults(handler=gateway_serve)
 
     token = sub.add_parser(
@@ -190,6 +199,7 @@ def shadow_report(ns: argparse.Namespace) -> int:
     return 0
 
 
+@sigterm_exits_zero()
 def gateway_serve(ns: argparse.Namespace) -> int:
     import uvicorn
 
@@ -219,6 +229,7 @@ def gateway_serve(ns: argparse.Namespace) -> int:
             log_config=None,
             ssl_certfile=ns.certfile,
             ssl_keyfile=ns.keyfile,
+            timeout_graceful_shutdown=ns.shutdown_timeout,
         )
     )
     server.run()

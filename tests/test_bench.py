@@ -301,8 +301,8 @@ def test_bench_cdc_end_to_end_ends_with_the_two_ratio_lines() -> None:
         assert float(match.group(1)) > 0
 
 
-def test_bench_faults_end_to_end_ends_with_the_three_ratio_lines() -> None:
-    argv = ["faults", "--duration", "2", "--connections", "4", "--rate", "100"]
+def test_bench_faults_end_to_end_ends_with_the_four_ratio_lines() -> None:
+    argv = ["faults", "--duration", "2", "--connections", "4", "--rate", "100", "--rounds", "2"]
     done = subprocess.run(
         [sys.executable, "-m", "bench", *argv, "--loadgen", "python"],
         capture_output=True,
@@ -314,8 +314,13 @@ def test_bench_faults_end_to_end_ends_with_the_three_ratio_lines() -> None:
     lines = done.stdout.strip().splitlines()
     assert any(re.fullmatch(r"healthy route success rate with faults: [0-9.]+%", x) for x in lines)
     ratios = {}
-    names = ["faults/clean-p99", "faults/clean-success", "breaker-on/off-failing-load"]
-    for name, line in zip(names, lines[-3:], strict=True):
+    names = [
+        "faults/clean-p99",
+        "faults/clean-rps",
+        "faults/clean-success",
+        "breaker-on/off-failing-load",
+    ]
+    for name, line in zip(names, lines[-4:], strict=True):
         match = re.fullmatch(rf"ratio {name}=([0-9]+\.[0-9]{{3}})", line)
         assert match is not None, done.stdout
         ratios[name] = float(match.group(1))
@@ -324,3 +329,6 @@ def test_bench_faults_end_to_end_ends_with_the_three_ratio_lines() -> None:
     assert 0 < ratios["breaker-on/off-failing-load"] < 1, done.stdout
     rows = {line.split()[0]: line.split() for line in lines if line.startswith("faults")}
     assert int(rows["faults-no-breaker"][-1]) > 0, done.stdout  # the upstream did fail
+    assert [x for x in lines if x.startswith("round ")] == ["round 1:", "round 2:"]
+    spreads = [x for x in lines if re.fullmatch(r"\S+: median [0-9.]+, spread .* over 2 rounds", x)]
+    assert len(spreads) == len(names), done.stdout

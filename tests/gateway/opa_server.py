@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from regopy import Input, Interpreter  # type: ignore[import-untyped]
+
+from gateway.rego import Input, Interpreter
 
 Mode = Literal["evaluate", "stall", "error", "undefined", "garbage"]
 

@@ -11,7 +11,8 @@ from functools import cache
 from pathlib import Path
 
 import pytest
-from regopy import Bundle, Interpreter, LogLevel  # type: ignore[import-untyped]
+
+from gateway.rego import Bundle, Interpreter, LogLevel
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
