@@ -21,6 +21,7 @@
      |    +-- CircuitOpen            503 circuit_open: the upstream's breaker is open
      |    +-- Overloaded             503 overloaded: in-flight limit reached, request shed
      |    +-- TooManyConnections     503 too_many_connections: the connection cap is reached
+     |    +-- ShuttingDown           503 shutting_down: cut off by the shutdown timeout
      +-- StoreUnavailable      503 store_unavailable (shared store down, failure policy closed)
      +-- UpstreamTimeout       504 upstream_timeout
      |    +-- ConnectTimeout         the TCP connect timed out: nothing was sent
@@ -177,6 +178,10 @@ class Overloaded(Unavailable):
 
 class TooManyConnections(Unavailable):
     code = "too_many_connections"
+
+
+class ShuttingDown(Unavailable):
+    code = "shutting_down"
 
 
 class StoreUnavailable(GatewayError):

@@ -6,6 +6,8 @@ header rules of `gateway.headers`, streaming both bodies -> one access-log line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +28,7 @@ from gateway.errors import (
     GatewayError,
     NoRoute,
     NotImplementedByGateway,
+    ShuttingDown,
     send_error,
 )
 from gateway.evidence import LiveEvidence
@@ -231,6 +234,13 @@ class Gateway:
         except GatewayError as exc:
             status = exc.status
             await send_error(send, exc, request_id)
+        except asyncio.CancelledError:
+            # The server's shutdown timeout (gateway/shutdown.py) ended the wait: the client
+            # gets an answer if none began (else the connection closes with the answer short),
+            # and the task ends here, quietly, as the server is ending it.
+            status = 503
+            with contextlib.suppress(Exception):
+                await send_error(send, ShuttingDown("the gateway is shutting down", 1), request_id)
         except Exception:
             # Only reachable before the response starts: _relay handles what comes after.
             log.exception("request %s failed", request_id)

@@ -19,7 +19,7 @@ from harness import listening_socket, write_routes
 
 # Bounds how long the test waits for the process; the shutdown itself must be far quicker.
 EXIT_WAIT_SECONDS = 60
-_REQUEST = b"GET /held HTTP/1.1\r\nHost: gateway.test\r\n\r\n"
+_REQUEST = b"GET /held HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n"
 _ANSWER = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\nlate"
 
 
@@ -144,8 +144,10 @@ def test_sigterm_cancels_a_request_held_past_the_timeout_and_exits_zero(tmp_path
         exit_status = _exit_status(process)
         response = _read_all(client)
     assert exit_status == 0, log.read_text()
-    # a clean close: a whole response (the gateway's error) or none, never part of one
-    assert response == b"" or response.startswith(b"HTTP/1.1 5"), response
+    # a clean close: the gateway's JSON answer, whole, and no traceback in the log
+    assert response.startswith(b"HTTP/1.1 503 "), response
+    assert b'"error":"shutting_down"' in response
+    assert "Traceback" not in log.read_text() and "Exception in ASGI" not in log.read_text()
 
 
 def test_sigterm_stops_waiting_for_a_shadow_copy_held_by_its_candidate(tmp_path: Path) -> None:
