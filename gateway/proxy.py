@@ -401,7 +401,7 @@ class Gateway:
             raw,
             upstream=upstream,
             route=route,
-            public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
+            public_origin=lambda: _public_origin(scope),
             request_id=request_id,
         )
         if cookie is not None:  # a canary's sticky assignment, on the 101 too
@@ -473,7 +473,7 @@ class Gateway:
             response.headers,
             upstream=upstream,
             route=route,
-            public_origin=lambda: f"{scope.get('scheme', 'http')}://{_host(scope)}",
+            public_origin=lambda: _public_origin(scope),
             request_id=request_id,
         )
         if cookie is not None:  # the sticky split's cookie (gateway/sticky.py)
@@ -528,6 +528,11 @@ def _verdict_fields(verdict: Verdict | None) -> dict[str, object]:
 
 def _too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the request body exceeds {limit} bytes")
+
+
+def _public_origin(scope: Scope) -> str:
+    """The gateway's own origin as the client addressed it (for rewritten redirects)."""
+    return f"{scope.get('scheme', 'http')}://{_host(scope)}"
 
 
 def _host(scope: Scope) -> str:

@@ -28,7 +28,13 @@ import httptools
 from prometheus_client.metrics_core import Metric
 
 from gateway.config import Route, Upstream
-from gateway.errors import ConnectFailed, ConnectTimeout, UpstreamTimeout, UpstreamUnavailable
+from gateway.errors import (
+    ConnectFailed,
+    ConnectionDropped,
+    ConnectTimeout,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from gateway.metrics import counter, gauge
 from gateway.websocket_config import WebSocketSettings
 
@@ -173,16 +179,16 @@ class Tunnel:
             return
         if self._timer is not None:
             self._timer.cancel()
-        code = _CLOSE_CODES.get(reason)
-        for side in (self.client, self.upstream):
-            if side is None:
-                continue
-            if side is self.client and code is not None:
-                side.transport.write(b"\x88\x02" + code.to_bytes(2))  # a server's close frame
-            if code is not None and side is self.upstream:
-                side.transport.abort()  # a client's frames are masked: just end it
+        code = _CLOSE_CODES.get(reason)  # None: an end closed, the other follows it
+        if self.client is not None:
+            if code is not None:
+                self.client.transport.write(b"\x88\x02" + code.to_bytes(2))  # a server's close
+            self.client.transport.close()  # after what is buffered
+        if self.upstream is not None:
+            if code is not None:
+                self.upstream.transport.abort()  # a client's frames are masked: just end it
             else:
-                side.transport.close()  # after what is buffered
+                self.upstream.transport.close()
         self.done.set_result(reason)
 
 
@@ -222,7 +228,7 @@ class _Handshake(asyncio.Protocol):
             self._answer(bytes(self.body))
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._fail(ConnectFailed("the upstream closed the connection during the upgrade"))
+        self._fail(ConnectionDropped("the upstream closed the connection during the upgrade"))
 
     def _answer(self, rest: bytes) -> None:
         if not self.answer.done():
