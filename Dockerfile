@@ -19,6 +19,9 @@ WORKDIR /src
 # pyproject.toml names README.md as the readme: setuptools reads it while building.
 COPY pyproject.toml README.md ./
 COPY gateway/ gateway/
+COPY common/ common/
+COPY cli/ cli/
+COPY demo/ demo/
 COPY legacy_monolith/ legacy_monolith/
 COPY new_services/ new_services/
 COPY cdc/ cdc/

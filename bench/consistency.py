@@ -52,12 +52,12 @@ from bench.proxy import (
     table,
     worker_micros,
 )
-from gateway.config import parse
-from gateway.consistency import Consistency
-from gateway.guard import Verdict
-from gateway.limits import Limits
-from gateway.limits_config import StoreSettings
-from gateway.pins import ANY
+from gateway.config.limits import StoreSettings
+from gateway.config.table import parse
+from gateway.identity.guard import Verdict
+from gateway.limits.gate import Limits
+from gateway.rollout.consistency import Consistency
+from gateway.rollout.pins import ANY
 from gateway.types import Message
 
 _ROUTES = """\

@@ -40,9 +40,9 @@ from bench.proxy import (
     table,
     worker_micros,
 )
-from gateway.limits_config import RateLimitSettings, StoreSettings
-from gateway.ratelimit import RedisRateLimiter
-from gateway.store import RedisStore, StoreHealth
+from gateway.config.limits import RateLimitSettings, StoreSettings
+from gateway.limits.ratelimit import RedisRateLimiter
+from gateway.limits.store import RedisStore, StoreHealth
 
 _ROUTES = """\
 upstreams:

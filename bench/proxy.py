@@ -122,6 +122,7 @@ def gateway_command(routes: Path, port: int) -> list[str]:
     return [
         sys.executable,
         "-m",
+        "cli",
         "gateway",
         "serve",
         "--routes",

@@ -26,7 +26,6 @@ from pathlib import Path
 from types import FrameType
 
 from cdc import mapping as mappings
-from cdc import positions
 from cdc.actions import KINDS, actions_file, request
 from cdc.capture import Capture
 from cdc.cluster import MockCluster
@@ -35,6 +34,7 @@ from cdc.errors import CdcError, MappingError
 from cdc.metrics import render
 from cdc.settings import parse_duration, settings
 from cdc.sink import SqlSink, create_engine
+from common import positions
 
 
 def _parser() -> argparse.ArgumentParser:

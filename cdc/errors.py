@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from gateway.validation import ConfigIssue
+from common.validation import ConfigIssue
 
 
 class Origin(NamedTuple):

@@ -38,7 +38,7 @@ from yaml.nodes import Node, ScalarNode, SequenceNode
 
 from cdc.errors import MappingError
 from cdc.values import DECLARED
-from gateway.validation import ConfigError, ConfigIssue, NodeReader, compose, line_of, read
+from common.validation import ConfigError, ConfigIssue, NodeReader, compose, line_of, read
 
 DEFAULT_DEAD_LETTER_TOPIC = "strangler.cdc.dlq"
 DEFAULT_PATH = Path(__file__).with_name("mappings.yaml")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cdc.mapping import DEFAULT_PATH
 from cdc.tombstones import DEFAULT_RETENTION
-from gateway.validation import positive_duration
+from common.validation import positive_duration
 
 
 def parse_duration(text: str) -> timedelta:

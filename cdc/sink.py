@@ -52,7 +52,7 @@ from cdc.mapping import Mapping, TableMapping
 from cdc.statements import Compiled, Staged
 from cdc.tombstones import DEFAULT_RETENTION, TABLE_KEY, TOMBSTONES_TABLE, Tombstones, key_text
 from cdc.values import DECODE_ERRORS
-from gateway.validation import ConfigIssue
+from common.validation import ConfigIssue
 
 POSITIONS_TABLE = "cdc_positions"
 # What one event can make a transaction fail with: a constraint or a value the database

@@ -10,25 +10,25 @@ import socket
 import uuid
 from pathlib import Path
 
-from gateway.accesslog import AccessLog
-from gateway.config import RouteTable
-from gateway.consistency import consistency_metrics
-from gateway.evidence import EvidenceStore
-from gateway.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
-from gateway.guard import Guards
-from gateway.limits import Limits
-from gateway.monitor import Monitor
-from gateway.pools import Pools
-from gateway.promotion import Promoter
-from gateway.proxy import Gateway
-from gateway.reload import RoutesWatcher
-from gateway.resilience import Resilience
-from gateway.shadow_store import create_store
-from gateway.shadow_worker import create_mirror
-from gateway.shutdown import SHADOW_CLOSE_TIMEOUT
-from gateway.tokens import RevocationStore
+from gateway.config.reload import RoutesWatcher
+from gateway.config.table import RouteTable
+from gateway.http.accesslog import AccessLog
+from gateway.http.pools import Pools
+from gateway.http.proxy import Gateway
+from gateway.http.shutdown import SHADOW_CLOSE_TIMEOUT
+from gateway.http.websocket import WebSockets, websocket_metrics
+from gateway.identity.guard import Guards
+from gateway.identity.tokens import RevocationStore
+from gateway.limits.gate import Limits
+from gateway.observe.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
+from gateway.observe.monitor import Monitor
+from gateway.resilience.exchange import Resilience
+from gateway.rollout.consistency import consistency_metrics
+from gateway.rollout.evidence import EvidenceStore
+from gateway.rollout.promotion import Promoter
+from gateway.shadow.store import create_store
+from gateway.shadow.worker import create_mirror
 from gateway.types import Receive, Scope, Send
-from gateway.websocket import WebSockets, websocket_metrics
 
 log = logging.getLogger("strangler.gateway")
 
@@ -130,7 +130,7 @@ class GatewayApp:
         try:
             async with asyncio.timeout(SHADOW_CLOSE_TIMEOUT):
                 await self.mirror.close()
-        except TimeoutError:  # the stop is bounded (gateway/shutdown.py): give up the rest
+        except TimeoutError:  # the stop is bounded (gateway/http/shutdown.py): give up the rest
             log.warning(
                 "shadow comparisons still running after %.0f s were dropped at shutdown",
                 SHADOW_CLOSE_TIMEOUT,

@@ -27,8 +27,8 @@
      |    +-- ConnectTimeout         the TCP connect timed out: nothing was sent
      +-- VersionNotSupported   505 http_version_not_supported
 
-The upstream client (gateway.client) raises the upstream errors itself, from its own
-protocol callbacks; the server layer (gateway.edge) answers the 400/405/408/414/431/501/505
+The upstream client (gateway.http.client) raises the upstream errors itself, from its own
+protocol callbacks; the server layer (gateway.http.server) answers the 400/405/408/414/431/501/505
 ones before a request reaches the application, with the same JSON body (`error_response`).
 """
 

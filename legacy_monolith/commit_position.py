@@ -1,8 +1,8 @@
-"""Where a write committed, for the gateway's read-your-writes (gateway/consistency.py).
+"""Where a write committed, for the gateway's read-your-writes (gateway/rollout/consistency.py).
 
 A write's answer carries `X-Strangler-Commit-Position: public.products=42, ...`: for each
 table the transaction changed, a position in the change stream at or after its change, in
-the numbering the CDC bridge records in `cdc_positions` (cdc/positions.py), so that the
+the numbering the CDC bridge records in `cdc_positions` (common/positions.py), so that the
 gateway can tell when the new service's database has the write:
 
 - SQLite with the dev capture (cdc/capture.py, the development stand-in for Debezium): per

@@ -24,8 +24,8 @@ import pytest
 import yaml
 
 from cdc import mapping as cdc_mapping
-from gateway import config
-from gateway.admin import ADMIN_HEALTH
+from gateway.config import table as config
+from gateway.observe.admin import ADMIN_HEALTH
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"

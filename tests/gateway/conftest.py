@@ -6,8 +6,9 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import shared_store
-from harness import Gateway, Recorder, serve_gateway, serve_upstream, write_routes
+
+from tests.support import shared_store
+from tests.support.harness import Gateway, Recorder, serve_gateway, serve_upstream, write_routes
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+"""`python -m cli ...` is `strangler ...`."""
+
+from cli import main
+
+raise SystemExit(main())

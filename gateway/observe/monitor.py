@@ -1,0 +1,127 @@
+"""The gateway watching itself: counts every request, serves `/metrics` and the dashboard.
+
+One object is the hook the request path calls: `count` once per request (plain counters,
+`gateway.observe.traffic`), `authorize_metrics` and `handle` for the endpoints it owns. Everything
+else, building Prometheus families, reading the CDC status, querying the shadow store,
+happens when a scraper or the dashboard asks.
+"""
+
+from __future__ import annotations
+
+import hmac
+
+from gateway.config.metrics import METRICS_ROUTE
+from gateway.config.reload import RoutesWatcher
+from gateway.config.table import Route, RouteTable, Upstream
+from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
+from gateway.identity.guard import Guard, Verdict, bearer_token
+from gateway.observe.cdc import NOT_CONFIGURED, CdcSnapshot, read_status
+from gateway.observe.dashboard import ASSET_HEADERS, ASSET_PATHS, DATA_PATH, PATHS, Dashboard
+from gateway.observe.metrics import (
+    Metrics,
+    cdc_metrics,
+    routes_metrics,
+    shadow_metrics,
+    traffic_metrics,
+)
+from gateway.observe.traffic import ALLOW, DENY, ERROR, GATEWAY, NO_ROUTE, Traffic
+from gateway.shadow.mirror import Mirror
+from gateway.types import Scope, Send
+
+ADMIN_ROLE = "admin"
+
+
+class Monitor:
+    def __init__(self, watcher: RoutesWatcher, mirror: Mirror) -> None:
+        self.watcher = watcher
+        self.traffic = Traffic()
+        self.metrics = Metrics()
+        self.dashboard = Dashboard(watcher, self.traffic, mirror, self.cdc_status)
+        self._cdc: CdcSnapshot = NOT_CONFIGURED  # as the last scrape read it
+        self.metrics.add(lambda: traffic_metrics(self.traffic))
+        self.metrics.add(lambda: routes_metrics(watcher))
+        self.metrics.add(lambda: shadow_metrics(mirror))
+        self.metrics.add(lambda: cdc_metrics(self._cdc))
+
+    def count(
+        self,
+        route: Route | None,
+        upstream: Upstream | None,
+        status: int,
+        seconds: float,
+        verdict: Verdict | None,
+    ) -> None:
+        """The request path's one call: the same route and upstream as the access log."""
+        decision = None
+        if verdict is not None and verdict.decision is not None:
+            decision = ERROR if verdict.failed else ALLOW if verdict.decision.allow else DENY
+        self.traffic.count(
+            route.name if route is not None else NO_ROUTE,
+            upstream.name if upstream is not None else GATEWAY,
+            status,
+            seconds,
+            decision,
+        )
+
+    async def cdc_status(self) -> CdcSnapshot:
+        self._cdc = await read_status(self.watcher.table.cdc)
+        return self._cdc
+
+    @staticmethod
+    async def authorize_admin(scope: Scope, path: str, guard: Guard) -> Verdict:
+        """The admin API is never anonymous, whatever `auth.default` says: a token is
+        required, and the policy decides who (the bundled one: the role `admin`); with
+        `authz: none`, the token must carry the role `admin`. Only the dashboard's static
+        page, script and style load without one (they hold no data)."""
+        if path in ASSET_PATHS:
+            return await guard.check(scope, path, "optional", None, "gateway", False)
+        verdict = await guard.check(scope, path, "required", None, "gateway", False)
+        identity = verdict.identity
+        if guard.engine is None and identity is not None and ADMIN_ROLE not in identity.roles:
+            denial = Forbidden(f"the admin API needs the role {ADMIN_ROLE!r}")
+            return Verdict(identity, None, verdict.authz_ms, denial)
+        return verdict
+
+    @staticmethod
+    def serves(path: str, table: RouteTable) -> bool:
+        return path in PATHS or path == table.metrics.path
+
+    @staticmethod
+    async def authorize_metrics(
+        scope: Scope, path: str, guard: Guard, table: RouteTable
+    ) -> Verdict | None:
+        """Who may scrape, as `metrics.access` says (gateway/config/metrics.py)."""
+        access = table.metrics.access
+        if access == "policy":
+            return await guard.check(
+                scope, path, table.auth.default, METRICS_ROUTE, "gateway", False
+            )
+        if access == "token":
+            token = bearer_token(scope["headers"])
+            if token is None:
+                raise Unauthorized("a bearer token is required", invalid_token=False)
+            if not hmac.compare_digest(token.encode(), table.metrics.token):
+                raise Unauthorized("not the metrics token", invalid_token=True)
+        return None  # open
+
+    async def handle(
+        self, path: str, scope: Scope, send: Send, request_id: str, table: RouteTable
+    ) -> int:
+        if scope["method"] not in ("GET", "HEAD"):
+            raise MethodNotAllowed(f"{path} is read-only: {scope['method']}")
+        extra = [(b"x-request-id", request_id.encode())]
+        if path == DATA_PATH:
+            await send_json(send, 200, await self.dashboard.document(), extra)
+            return 200
+        if path == table.metrics.path:
+            await self.cdc_status()  # the file is read here, off the collectors' sync path
+            accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+            body, content_type = self.metrics.render(accept.decode("latin-1"))
+            headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
+        else:
+            body, asset_type = self.dashboard.asset(path)
+            headers = [(b"content-type", asset_type), *ASSET_HEADERS]
+        headers += [(b"content-length", str(len(body)).encode()), *extra]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return 200

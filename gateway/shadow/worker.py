@@ -1,0 +1,474 @@
+"""The shadow worker: comparisons in a process of their own, fed copies over a socket pair.
+
+Why a process: in the gateway's loop every copy cost a second upstream exchange, a diff and
+a store row, and the store's thread contended for the GIL (profile at 100% mirrored: 27% of
+the gateway's GIL time in comparisons, 14% in store writes); the client's answers waited
+behind them. Here the gateway's cost per copy is a tuple appended to a batch; once per loop
+iteration the batch is pickled into one frame and sent with one `send`. The worker runs the
+same `Engine` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the
+SCHED_IDLE class (`idle`), because nice only ranks a process among those of its own session
+(autogroup) or cgroup. Measured (issue 4, 2 cores): a nice-19 busy loop in another session
+cost the gateway 43% of its throughput, a SCHED_IDLE one nothing measurable; with the worker
+at nice 19 alone the gateway got 0.88-0.96 of a core at saturation, with SCHED_IDLE 0.98.
+
+Bounded everywhere: the frames not yet taken by the worker are capped at `buffer` bytes in
+the gateway (plus the kernel's socket buffer); copies beyond it are dropped and counted.
+The worker reads as fast as it can and drops copies beyond `concurrency` in flight. Admission
+is by credit: the worker acknowledges the copies it is done with (ACK, at most every 2 ms),
+and the gateway refuses a copy in `admit`, before the proxy keeps any of the exchange, when
+`2 * concurrency` copies are outstanding (sent, or batched, and not yet acknowledged), or
+when its copy budget says its loop is busy (`gateway.shadow.budget`): a worker that cannot
+keep up, or a gateway at capacity, then costs a counter per copy, not a copy kept, a pickle,
+a send and a backlog.
+
+The frames, both ways: a 5-byte header (payload length, uint32 little-endian; kind, one
+byte) and a pickled payload. Pickle is safe here because both ends are this program and
+the socket pair is private to the two processes.
+
+  gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
+  its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
+  id), DROPS ((route, reason) -> copies the gateway dropped, every 100 ms at most), SYNC
+  (a token; `drain` waits for the comparisons in flight first)
+  worker -> gateway: STATS (per-route counters since its last report, every 250 ms when
+  something changed), ACK (how many copies the worker is done with, in all) and DONE (a
+  SYNC's token and the counters up to it, after an ACK)
+
+The worker ends when its socket reaches EOF (the gateway closed it or died): it drains the
+comparisons in flight, stores them and exits. A worker that dies is started again on the
+next copy, at most once a second; copies meanwhile are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+import logging
+import os
+import pickle
+import socket
+import struct
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, cast
+
+from gateway.config.rollout import RouteRollout
+from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings
+from gateway.config.table import Route
+from gateway.shadow.budget import Budget
+from gateway.shadow.comparer import Engine
+from gateway.shadow.mirror import (
+    GATEWAY_BUSY,
+    ROUTE_FIELDS,
+    SHADOW_BEHIND,
+    WORKER_DOWN,
+    Copy,
+    Mirror,
+    RouteStats,
+    route_stats,
+)
+from gateway.shadow.store import ShadowStore, create_store
+
+log = logging.getLogger("strangler.shadow")
+
+HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE, ACK = range(8)
+_HEADER = struct.Struct("<IB")
+_REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
+_ACK_EVERY = 0.002  # seconds, at most, between a copy finished and its ACK
+# seconds, at most, between a drop and its DROPS frame: at capacity most copies are dropped,
+# and a frame per loop turn cost the gateway a send and woke the worker as often
+_DROPS_EVERY = 0.1
+_RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
+_SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
+_STOP_TIMEOUT = 10.0
+
+
+def frame(kind: int, payload: object) -> bytes:
+    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data), kind) + data
+
+
+class Frames:
+    """Splits a byte stream into (kind, payload) frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> Iterator[tuple[int, Any]]:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= _HEADER.size:
+            size, kind = _HEADER.unpack_from(buffer, start)
+            end = start + _HEADER.size + size
+            if len(buffer) < end:
+                break
+            # Both ends are this program, over a socket pair no one else holds.
+            yield kind, pickle.loads(buffer[start + _HEADER.size : end])  # noqa: S301
+            start = end
+        del buffer[:start]
+
+
+def create_mirror(
+    store: ShadowStore, settings: ShadowStoreSettings, worker: ShadowWorkerSettings
+) -> Mirror:
+    """The `Mirror` adapter that `shadow_worker: {mode: ...}` names, on the gateway's `store`
+    (the process adapter only reads it, for reports; its worker writes through its own)."""
+    if worker.mode == "inline":
+        return Engine(store, settings, worker.concurrency, budget=Budget(worker.busy_limit))
+    return WorkerMirror(store, settings, worker)
+
+
+# --- the gateway's side ----------------------------------------------------------------------
+
+
+class WorkerMirror:
+    """The `process` adapter: copies go to a worker process, counters come back."""
+
+    def __init__(
+        self, store: ShadowStore, settings: ShadowStoreSettings, worker: ShadowWorkerSettings
+    ) -> None:
+        self.store = store  # read here only, for reports
+        self.store_settings = settings
+        self.settings = worker
+        self.budget = Budget(worker.busy_limit)
+        self.stats: dict[str, RouteStats] = {}
+        self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
+        self._ids = itertools.count()
+        self._batch: list[tuple[Any, ...]] = []
+        # (route, reason) -> copies dropped here, not yet told the worker
+        self._drops: Counter[tuple[str, str]] = Counter()
+        self._out = bytearray()  # frames the socket has not taken yet
+        self._sock: socket.socket | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._frames = Frames()
+        self._sent = 0  # copies batched for the current worker
+        self._acked = 0  # of which it is done with
+        self._writing = False
+        self._scheduled = False
+        self._drops_timer: asyncio.TimerHandle | None = None
+        self._started_at = -_RESPAWN_AFTER
+        self._waiters: dict[int, asyncio.Future[None]] = {}
+        self._closing = False
+
+    def admit(self, route: Route) -> bool:
+        # Copies sent or batched and not yet acknowledged; the requests admitted and still
+        # waiting for the primary may add theirs (the worker drops beyond `concurrency`).
+        outstanding = self._sent - self._acked
+        if outstanding >= 2 * self.settings.concurrency or len(self._out) > self.settings.buffer:
+            self._drop(route.name, SHADOW_BEHIND)
+        elif not self._connected():
+            self._drop(route.name, WORKER_DOWN)
+        elif not self.budget.admit():
+            self._drop(route.name, GATEWAY_BUSY)
+        else:
+            return True
+        return False
+
+    def launch(self, copy: Copy) -> None:
+        if self._sock is None:  # lost since the copy was admitted
+            self._drop(copy.route.name, WORKER_DOWN)
+            return
+        known = self._routes.get(id(copy.route))
+        if known is None or known[0] is not copy.route:
+            try:
+                known = self._route(copy)
+            except Exception:  # a copy must never fail the request it copies
+                log.exception("route %s cannot be sent to the shadow worker", copy.route.name)
+                self._drop(copy.route.name, WORKER_DOWN)
+                return
+        self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
+        self._sent += 1
+        self._schedule()
+
+    def dropped(self, route: Route, reason: str) -> None:
+        self._drop(route.name, reason)
+
+    def _drop(self, route: str, reason: str) -> None:
+        stats = route_stats(self.stats, route)
+        stats.mirrored += 1
+        stats.drops[reason] += 1
+        self._drops[route, reason] += 1
+        if self._drops_timer is None and self._connected():
+            self._drops_timer = asyncio.get_running_loop().call_later(_DROPS_EVERY, self._flush)
+
+    def _route(self, copy: Copy) -> tuple[Route, int]:
+        if len(self._routes) > 1000:  # many reloads: forget the old tables' routes
+            self._routes.clear()
+        known = self._routes[id(copy.route)] = (copy.route, next(self._ids))
+        self._flush()  # copies of earlier routes first, then this route's frame
+        # the worker compares: it needs the route's name and shadow rules, not its rollout
+        # (whose keyed hash does not pickle) or its limits
+        route = dataclasses.replace(copy.route, rollout=RouteRollout(), limits=None)
+        self._out += frame(ROUTE, (known[1], route, *copy[1:ROUTE_FIELDS]))
+        return known
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        if self._drops_timer is not None:
+            self._drops_timer.cancel()
+            self._drops_timer = None
+        if self._sock is None:
+            return
+        if self._batch:
+            self._out += frame(COPIES, self._batch)
+            self._batch = []
+        if self._drops:
+            self._out += frame(DROPS, dict(self._drops))
+            self._drops.clear()
+        self._send()
+
+    def _send(self) -> None:
+        sock = self._sock
+        if sock is None or not self._out:
+            return
+        try:
+            sent = sock.send(self._out)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self._lost()
+            return
+        del self._out[:sent]
+        if self._out and not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().add_writer(sock, self._writable)
+        elif not self._out and self._writing:
+            self._writing = False
+            asyncio.get_running_loop().remove_writer(sock)
+
+    def _writable(self) -> None:
+        self._send()
+
+    def _connected(self) -> bool:
+        """Whether a worker takes copies, starting one when none runs (at most once a second)."""
+        if self._sock is not None:
+            return True
+        loop = asyncio.get_running_loop()
+        if self._closing or loop.time() - self._started_at < _RESPAWN_AFTER:
+            return False
+        self._started_at = loop.time()
+        ours, theirs = socket.socketpair()
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "gateway.shadow.worker", str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+        except OSError:
+            log.exception("could not start the shadow worker; copies are dropped")
+            ours.close()
+            return False
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        self._out += frame(HELLO, (self.store_settings, self.settings))
+        loop.add_reader(ours, self._readable)
+        log.info("shadow worker started (pid %d)", self._process.pid)
+        return True
+
+    def _readable(self) -> None:
+        assert self._sock is not None
+        try:
+            data = self._sock.recv(1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost()
+            return
+        for kind, payload in self._frames.feed(data):
+            if kind == ACK:
+                self._acked = payload
+            elif kind == STATS:
+                self._merge(payload)
+            elif kind == DONE:
+                token, stats = payload
+                self._merge(stats)
+                waiter = self._waiters.pop(token, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+    def _merge(self, stats: dict[str, RouteStats]) -> None:
+        for route, delta in stats.items():
+            route_stats(self.stats, route).add(delta)
+
+    def _lost(self) -> None:
+        """The worker is gone: forget it; the next copy starts a new one."""
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(sock)
+        if self._writing:
+            loop.remove_writer(sock)
+            self._writing = False
+        sock.close()
+        self._batch, self._out, self._routes, self._frames = [], bytearray(), {}, Frames()
+        self._sent = self._acked = 0
+        process = self._process
+        if not self._closing and process is not None:
+            # Its end of the socket is closed: it has exited or is past saving. Reaping it
+            # blocks for the moment a dead process takes.
+            if process.poll() is None:
+                process.kill()
+            code = process.wait()
+            log.error("the shadow worker exited (status %s); copies in transit are lost", code)
+            self._process = None
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_result(None)
+        self._waiters.clear()
+
+    async def _sync(self, drain: bool) -> None:
+        if self._sock is None:
+            return
+        token = next(self._ids)
+        waiter = self._waiters[token] = asyncio.get_running_loop().create_future()
+        self._flush()
+        self._out += frame(SYNC, (token, drain))
+        self._send()
+        try:
+            await asyncio.wait_for(waiter, _SYNC_TIMEOUT)
+        except TimeoutError:
+            log.warning("the shadow worker did not answer within %.0f s", _SYNC_TIMEOUT)
+
+    async def flush(self) -> None:
+        await self._sync(drain=False)
+
+    async def drain(self) -> None:
+        await self._sync(drain=True)
+
+    async def close(self) -> None:
+        self.budget.close()
+        await self.drain()
+        self._closing = True
+        self._lost()  # EOF: the worker stores what it has and exits
+        process, self._process = self._process, None
+        if process is not None:
+            try:
+                await asyncio.to_thread(process.wait, _STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
+        await self.store.close()
+
+
+# --- the worker's side -----------------------------------------------------------------------
+
+
+class _Worker(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.frames = Frames()
+        self.engine: Engine | None = None
+        self.routes: dict[int, tuple[Any, ...]] = {}
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+        self.reporter: asyncio.TimerHandle | None = None
+        self.acker: asyncio.TimerHandle | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        for kind, payload in self.frames.feed(data):
+            if kind == HELLO:
+                self.hello(*payload)
+                continue
+            engine = self.engine
+            assert engine is not None, "HELLO comes first"
+            if kind == COPIES:
+                routes = self.routes
+                for wire in payload:
+                    engine.launch(Copy(*routes[wire[0]], *wire[1:]))
+            elif kind == ROUTE:
+                self.routes[payload[0]] = payload[1:]
+            elif kind == DROPS:
+                for (route, reason), count in payload.items():
+                    engine.tally(route, reason, count)
+            elif kind == SYNC:
+                task = asyncio.get_running_loop().create_task(self.sync(*payload))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    def hello(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
+        if settings.nice:
+            os.nice(settings.nice)
+        if settings.idle and hasattr(os, "SCHED_IDLE"):
+            # nice is relative to the processes of the worker's own session (Linux's
+            # autogroup) or cgroup: against the others, it had a core as often as the
+            # gateway. SCHED_IDLE runs it only on a core nothing else wants (issue 4).
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        self.engine = Engine(create_store(store.url), store, settings.concurrency)
+        self.engine.on_finish = self.ack_soon
+        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
+
+    def take_stats(self) -> dict[str, RouteStats]:
+        assert self.engine is not None
+        stats, self.engine.stats = self.engine.stats, {}
+        return stats
+
+    def report(self) -> None:
+        if self.engine is not None and self.engine.stats and self.transport is not None:
+            self.transport.write(frame(STATS, self.take_stats()))
+        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
+
+    def ack_soon(self) -> None:
+        if self.acker is None:
+            self.acker = asyncio.get_running_loop().call_later(_ACK_EVERY, self.ack)
+
+    def ack(self) -> None:
+        if self.acker is not None:
+            self.acker.cancel()
+            self.acker = None
+        transport = self.transport
+        if self.engine is not None and transport is not None and not transport.is_closing():
+            transport.write(frame(ACK, self.engine.finished))
+
+    async def sync(self, token: int, drain: bool) -> None:
+        assert self.engine is not None
+        await (self.engine.drain() if drain else self.engine.flush())
+        if self.transport is not None and not self.transport.is_closing():
+            self.ack()
+            self.transport.write(frame(DONE, (token, self.take_stats())))
+
+
+async def serve(sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    _, worker = await loop.create_unix_connection(_Worker, sock=sock)
+    await worker.closed
+    if worker.reporter is not None:
+        worker.reporter.cancel()
+    if worker.engine is not None:
+        await worker.engine.close()
+
+
+def main(argv: list[str]) -> int:
+    import uvloop
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    sock = socket.socket(fileno=int(argv[0]))
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
+        uvloop.run(serve(sock))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
