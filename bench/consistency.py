@@ -54,7 +54,7 @@ from bench.proxy import (
 )
 from gateway.config.limits import StoreSettings
 from gateway.config.table import parse
-from gateway.identity.guard import Verdict
+from gateway.identity.guard import Access
 from gateway.limits.gate import Limits
 from gateway.rollout.consistency import Consistency
 from gateway.rollout.pins import ANY
@@ -148,7 +148,7 @@ async def _per_call(routes: str) -> dict[str, float]:
     assert settings is not None
     route, fed = routing.routes[0], routing.upstreams["fed"]
     consistency = Consistency(Limits(StoreSettings()))
-    anonymous = Verdict(None, None, 0.0)  # the returning browser of the HTTP runs
+    anonymous = Access(None, None, 0.0)  # the returning browser of the HTTP runs
     cookie = [(name.lower().encode(), value.encode()) for name, value in RETURNING]
     scope = {"type": "http", "method": "GET", "headers": cookie, "client": ("127.0.0.1", 1)}
 

@@ -14,7 +14,7 @@ from gateway.config.rollout import gate_text, targets_text
 from gateway.config.table import RouteTable
 
 if TYPE_CHECKING:
-    from gateway.rollout.promotion import Outcome
+    from gateway.rollout.promotion import Promotion
 
 
 def register(routes_sub: Any, routes_file: str) -> None:
@@ -96,7 +96,7 @@ def routes_step(ns: argparse.Namespace) -> int:
 
 async def step_file(
     path: Path, route: str, *, backwards: bool, to: str | None = None, dry_run: bool = False
-) -> Outcome:
+) -> Promotion:
     """`promotion.step` with the evidence in the stores the routes file names: what
     `strangler routes promote | rollback` do (`strangler demo` calls it too)."""
     from gateway.rollout.evidence import EvidenceStore

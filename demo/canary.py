@@ -17,7 +17,7 @@ import math
 from collections import Counter
 
 from demo.client import Client, Tokens
-from demo.progress import Progress, StepFailed
+from demo.progress import StepFailed, StepLog
 from gateway.config.split import moves
 from gateway.config.table import Route
 
@@ -47,7 +47,7 @@ def survey(
 
 
 def check_share(
-    progress: Progress, seen: Assignment, monolith: str, new: str, percent: int, rounds: int
+    progress: StepLog, seen: Assignment, monolith: str, new: str, percent: int, rounds: int
 ) -> None:
     counts = Counter(seen.values())
     users, ours = len(seen), counts[new]
@@ -64,7 +64,7 @@ def check_share(
         progress.say(f"every user got the same upstream on each of their {rounds} requests")
 
 
-def check_all(progress: Progress, seen: Assignment, new: str) -> None:
+def check_all(progress: StepLog, seen: Assignment, new: str) -> None:
     others = Counter(upstream for upstream in seen.values() if upstream != new)
     if others:
         raise StepFailed(f"users answered by other upstreams than {new}: {dict(others)}")
@@ -72,7 +72,7 @@ def check_all(progress: Progress, seen: Assignment, new: str) -> None:
 
 
 def check_moves(
-    progress: Progress,
+    progress: StepLog,
     before: Assignment,
     after: Assignment,
     old: Route,
@@ -96,7 +96,7 @@ def check_moves(
         raise StepFailed(f"{count} of {users} users moved, not {100 * expected:.1f}% of them")
 
 
-def check_same(progress: Progress, seen: Assignment, earlier: Assignment, what: str) -> None:
+def check_same(progress: StepLog, seen: Assignment, earlier: Assignment, what: str) -> None:
     changed = [user for user in USERS if seen[user] != earlier[user]]
     if changed:
         raise StepFailed(

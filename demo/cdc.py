@@ -26,8 +26,8 @@ from typing import Protocol
 
 from sqlalchemy.engine import make_url
 
-from demo.client import Answer, Client, Tokens
-from demo.progress import Progress, StepFailed
+from demo.client import Client, Reply, Tokens
+from demo.progress import StepFailed, StepLog
 
 SNAPSHOT_DEADLINE_SECONDS = 60.0
 SYNC_DEADLINE_SECONDS = 1.0  # the promise: a write shows up in the new service's /search
@@ -90,11 +90,11 @@ def wait_snapshot(legacy_db: str, search_db: str, alive: Callable[[], None]) -> 
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    answer: Answer
+    answer: Reply
     found: bool  # the product just written is in the answer
 
 
-def read_your_writes(progress: Progress, first: Read) -> None:
+def read_your_writes(progress: StepLog, first: Read) -> None:
     """Step 4's promise: a user's first search after their write includes it (the gateway
     pins the writer's reads to the monolith until the bridge has applied the write)."""
     if not first.found:
@@ -103,7 +103,7 @@ def read_your_writes(progress: Progress, first: Read) -> None:
 
 
 def write_then_search(
-    client: Client, tokens: Tokens, progress: Progress, user: str, new: str, deadline: float
+    client: Client, tokens: Tokens, progress: StepLog, user: str, new: str, deadline: float
 ) -> None:
     """As `user` (whom the split sends to `new`): create a product through the gateway on
     the monolith, search for it at once, then time how long the new service takes to find

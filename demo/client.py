@@ -41,7 +41,7 @@ _DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class Reply:
     status: int
     upstream: str | None  # X-Strangler-Upstream: who answered
     body: bytes
@@ -76,13 +76,13 @@ class Client:
             trust_env=False,
         )
 
-    def get(self, path: str, token: str | None = None) -> Answer:
+    def get(self, path: str, token: str | None = None) -> Reply:
         try:
             return self._exchange(self._reads, "GET", path, None, token)
         except _Dropped:
             return self._exchange(self._reads, "GET", path, None, token)
 
-    def send(self, method: str, path: str, body: object, token: str | None = None) -> Answer:
+    def send(self, method: str, path: str, body: object, token: str | None = None) -> Reply:
         """A write on a connection of its own: a str is sent as text, anything else as JSON."""
         if isinstance(body, str):
             data, content_type = body.encode(), "text/plain; charset=utf-8"
@@ -107,7 +107,7 @@ class Client:
         path: str,
         body: tuple[bytes, str] | None,
         token: str | None,
-    ) -> Answer:
+    ) -> Reply:
         headers: dict[str, str] = {}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
@@ -120,7 +120,7 @@ class Client:
             failure = _Dropped if isinstance(exc, _DROPPED) else NoAnswer
             what = f"{method} {self.base_url}{path}: no answer ({type(exc).__name__}: {exc})"
             raise failure(what) from exc
-        return Answer(response.status_code, response.headers.get(UPSTREAM_HEADER), response.content)
+        return Reply(response.status_code, response.headers.get(UPSTREAM_HEADER), response.content)
 
 
 class Tokens:

@@ -15,7 +15,7 @@ class StepFailed(Exception):
     """A step's check failed; the message says what was expected and what happened."""
 
 
-class Progress:
+class StepLog:
     def __init__(self, out: TextIO = sys.stdout) -> None:
         self.out = out
         self.number = ""

@@ -20,7 +20,7 @@ from typing import Any
 from cli.routes import step_file
 from common.validation import ConfigError
 from demo.client import Client, Tokens
-from demo.progress import Progress, StepFailed
+from demo.progress import StepFailed, StepLog
 from gateway.config import table as config
 from gateway.config.rollout import targets_text
 from gateway.config.table import Route, RouteTable
@@ -46,7 +46,7 @@ class RoutesFile:
         path: Path,
         client: Client,
         tokens: Tokens,
-        progress: Progress,
+        progress: StepLog,
         alive: Callable[[], None],
     ) -> None:
         self.path = path

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from demo.client import Client, NoAnswer, Tokens
-from demo.progress import Progress, StepFailed
+from demo.progress import StepFailed, StepLog
 
 # Searches whose answers carry prices.
 TRAFFIC = tuple(
@@ -27,7 +27,7 @@ REPORT_SECONDS = 20.0
 
 class Shadow:
     def __init__(
-        self, gateway: Client, search: Client | None, tokens: Tokens, progress: Progress
+        self, gateway: Client, search: Client | None, tokens: Tokens, progress: StepLog
     ) -> None:
         self.gateway = gateway
         self.search = search

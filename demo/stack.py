@@ -27,7 +27,7 @@ from common.validation import ConfigError
 from demo import cdc as demo_cdc
 from demo import compose_env
 from demo.client import Client, NoAnswer
-from demo.progress import Progress, StepFailed
+from demo.progress import StepFailed, StepLog
 from gateway.config import table as config
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
@@ -100,7 +100,7 @@ class LocalStack:
     def gateway(self) -> str:
         return f"http://127.0.0.1:{self.gateway_port}"
 
-    def start(self, progress: Progress) -> Target:
+    def start(self, progress: StepLog) -> Target:
         from legacy_monolith import manage as monolith
         from new_services.search import manage as search
 

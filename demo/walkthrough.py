@@ -28,8 +28,8 @@ from types import FrameType
 
 from demo import canary as demo_canary
 from demo import cdc as demo_cdc
-from demo.client import Answer, Client, Tokens
-from demo.progress import Progress, StepFailed
+from demo.client import Client, Reply, Tokens
+from demo.progress import StepFailed, StepLog
 from demo.routes import NEW, ROUTE, RoutesFile, load
 from demo.shadow import TRAFFIC, Shadow
 from demo.stack import LocalStack, Target, running
@@ -41,7 +41,7 @@ _FAILURES = (StepFailed, OSError)  # a request without an answer is a StepFailed
 
 
 class Story:
-    def __init__(self, target: Target, progress: Progress) -> None:
+    def __init__(self, target: Target, progress: StepLog) -> None:
         self.target = target
         self.progress = progress
         self.clients = contextlib.ExitStack()
@@ -181,7 +181,7 @@ class Story:
         seen = demo_canary.survey(self.client, self.tokens, 1, demo_canary.USERS[:SOME])
         demo_canary.check_all(self.progress, seen, NEW)
 
-    def expect(self, path: str, upstream: str, token: str | None = None) -> Answer:
+    def expect(self, path: str, upstream: str, token: str | None = None) -> Reply:
         answer = self.client.get(path, token)
         self.say(f"GET {path}: HTTP {answer.status}, X-Strangler-Upstream: {answer.upstream}")
         if answer.status != 200 or answer.upstream != upstream:
@@ -198,7 +198,7 @@ def main(ns: argparse.Namespace) -> int:
     if misplaced:
         print(f"strangler demo: {misplaced}", file=sys.stderr)
         return 2
-    progress = Progress()
+    progress = StepLog()
     with contextlib.ExitStack() as stack:
         local: LocalStack | None = None
         try:

@@ -33,7 +33,7 @@ from gateway.http.accesslog import AccessLog
 from gateway.http.client import Response
 from gateway.http.pools import Pools
 from gateway.http.websocket import TUNNEL, TakeOver, Upgrade, WebSockets
-from gateway.identity.guard import Guard, Guards, Verdict
+from gateway.identity.guard import Access, Guard, Guards
 from gateway.identity.tokens import Identity
 from gateway.observe.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.observe.monitor import Monitor
@@ -162,7 +162,7 @@ class Gateway:
         route: Route | None = None
         upstream: Upstream | None = None
         path: str | None = None
-        verdict: Verdict | None = None
+        verdict: Access | None = None
         cookie: bytes | None = None
         measured = False
         status = 0
@@ -512,7 +512,7 @@ class Gateway:
         return response.status, sent
 
 
-def _verdict_fields(verdict: Verdict | None) -> dict[str, object]:
+def _verdict_fields(verdict: Access | None) -> dict[str, object]:
     if verdict is None:
         return {}
     fields: dict[str, object] = {"user": verdict.identity.sub if verdict.identity else None}

@@ -39,7 +39,7 @@ _VOLATILE = frozenset(name.encode() for name in VOLATILE_HEADERS)
 
 
 @dataclass(frozen=True, slots=True)
-class Verdict:
+class Access:
     identity: Identity | None
     decision: Decision | None
     authz_ms: float
@@ -114,7 +114,7 @@ class Guard:
         route: str | None,
         target: str,
         fail_open: bool,
-    ) -> Verdict:
+    ) -> Access:
         """Who is asking and whether they may. Raises Unauthorized (or BadRequest); a denial
         comes back in the verdict, so that it is logged with who was denied and why."""
         identity = await self.authenticate(scope, mode)
@@ -142,11 +142,11 @@ class Guard:
         target: str,
         fail_open: bool,
         override: str | None = None,
-    ) -> Verdict:
+    ) -> Access:
         """Whether `identity` may; `override` is the target the client asked for, which the
         policy lets it choose or not (`Decision.override`)."""
         if self.engine is None:
-            return Verdict(identity, None, 0.0)
+            return Access(identity, None, 0.0)
         await self._ensure_started()
         client = scope.get("client")
         peer = client[0] if client else None
@@ -192,7 +192,7 @@ class Guard:
         denial = None
         if not decision.allow:
             denial = Forbidden(decision.reason or "denied by policy")
-        return Verdict(identity, decision, elapsed, denial, failed)
+        return Access(identity, decision, elapsed, denial, failed)
 
 
 class Guards:

@@ -133,7 +133,7 @@ class PolicyLoadFailure:
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
+class _CompiledPolicy:
     interpreter: Interpreter
     bundle: Bundle
     version: str
@@ -236,7 +236,7 @@ class EmbeddedPolicy:
                 stats.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
         return stats
 
-    def _compile(self) -> _Compiled:
+    def _compile(self) -> _CompiledPolicy:
         sources: dict[str, str] = {}
         errors: list[str] = []
         for path in self._files():
@@ -270,7 +270,7 @@ class EmbeddedPolicy:
         digest = hashlib.sha256()
         for name, text in sources.items():
             digest.update(name.encode() + b"\0" + text.encode() + b"\0")
-        return _Compiled(interpreter, bundle, digest.hexdigest()[:12])
+        return _CompiledPolicy(interpreter, bundle, digest.hexdigest()[:12])
 
 
 def _rego_errors(exc: Exception, sources: Mapping[str, str] | None = None) -> list[str]:

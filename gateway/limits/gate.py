@@ -36,12 +36,12 @@ from gateway.identity.revocations import RedisRevocations
 from gateway.identity.tokens import Identity, InMemoryRevocations, RevocationStore
 from gateway.limits import ratelimit
 from gateway.limits.idempotency import (
-    Answer,
-    Capture,
     Held,
     IdempotencyStore,
     MemoryIdempotency,
     RedisIdempotency,
+    ResponseCapture,
+    StoredResponse,
     fingerprint,
     replay,
     replayed_body,
@@ -265,7 +265,9 @@ class _Idempotent:
         if held is not None:
             return await self._answer(held, fp, send, request_id)
         self._count("claimed")
-        capture = Capture(send, self.rules.max_response, lambda answer: self._keep(answer, fp))
+        capture = ResponseCapture(
+            send, self.rules.max_response, lambda answer: self._keep(answer, fp)
+        )
         try:
             return await forward(receive, capture)
         finally:
@@ -290,7 +292,7 @@ class _Idempotent:
         self._count("replayed")
         return held.answer.status, await replay(held.answer, send, request_id)
 
-    async def _keep(self, answer: Answer | None, fp: str) -> bool:
+    async def _keep(self, answer: StoredResponse | None, fp: str) -> bool:
         if answer is None:
             return False
         try:

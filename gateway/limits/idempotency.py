@@ -37,7 +37,7 @@ _RETRYABLE = frozenset({408, 425, 429})
 
 
 @dataclass(frozen=True, slots=True)
-class Answer:
+class StoredResponse:
     """A first request's response as the client got it."""
 
     status: int
@@ -50,7 +50,7 @@ class Held:
     """What holds a key that could not be claimed."""
 
     fingerprint: str
-    answer: Answer | None  # None: the first request is still running
+    answer: StoredResponse | None  # None: the first request is still running
 
 
 class IdempotencyStore(Protocol):
@@ -59,7 +59,7 @@ class IdempotencyStore(Protocol):
         ...
 
     async def complete(
-        self, key: str, token: str, fingerprint: str, answer: Answer, ttl: float
+        self, key: str, token: str, fingerprint: str, answer: StoredResponse, ttl: float
     ) -> bool:
         """Keep the answer, if `token`'s claim still holds the key."""
         ...
@@ -111,7 +111,7 @@ def _owner(token: str) -> bytes:
     return f"p|{token}|".encode("ascii")
 
 
-def _done(fingerprint: str, answer: Answer) -> bytes:
+def _done(fingerprint: str, answer: StoredResponse) -> bytes:
     head = {
         "status": answer.status,
         "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in answer.headers],
@@ -135,16 +135,18 @@ def _held(value: bytes) -> Held:
     head_line, _, body = payload.partition(b"\n")
     head = json.loads(head_line)
     headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in head["headers"]]
-    answer = Answer(int(head["status"]), headers, body if head["kept"] else None)
+    answer = StoredResponse(int(head["status"]), headers, body if head["kept"] else None)
     return Held(fingerprint.decode("ascii"), answer)
 
 
-class Capture:
+class ResponseCapture:
     """A `send` that passes the response on and keeps a copy of it. The copy is handed to
     `keep` before the last message goes out: once a client has the whole answer, a repeat
     finds it kept. A response cut short never reaches its last message, so is not kept."""
 
-    def __init__(self, send: Send, cap: int, keep: Callable[[Answer | None], Awaitable[bool]]):
+    def __init__(
+        self, send: Send, cap: int, keep: Callable[[StoredResponse | None], Awaitable[bool]]
+    ):
         self._send = send
         self._cap = cap
         self._keep = keep
@@ -168,14 +170,16 @@ class Capture:
                 self.kept = await self._keep(self._answer())
         await self._send(message)
 
-    def _answer(self) -> Answer | None:
+    def _answer(self) -> StoredResponse | None:
         """The answer to keep, or None (not to be kept: to be retried)."""
         if self.status is None or not keepable(self.status):
             return None
-        return Answer(self.status, self.headers, None if self.overflow else bytes(self.body))
+        return StoredResponse(
+            self.status, self.headers, None if self.overflow else bytes(self.body)
+        )
 
 
-async def replay(answer: Answer, send: Send, request_id: str) -> int:
+async def replay(answer: StoredResponse, send: Send, request_id: str) -> int:
     assert answer.body is not None
     headers = [
         *answer.headers,
@@ -233,7 +237,7 @@ class MemoryIdempotency:
         return None
 
     async def complete(
-        self, key: str, token: str, fingerprint: str, answer: Answer, ttl: float
+        self, key: str, token: str, fingerprint: str, answer: StoredResponse, ttl: float
     ) -> bool:
         value = self._get(key)
         if value is None or not value.startswith(_owner(token)):
@@ -280,7 +284,7 @@ class RedisIdempotency:
         return _held(previous) if isinstance(previous, bytes) else None
 
     async def complete(
-        self, key: str, token: str, fingerprint: str, answer: Answer, ttl: float
+        self, key: str, token: str, fingerprint: str, answer: StoredResponse, ttl: float
     ) -> bool:
         done = _done(fingerprint, answer)
         return await self._if_owner_sets(key, token, done, _ms(ttl))

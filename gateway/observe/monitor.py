@@ -14,7 +14,7 @@ from gateway.config.metrics import METRICS_ROUTE
 from gateway.config.reload import RoutesWatcher
 from gateway.config.table import Route, RouteTable, Upstream
 from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
-from gateway.identity.guard import Guard, Verdict, bearer_token
+from gateway.identity.guard import Access, Guard, bearer_token
 from gateway.observe.cdc import NOT_CONFIGURED, CdcSnapshot, read_status
 from gateway.observe.dashboard import ASSET_HEADERS, ASSET_PATHS, DATA_PATH, PATHS, Dashboard
 from gateway.observe.metrics import (
@@ -49,7 +49,7 @@ class Monitor:
         upstream: Upstream | None,
         status: int,
         seconds: float,
-        verdict: Verdict | None,
+        verdict: Access | None,
     ) -> None:
         """The request path's one call: the same route and upstream as the access log."""
         decision = None
@@ -68,7 +68,7 @@ class Monitor:
         return self._cdc
 
     @staticmethod
-    async def authorize_admin(scope: Scope, path: str, guard: Guard) -> Verdict:
+    async def authorize_admin(scope: Scope, path: str, guard: Guard) -> Access:
         """The admin API is never anonymous, whatever `auth.default` says: a token is
         required, and the policy decides who (the bundled one: the role `admin`); with
         `authz: none`, the token must carry the role `admin`. Only the dashboard's static
@@ -79,7 +79,7 @@ class Monitor:
         identity = verdict.identity
         if guard.engine is None and identity is not None and ADMIN_ROLE not in identity.roles:
             denial = Forbidden(f"the admin API needs the role {ADMIN_ROLE!r}")
-            return Verdict(identity, None, verdict.authz_ms, denial)
+            return Access(identity, None, verdict.authz_ms, denial)
         return verdict
 
     @staticmethod
@@ -89,7 +89,7 @@ class Monitor:
     @staticmethod
     async def authorize_metrics(
         scope: Scope, path: str, guard: Guard, table: RouteTable
-    ) -> Verdict | None:
+    ) -> Access | None:
         """Who may scrape, as `metrics.access` says (gateway/config/metrics.py)."""
         access = table.metrics.access
         if access == "policy":

@@ -102,7 +102,7 @@ class RoutePlan:
     upstream_cap: int
 
 
-class Plan:
+class AttemptPlan:
     """The route plans of one route table, built on its first request."""
 
     def __init__(self, table: RouteTable, state: Callable[[Upstream], UpstreamState]) -> None:
@@ -177,7 +177,7 @@ class Resilience:
         self.uniform = uniform  # backoff jitter draws
         self.gateway = Bulkhead()
         self.states: dict[Upstream, UpstreamState] = {}
-        self._planned: tuple[RouteTable, Plan] | None = None
+        self._planned: tuple[RouteTable, AttemptPlan] | None = None
         self._ticker: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
@@ -201,9 +201,9 @@ class Resilience:
             self._ticker.cancel()
             self._ticker = None
 
-    def plan(self, table: RouteTable) -> Plan:
+    def plan(self, table: RouteTable) -> AttemptPlan:
         if self._planned is None or self._planned[0] is not table:
-            self._planned = (table, Plan(table, self.state))
+            self._planned = (table, AttemptPlan(table, self.state))
         return self._planned[1]
 
     def retain_only(self, table: RouteTable) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.table import Route, RouteTable, Upstream
 from gateway.errors import BadTarget
-from gateway.identity.guard import Guard, Verdict
+from gateway.identity.guard import Access, Guard
 from gateway.identity.policy import Decision
 from gateway.identity.tokens import Identity
 from gateway.observe.traffic import NO_ROUTE
@@ -53,7 +53,7 @@ class Assigner:
         table: RouteTable,
         route: Route | None,
         upstream: Upstream,
-    ) -> tuple[Verdict, Upstream, bytes | None, bool]:
+    ) -> tuple[Access, Upstream, bytes | None, bool]:
         """(the verdict, the upstream, a Set-Cookie value, whether the answer is evidence of
         the split: its users' traffic, not what testers chose). Raises what the guard does."""
         identity = await guard.authenticate(scope, table.auth_mode(route))

@@ -42,7 +42,7 @@ from prometheus_client.metrics_core import Metric
 from gateway.config.consistency import ConsistencySettings, FedUpstream
 from gateway.config.table import Route, RouteTable, Upstream
 from gateway.errors import StoreUnavailable
-from gateway.identity.guard import Verdict
+from gateway.identity.guard import Access
 from gateway.limits.store import RedisStore
 from gateway.observe.metrics import counter, gauge
 from gateway.observe.traffic import NO_ROUTE
@@ -116,7 +116,7 @@ class Consistency:
         route: Route | None,
         upstream: Upstream,
         scope: Scope,
-        verdict: Verdict,
+        verdict: Access,
         send: Send,
     ) -> tuple[Upstream, Send, bool]:
         """(the upstream, the send to use, whether a pin moved the read to the monolith)."""
@@ -239,7 +239,7 @@ class Consistency:
         await asyncio.gather(*self._closing)
 
 
-def _subject(table: RouteTable, scope: Scope, verdict: Verdict) -> str:
+def _subject(table: RouteTable, scope: Scope, verdict: Access) -> str:
     if verdict.identity is not None:
         return "sub:" + verdict.identity.sub
     client = scope.get("client")
@@ -254,7 +254,7 @@ def _subject(table: RouteTable, scope: Scope, verdict: Verdict) -> str:
     return key.decode("latin-1")
 
 
-def _overridden(scope: Scope, verdict: Verdict) -> bool:
+def _overridden(scope: Scope, verdict: Access) -> bool:
     """Whether a tester chose the upstream (the assigner honoured their header)."""
     if verdict.decision is None or not verdict.decision.override:
         return False

@@ -37,7 +37,7 @@ TRACKED_STATES = ("shadow", "canary")
 
 
 @dataclass
-class UpstreamStats:
+class UpstreamEvidence:
     requests: int = 0
     errors: int = 0  # answers with a 5xx status
     buckets: list[int] = field(default_factory=lambda: [0] * (len(_BOUNDS) + 1))
@@ -48,7 +48,7 @@ class UpstreamStats:
             self.errors += 1
         self.buckets[bisect.bisect_left(_BOUNDS, ms)] += 1
 
-    def add(self, other: UpstreamStats) -> None:
+    def add(self, other: UpstreamEvidence) -> None:
         self.requests += other.requests
         self.errors += other.errors
         for i, count in enumerate(other.buckets):
@@ -74,7 +74,7 @@ class UpstreamStats:
         return json.dumps({str(i): n for i, n in enumerate(self.buckets) if n})
 
     @classmethod
-    def from_row(cls, requests: int, errors: int, buckets: str) -> UpstreamStats:
+    def from_row(cls, requests: int, errors: int, buckets: str) -> UpstreamEvidence:
         stats = cls(requests, errors)
         for i, n in json.loads(buckets).items():
             stats.buckets[int(i)] += int(n)
@@ -85,7 +85,7 @@ class UpstreamStats:
 class Epoch:
     fingerprint: str
     started: float
-    upstreams: dict[str, UpstreamStats] = field(default_factory=dict)
+    upstreams: dict[str, UpstreamEvidence] = field(default_factory=dict)
 
 
 def fingerprint(route: Route) -> str:
@@ -117,7 +117,7 @@ class LiveEvidence:
             kept = self.epochs.get(route.name)
             if kept is None or kept.fingerprint != shape:
                 upstreams = [n for n, w in route.rollout.weights if w > 0] or [route.upstream]
-                kept = Epoch(shape, self.clock(), {n: UpstreamStats() for n in upstreams})
+                kept = Epoch(shape, self.clock(), {n: UpstreamEvidence() for n in upstreams})
             epochs[route.name] = kept
         self.epochs = epochs
 
@@ -199,8 +199,8 @@ class EvidenceStore:
             return None
         epoch = Epoch(shape, min(row.started_at for row in found))
         for row in found:
-            stats = UpstreamStats.from_row(row.requests, row.errors, row.buckets)
-            epoch.upstreams.setdefault(row.upstream, UpstreamStats()).add(stats)
+            stats = UpstreamEvidence.from_row(row.requests, row.errors, row.buckets)
+            epoch.upstreams.setdefault(row.upstream, UpstreamEvidence()).add(stats)
         return epoch
 
     def _ready(self) -> None:

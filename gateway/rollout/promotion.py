@@ -88,7 +88,7 @@ class Move:
 
 
 @dataclass(frozen=True, slots=True)
-class Check:
+class GateCheck:
     ok: bool
     text: str
 
@@ -96,7 +96,7 @@ class Check:
 @dataclass(frozen=True, slots=True)
 class Judgement:
     source: str  # what the evidence is
-    checks: tuple[Check, ...]
+    checks: tuple[GateCheck, ...]
 
     @property
     def ok(self) -> bool:
@@ -216,7 +216,7 @@ def judge_canary(gate: PromoteGate, epoch: Epoch, monolith: str, new: str) -> Ju
     checks = [_samples(gate, ours.requests if ours else 0, f"requests answered by {new}")]
     ok, reference = (ours.ok_pct if ours else None), (theirs.ok_pct if theirs else None)
     if ok is None or not reference:
-        checks.append(Check(False, f"match: no answers from both {new} and {monolith} yet"))
+        checks.append(GateCheck(False, f"match: no answers from both {new} and {monolith} yet"))
     else:
         relative = min(100.0, 100 * ok / reference)
         text = f"non-5xx answers, {new} {ok:.2f}% vs {monolith} {reference:.2f}%"
@@ -233,23 +233,25 @@ def judge_canary(gate: PromoteGate, epoch: Epoch, monolith: str, new: str) -> Ju
     return Judgement(source, tuple(checks))
 
 
-def _samples(gate: PromoteGate, samples: int, what: str) -> Check:
+def _samples(gate: PromoteGate, samples: int, what: str) -> GateCheck:
     ok = samples >= gate.min_samples
-    return Check(ok, f"samples {samples} {what} {'>=' if ok else '<'} {gate.min_samples}")
+    return GateCheck(ok, f"samples {samples} {what} {'>=' if ok else '<'} {gate.min_samples}")
 
 
-def _match(gate: PromoteGate, match: float, what: str) -> Check:
+def _match(gate: PromoteGate, match: float, what: str) -> GateCheck:
     ok = match >= gate.min_match
-    return Check(ok, f"match {match:.2f}% {'>=' if ok else '<'} {gate.min_match}% ({what})")
+    return GateCheck(ok, f"match {match:.2f}% {'>=' if ok else '<'} {gate.min_match}% ({what})")
 
 
-def _p99(gate: PromoteGate, ours: float | None, theirs: float | None, us: str, them: str) -> Check:
+def _p99(
+    gate: PromoteGate, ours: float | None, theirs: float | None, us: str, them: str
+) -> GateCheck:
     if ours is None or theirs is None or theirs <= 0 or math.isinf(ours):
-        return Check(False, f"p99 ratio: no latencies of both {us} and {them} yet")
+        return GateCheck(False, f"p99 ratio: no latencies of both {us} and {them} yet")
     ratio = ours / theirs
     ok = ratio <= gate.max_p99_ratio
     sign = "<=" if ok else ">"
-    return Check(
+    return GateCheck(
         ok,
         f"p99 ratio {ratio:.2f} {sign} {gate.max_p99_ratio}"
         f" ({us} {ours:.1f} ms / {them} {theirs:.1f} ms)",
@@ -268,7 +270,7 @@ async def judge(
     assert gate is not None
     epoch = await asyncio.to_thread(evidence.load, route)
     if epoch is None:
-        missing = Check(False, f"no gateway has served route {route.name!r} as it is now yet")
+        missing = GateCheck(False, f"no gateway has served route {route.name!r} as it is now yet")
         return Judgement("no evidence", (missing,))
     if route.rollout.state == "shadow":
         summaries = await shadow.summary(route=route.name, since=epoch.started)
@@ -281,7 +283,7 @@ async def judge(
 
 
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class Promotion:
     move: Move
     judgement: Judgement | None  # None: no gate was asked
     written: bool
@@ -308,7 +310,7 @@ async def step(
     backwards: bool = False,
     to: str | None = None,
     dry_run: bool = False,
-) -> Outcome:
+) -> Promotion:
     """Read the file, plan the move, ask the gate, edit, validate, write."""
     data = read(path)
     table = config.parse(data, str(path))
@@ -318,7 +320,7 @@ async def step(
     if move.gated and not backwards:
         judgement = await judge(table, route, evidence, shadow)
         if not judgement.ok:
-            return Outcome(move, judgement, False)
+            return Promotion(move, judgement, False)
     try:
         text = edit(data.decode("utf-8"), route, move)
     except EditError as exc:
@@ -333,12 +335,12 @@ async def step(
             f"the edited route would be {edited.rollout.state}, not {move.after}: edit it by hand"
         )
     if dry_run:
-        return Outcome(move, judgement, False)
+        return Promotion(move, judgement, False)
     if read(path) != data:
         raise PromotionError(f"{path} changed while promoting; nothing was written, try again")
     write_atomically(path, text)
     log.info("route %s: %s (%s)", name, move.describe(), path)
-    return Outcome(move, judgement, True)
+    return Promotion(move, judgement, True)
 
 
 class Promoter:

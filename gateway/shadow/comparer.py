@@ -1,6 +1,6 @@
 """The comparisons themselves: ask the candidate, learn noise, diff, record in batches.
 
-`Engine` is the `inline` adapter of the `Mirror` port (it then runs in the gateway's event
+`Comparer` is the `inline` adapter of the `Mirror` port (it then runs in the gateway's event
 loop) and the heart of the shadow worker process. Each comparison is a task with the
 mirror's own connection pools and the shadow's timeout; at most `concurrency` are in flight
 and further copies are dropped and counted. Records and drop tallies (per route and reason)
@@ -33,7 +33,7 @@ from gateway.shadow.mirror import (
     Tee,
     route_stats,
 )
-from gateway.shadow.store import Record, ShadowStore, Verdict, redact
+from gateway.shadow.store import Record, Recorded, ShadowStore, redact
 
 log = logging.getLogger("strangler.shadow")
 
@@ -44,7 +44,7 @@ _RETAIN_EVERY = 100  # flushes between retention sweeps (and one at the first)
 _INLINE_DIFF = 64 * 1024
 
 
-class Engine:
+class Comparer:
     def __init__(
         self,
         store: ShadowStore,
@@ -194,7 +194,7 @@ class Engine:
     def _record(
         self,
         copy: Copy,
-        verdict: Verdict,
+        verdict: Recorded,
         candidate_status: int | None,
         candidate_ms: float | None,
         error: str | None,

@@ -263,19 +263,19 @@ class _Node:
         return self.keys.setdefault(step, _Node())
 
 
-State = tuple[_Node, ...]
+RuleCursor = tuple[_Node, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class _Compiled:
-    root: State
+class _CompiledRules:
+    root: RuleCursor
     literal_noise: frozenset[str]  # "status", "body", "headers.<name>"
     has_noise: bool
     normalisers: tuple[tuple[re.Pattern[str], str], ...]  # pattern, placeholder
 
 
 @lru_cache(maxsize=256)
-def _compile(rules: CompareRules) -> _Compiled:
+def _compile(rules: CompareRules) -> _CompiledRules:
     root = _Node()
     for flag, paths in (
         ("ignore", rules.ignore),
@@ -289,7 +289,7 @@ def _compile(rules: CompareRules) -> _Compiled:
             setattr(node, flag, True)
     # NUL-delimited: no real value in a response is likely to equal a placeholder.
     patterns = {"timestamps": (_TIMESTAMP, "\0timestamp\0"), "uuids": (_UUID, "\0uuid\0")}
-    return _Compiled(
+    return _CompiledRules(
         root=(root,),
         literal_noise=frozenset(p for p in rules.noisy if not p.startswith("$")),
         has_noise=bool(rules.noisy),
@@ -297,7 +297,7 @@ def _compile(rules: CompareRules) -> _Compiled:
     )
 
 
-def _step(state: State, key: str | int) -> State:
+def _step(state: RuleCursor, key: str | int) -> RuleCursor:
     if not state:  # no rule below here: the usual case
         return state
     out: list[_Node] = []
@@ -348,7 +348,7 @@ def _parse(body: bytes) -> tuple[bool, object]:
 
 
 class _Differ:
-    def __init__(self, compiled: _Compiled, rules: CompareRules) -> None:
+    def __init__(self, compiled: _CompiledRules, rules: CompareRules) -> None:
         self.compiled = compiled
         self.tolerance = rules.numeric_tolerance
         self.counted: list[Difference] = []
@@ -408,11 +408,11 @@ class _Differ:
             f"{len(b)} bytes, from char {start}: {render(text_b[start : start + 80])}",
         )
 
-    def report(self, state: State, path: str, kind: str, a: str | None, b: str | None) -> None:
+    def report(self, state: RuleCursor, path: str, kind: str, a: str | None, b: str | None) -> None:
         noisy = any(node.noisy for node in state)
         (self.noisy if noisy else self.counted).append(Difference(path, kind, a, b))
 
-    def value(self, a: object, b: object, path: str, state: State) -> None:
+    def value(self, a: object, b: object, path: str, state: RuleCursor) -> None:
         # json.loads makes exact types (bool is not int here), so type() is the JSON kind.
         kind_a, kind_b = type(a), type(b)
         if kind_a is not kind_b and not (kind_a in _NUMBERS and kind_b in _NUMBERS):
@@ -440,7 +440,9 @@ class _Differ:
                 return placeholder
         return value
 
-    def members(self, a: dict[str, object], b: dict[str, object], path: str, state: State) -> None:
+    def members(
+        self, a: dict[str, object], b: dict[str, object], path: str, state: RuleCursor
+    ) -> None:
         missing = 0
         for key, x in a.items():
             y = b.get(key, _ABSENT)
@@ -462,7 +464,7 @@ class _Differ:
                 if not any(node.ignore for node in child):
                     self.report(child, path + _member(key), "extra_field", None, render(y))
 
-    def elements(self, a: list[object], b: list[object], path: str, state: State) -> None:
+    def elements(self, a: list[object], b: list[object], path: str, state: RuleCursor) -> None:
         if len(a) != len(b):
             self.report(state, path, "array_length", str(len(a)), str(len(b)))
         scratch = self.scratch()
@@ -491,7 +493,7 @@ class _Differ:
         a: list[object],
         b: list[object],
         path: str,
-        state: State,
+        state: RuleCursor,
         in_a: Sequence[int],
         in_b: Sequence[int],
     ) -> bool:
@@ -523,12 +525,12 @@ class _Differ:
             self.value(a[i], b[j], f"{path}[{i}]", _step(state, i))
         return not left_a and not left_b
 
-    def unordered(self, a: list[object], b: list[object], path: str, state: State) -> None:
+    def unordered(self, a: list[object], b: list[object], path: str, state: RuleCursor) -> None:
         if len(a) != len(b):
             self.report(state, path, "array_length", str(len(a)), str(len(b)))
         self.multiset(a, b, path, state, range(len(a)), range(len(b)))
 
-    def canonical(self, value: object, state: State) -> str:
+    def canonical(self, value: object, state: RuleCursor) -> str:
         """A key equal for values equal under the rules, tolerance aside (and `1` vs `1.0`
         outside rules: such pairs are then matched by the pairwise search)."""
         if not state and not self.compiled.normalisers:

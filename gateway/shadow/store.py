@@ -41,8 +41,8 @@ from sqlalchemy.pool import StaticPool
 
 from gateway.shadow.differ import Difference, JsonPath, Wildcard, generalise, parse_path, render
 
-Verdict = Literal["identical", "different", "status_only", "noise_only", "candidate_error"]
-COMPARED: tuple[Verdict, ...] = ("identical", "different", "status_only", "noise_only")
+Recorded = Literal["identical", "different", "status_only", "noise_only", "candidate_error"]
+COMPARED: tuple[Recorded, ...] = ("identical", "different", "status_only", "noise_only")
 SENSITIVE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key", "x-auth-token"}
 )
@@ -61,7 +61,7 @@ class Record:
     path: str  # normalised request path
     primary_status: int
     candidate_status: int | None  # None when the candidate failed or was not asked
-    verdict: Verdict
+    verdict: Recorded
     differences: Sequence[Difference] = ()  # Comparison.differences
     noisy: Sequence[Difference] = ()  # Comparison.noisy: on learned noisy paths
     primary_ms: float = 0.0

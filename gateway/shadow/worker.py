@@ -5,7 +5,7 @@ a store row, and the store's thread contended for the GIL (profile at 100% mirro
 the gateway's GIL time in comparisons, 14% in store writes); the client's answers waited
 behind them. Here the gateway's cost per copy is a tuple appended to a batch; once per loop
 iteration the batch is pickled into one frame and sent with one `send`. The worker runs the
-same `Engine` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the
+same `Comparer` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the
 SCHED_IDLE class (`idle`), because nice only ranks a process among those of its own session
 (autogroup) or cgroup. Measured (issue 4, 2 cores): a nice-19 busy loop in another session
 cost the gateway 43% of its throughput, a SCHED_IDLE one nothing measurable; with the worker
@@ -59,7 +59,7 @@ from gateway.config.rollout import RouteRollout
 from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings
 from gateway.config.table import Route
 from gateway.shadow.budget import Budget
-from gateway.shadow.comparer import Engine
+from gateway.shadow.comparer import Comparer
 from gateway.shadow.mirror import (
     GATEWAY_BUSY,
     ROUTE_FIELDS,
@@ -118,7 +118,7 @@ def create_mirror(
     """The `Mirror` adapter that `shadow_worker: {mode: ...}` names, on the gateway's `store`
     (the process adapter only reads it, for reports; its worker writes through its own)."""
     if worker.mode == "inline":
-        return Engine(store, settings, worker.concurrency, budget=Budget(worker.busy_limit))
+        return Comparer(store, settings, worker.concurrency, budget=Budget(worker.busy_limit))
     return WorkerMirror(store, settings, worker)
 
 
@@ -370,7 +370,7 @@ class WorkerMirror:
 class _Worker(asyncio.Protocol):
     def __init__(self) -> None:
         self.frames = Frames()
-        self.engine: Engine | None = None
+        self.engine: Comparer | None = None
         self.routes: dict[int, tuple[Any, ...]] = {}
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -414,7 +414,7 @@ class _Worker(asyncio.Protocol):
             # autogroup) or cgroup: against the others, it had a core as often as the
             # gateway. SCHED_IDLE runs it only on a core nothing else wants (issue 4).
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        self.engine = Engine(create_store(store.url), store, settings.concurrency)
+        self.engine = Comparer(create_store(store.url), store, settings.concurrency)
         self.engine.on_finish = self.ack_soon
         self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
 

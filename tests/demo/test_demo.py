@@ -19,7 +19,7 @@ import cli
 from cli.routes import step_file
 from demo import compose_env
 from demo.canary import USERS
-from demo.progress import Progress
+from demo.progress import StepLog
 from demo.stack import LocalStack
 from gateway.config import table as config
 from gateway.config.split import Split
@@ -149,7 +149,7 @@ def test_demo_against_a_running_stack(tmp_path: Path) -> None:
     )
     env = {k: v for k, v in os.environ.items() if k != KEY_VARIABLE}
     try:
-        target = stack.start(Progress(io.StringIO()))
+        target = stack.start(StepLog(io.StringIO()))
         against = ("--against", target.gateway, "--routes", str(target.routes))
 
         wrong = demo_check(*against, env={**env, KEY_VARIABLE: "another-key-" + "x" * 32})

@@ -14,7 +14,7 @@ from gateway.config.resilience import (
 )
 from gateway.config.table import RouteTable
 from gateway.config.table import parse as parse_routes
-from gateway.resilience.exchange import Plan, Resilience
+from gateway.resilience.exchange import AttemptPlan, Resilience
 
 OPEN = b"auth: {default: none}\nauthz: none\n"
 
@@ -90,7 +90,7 @@ def test_defaults_are_safe() -> None:
     assert upstream.resilience.retries == RetrySettings(2, 0.025, 1.0, 0.2, 3.0)
     assert upstream.resilience.breaker.enabled
     assert table.shedding == Shedding(1000, 0.2, 0.3)
-    plan = Plan(table, Resilience().state)
+    plan = AttemptPlan(table, Resilience().state)
     default = plan.defaults["a"]
     assert default.state.max_in_flight == 8  # the pool: no request waits for a connection
     assert (default.priority, default.gateway_cap, default.upstream_cap) == ("normal", 800, 6)

@@ -17,11 +17,11 @@ from urllib.parse import parse_qs
 import pytest
 
 from gateway.limits.idempotency import (
-    Answer,
     Held,
     IdempotencyStore,
     MemoryIdempotency,
     RedisIdempotency,
+    StoredResponse,
     fingerprint,
     request_key,
 )
@@ -47,7 +47,7 @@ async def adapter(request: pytest.FixtureRequest) -> AsyncIterator[Adapter]:
         yield Adapter(RedisIdempotency(store), None)
 
 
-ANSWER = Answer(201, [(b"content-type", b"application/json"), (b"x-a", b"1")], b'{"id": 7}')
+ANSWER = StoredResponse(201, [(b"content-type", b"application/json"), (b"x-a", b"1")], b'{"id": 7}')
 
 
 # -- the contract: both adapters ----------------------------------------------------------
@@ -65,8 +65,8 @@ async def test_one_claim_wins_and_the_answer_is_kept(adapter: Adapter) -> None:
 
 
 async def test_answers_round_trip_byte_for_byte(adapter: Adapter) -> None:
-    odd = Answer(200, [(b"x-latin", "caf\xe9".encode("latin-1"))], b"\x00|\n\xff|d|")
-    headless = Answer(200, [(b"content-type", b"text/plain")], None)  # larger than the cap
+    odd = StoredResponse(200, [(b"x-latin", "caf\xe9".encode("latin-1"))], b"\x00|\n\xff|d|")
+    headless = StoredResponse(200, [(b"content-type", b"text/plain")], None)  # larger than the cap
     for key, answer in (("odd", odd), ("big", headless)):
         assert await adapter.store.claim(key, "f", "t", lock=60) is None
         assert await adapter.store.complete(key, "t", "f", answer, ttl=60)

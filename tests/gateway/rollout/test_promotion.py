@@ -14,9 +14,9 @@ import pytest
 from gateway.config import table as config
 from gateway.config.shadow import ShadowStoreSettings
 from gateway.rollout import promotion
-from gateway.rollout.evidence import EvidenceStore, LiveEvidence, UpstreamStats
+from gateway.rollout.evidence import EvidenceStore, LiveEvidence, UpstreamEvidence
 from gateway.rollout.promotion import Promoter, PromotionError, step
-from gateway.shadow.comparer import Engine
+from gateway.shadow.comparer import Comparer
 from gateway.shadow.store import Record, SqlShadowStore, create_store
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +83,7 @@ class Setup:
             self.live.observe("search", upstream, status, ms)
         self.evidence.save(self.evidence.rows(self.live))
 
-    async def promote(self, **options: object) -> promotion.Outcome:
+    async def promote(self, **options: object) -> promotion.Promotion:
         return await step(
             self.path, "search", evidence=self.evidence, shadow=self.shadow, **options
         )  # type: ignore[arg-type]
@@ -310,7 +310,7 @@ async def test_auto_promotes_in_the_gateways_loop_only_when_asked(
     tmp_path: Path, auto: bool
 ) -> None:
     setup = make(tmp_path, ", auto: true" if auto else "")
-    mirror = Engine(setup.shadow, ShadowStoreSettings())
+    mirror = Comparer(setup.shadow, ShadowStoreSettings())
     clock = [0.0]
     promoter = Promoter(setup.path, setup.live, setup.evidence, mirror, clock=lambda: clock[0])
     table = config.load(setup.path)
@@ -374,10 +374,10 @@ async def test_the_evidence_store_contract(store_url: str, tmp_path: Path) -> No
 
 
 def test_latency_buckets_are_within_five_percent() -> None:
-    stats = UpstreamStats()
+    stats = UpstreamEvidence()
     for ms in range(1, 1001):
         stats.observe(200, float(ms))
     assert stats.percentile(99) == pytest.approx(990, rel=0.05)
     assert stats.percentile(50) == pytest.approx(500, rel=0.05)
-    assert UpstreamStats().percentile(99) is None
-    assert UpstreamStats.from_row(1, 0, stats.sparse()).buckets == stats.buckets
+    assert UpstreamEvidence().percentile(99) is None
+    assert UpstreamEvidence.from_row(1, 0, stats.sparse()).buckets == stats.buckets
