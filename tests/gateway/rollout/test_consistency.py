@@ -144,7 +144,8 @@ def position_mode(stack: Stack, tables: str = "all", window: str = "60s") -> str
     )
 
 
-ALICE, BOB = bearer("alice"), bearer("bob")
+# Made when the module loads, so they must outlive a whole suite on a slow machine.
+ALICE, BOB = bearer("alice", ttl=86400), bearer("bob", ttl=86400)
 
 
 async def until(condition: Callable[[], Any], what: str) -> None:
