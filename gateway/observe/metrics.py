@@ -43,7 +43,7 @@ from gateway.observe.cdc import CdcSnapshot
 from gateway.observe.histogram import Histogram
 from gateway.observe.traffic import Traffic
 from gateway.shadow.mirror import DROP_REASONS, Mirror
-from gateway.shadow.store import COMPARED
+from gateway.shadow.records import COMPARED
 
 MetricSource = Callable[[], Iterable[Metric]]
 Values = Iterable[tuple[Sequence[str], float]]
