@@ -60,8 +60,9 @@ from cdc.cluster import MockCluster
 from cdc.consumer import Bridge
 from cdc.consumer import Options as BridgeOptions
 from cdc.envelope import Change, position
+from cdc.outcome import Counts, Outcome
 from cdc.record import Field, Source
-from cdc.sink import Counts, Outcome, SqlSink, create_engine
+from cdc.sink import SqlSink, create_engine
 from new_services.search import manage as search
 
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"

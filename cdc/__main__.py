@@ -32,7 +32,7 @@ from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
 from cdc.errors import CdcError, MappingError
 from cdc.metrics import render
-from cdc.settings import parse_duration, settings
+from cdc.settings import Settings, parse_duration, settings
 from cdc.sink import SqlSink, create_engine
 from common import positions
 
@@ -45,7 +45,27 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="consume change events and apply them")
+    _add_run(sub.add_parser("run", help="consume change events and apply them"), env)
+    status = sub.add_parser("status", help="print the running bridge's status")
+    status.add_argument("--status-file", type=Path, default=env.status_file)
+    status.add_argument("--json", action="store_true")
+    for kind, text in (
+        ("skip", "never apply the message at this offset (the bridge counts it as skipped)"),
+        ("replay", "consume the partition again from this offset (applied events are skipped)"),
+    ):
+        action = sub.add_parser(kind, help=text)
+        action.add_argument("topic")
+        action.add_argument("partition", type=int)
+        action.add_argument("offset", type=int)
+        action.add_argument("--status-file", type=Path, default=env.status_file)
+    check = sub.add_parser("check", help="validate a mapping file (and the target's tables)")
+    check.add_argument("mapping", type=Path, nargs="?", default=env.mapping_path)
+    check.add_argument("--database-url", default=None)
+    return parser
+
+
+def _add_run(run: argparse.ArgumentParser, env: Settings) -> None:
+    """`run`'s options: where the events come from and go, the group, the batches."""
     where = run.add_mutually_exclusive_group()
     where.add_argument("--bootstrap-servers", default=env.bootstrap_servers)
     where.add_argument(
@@ -88,22 +108,6 @@ def _parser() -> argparse.ArgumentParser:
         default=env.tombstone_retention,
         help="how long a delete's tombstone guards against older replayed events (7d)",
     )
-    status = sub.add_parser("status", help="print the running bridge's status")
-    status.add_argument("--status-file", type=Path, default=env.status_file)
-    status.add_argument("--json", action="store_true")
-    for kind, text in (
-        ("skip", "never apply the message at this offset (the bridge counts it as skipped)"),
-        ("replay", "consume the partition again from this offset (applied events are skipped)"),
-    ):
-        action = sub.add_parser(kind, help=text)
-        action.add_argument("topic")
-        action.add_argument("partition", type=int)
-        action.add_argument("offset", type=int)
-        action.add_argument("--status-file", type=Path, default=env.status_file)
-    check = sub.add_parser("check", help="validate a mapping file (and the target's tables)")
-    check.add_argument("mapping", type=Path, nargs="?", default=env.mapping_path)
-    check.add_argument("--database-url", default=None)
-    return parser
 
 
 def run(args: argparse.Namespace) -> int:

@@ -36,7 +36,8 @@ from cdc.envelope import Change, Heartbeat, Tombstone, TransactionBoundary
 from cdc.errors import CdcError, EventError, Origin, SinkUnavailable
 from cdc.mapping import Mapping
 from cdc.metrics import Metrics
-from cdc.sink import Outcome, SqlSink
+from cdc.outcome import Outcome
+from cdc.sink import SqlSink
 
 log = logging.getLogger("strangler.cdc")
 

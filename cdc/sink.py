@@ -26,14 +26,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     DBAPIError,
@@ -44,12 +42,14 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
-from cdc.batch import Delete, Plan, Progress, TableBatch, Truncate, Upsert, plan
+from cdc.batch import Delete, Plan, TableBatch, Truncate, Upsert, plan
 from cdc.columns import RowCheck, row_check
 from cdc.envelope import Change
 from cdc.errors import EventError, MappingError, SinkUnavailable
+from cdc.joins import Joins
 from cdc.mapping import Mapping, TableMapping
-from cdc.statements import Compiled, Staged
+from cdc.outcome import Counts, Outcome, merge
+from cdc.statements import Compiled, Staged, Statements
 from cdc.tombstones import DEFAULT_RETENTION, TABLE_KEY, TOMBSTONES_TABLE, Tombstones, key_text
 from cdc.values import DECODE_ERRORS
 from common.validation import ConfigIssue
@@ -83,50 +83,6 @@ def _configure_sqlite(dbapi_connection: sqlite3.Connection, _record: Any) -> Non
     cursor.close()
 
 
-@dataclass(frozen=True, slots=True)
-class Counts:
-    applied: int = 0  # events whose effect is in the database (coalesced ones included)
-    skipped: int = 0  # events older than (or as old as) the row: already reflected
-    ignored: int = 0  # truncates not enabled, logical messages, unmapped topics
-    truncates: int = 0  # truncate events applied (the table emptied of older rows)
-
-    def __add__(self, other: Counts) -> Counts:
-        return Counts(
-            self.applied + other.applied,
-            self.skipped + other.skipped,
-            self.ignored + other.ignored,
-            self.truncates + other.truncates,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    topics: dict[str, Counts]
-    rejected: tuple[EventError, ...]  # for the dead-letter topic
-    progress: dict[str, Progress]  # the newest position and source time per topic
-
-    @property
-    def applied(self) -> int:
-        return sum(c.applied for c in self.topics.values())
-
-    @property
-    def skipped(self) -> int:
-        return sum(c.skipped for c in self.topics.values())
-
-    @property
-    def ignored(self) -> int:
-        return sum(c.ignored for c in self.topics.values())
-
-    @property
-    def truncates(self) -> int:
-        return sum(c.truncates for c in self.topics.values())
-
-
-def _merge(into: dict[str, Counts], more: dict[str, Counts]) -> None:
-    for topic, counts in more.items():
-        into[topic] = into.get(topic, Counts()) + counts
-
-
 class SqlSink:
     """The target database, SQLite or PostgreSQL, through SQLAlchemy Core."""
 
@@ -140,10 +96,8 @@ class SqlSink:
         self.checks: dict[str, RowCheck] = {}  # by target: the values' types, before the write
         self.positions: sa.Table | None = None
         self.tombstones: Tombstones | None = None
-        self._insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
-        self._statements: dict[tuple[Any, ...], Any] = {}
-        self._compiled: dict[tuple[Any, ...], Compiled] = {}
-        self._staged: dict[tuple[Any, ...], Staged] = {}
+        self._statements = Statements(engine)
+        self._joins = Joins(self.tables, self._statements)
         self._copy = engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg"
 
     def open(self) -> None:
@@ -211,7 +165,7 @@ class SqlSink:
                 continue
             single = plan([change], self.mapping, self.checks)
             try:
-                _merge(topics, self._transaction(single))
+                merge(topics, self._transaction(single))
             except _EVENT_FAILURES as exc:
                 reason = str(exc.orig) if isinstance(exc, DBAPIError) else f"{exc!r}"
                 rejected.append(EventError(change.origin, f"rejected by the database: {reason}"))
@@ -231,7 +185,7 @@ class SqlSink:
                     counts = Counts(
                         changed + folded, ops - changed + batch.dropped, 0, batch.truncates
                     )
-                    _merge(topics, {batch.mapping.topic: counts})
+                    merge(topics, {batch.mapping.topic: counts})
                 if self.tombstones is not None:
                     self.tombstones.purge(connection)
                 self._progress(connection, work)
@@ -256,11 +210,11 @@ class SqlSink:
         changed = self._deletes(connection, mapping, table, deletes) if deletes else 0
         if upserts:
             if mapping.join is not None:
-                self._fill_join(connection, mapping, upserts)
+                self._joins.fill(connection, mapping, upserts)
             changed += self._upserts(connection, mapping, table, upserts)
         for follower in self.mapping.joined_by(mapping.target):
             if upserts:
-                self._propagate(connection, mapping, follower, [op.key for op in upserts])
+                self._joins.propagate(connection, mapping, follower, [op.key for op in upserts])
         return changed
 
     def _truncate(
@@ -306,7 +260,7 @@ class SqlSink:
             group = [op for op in ops if (op.position is not None) == guarded]
             if not group:
                 continue
-            statement = self._delete_statement(mapping, table, guarded)
+            statement = self._statements.delete(mapping, table, guarded)
             params = [
                 {f"k_{k}": v for k, v in zip(mapping.key, op.key, strict=True)} for op in group
             ]
@@ -318,19 +272,6 @@ class SqlSink:
                 deleted = [(key_text(op.key), op.position) for op in group]
                 self.tombstones.record(connection, mapping.target, deleted)  # type: ignore[arg-type]
         return changed
-
-    def _delete_statement(self, mapping: TableMapping, table: sa.Table, guarded: bool) -> Compiled:
-        cache_key = ("delete", mapping.target, guarded)
-        if cache_key not in self._compiled:
-            where = [table.c[k] == sa.bindparam(f"k_{k}") for k in mapping.key]
-            types = {f"k_{k}": table.c[k].type for k in mapping.key}
-            if guarded and mapping.position is not None:
-                column = table.c[mapping.position]
-                where.append(sa.or_(column.is_(None), column < sa.bindparam("p_position")))
-                types["p_position"] = column.type
-            statement = sa.delete(table).where(*where)
-            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
-        return self._compiled[cache_key]
 
     def _upserts(
         self, connection: Connection, mapping: TableMapping, table: sa.Table, ops: list[Upsert]
@@ -348,13 +289,12 @@ class SqlSink:
                 # rows it had), and an INSERT of the partial row would fail NOT NULL on SQLite.
                 changed += self._partial_updates(connection, mapping, table, columns, guarded, rows)
                 continue
+            statement: Compiled | Staged
             if self._copy:
-                changed += self._staged_upsert(mapping, table, columns, guarded).run(
-                    connection, rows
-                )
+                statement = self._statements.staged_upsert(mapping, table, columns, guarded)
             else:
-                statement = self._upsert_statement(mapping, table, columns, guarded)
-                changed += statement.run(connection, rows)
+                statement = self._statements.upsert(mapping, table, columns, guarded)
+            changed += statement.run(connection, rows)
         return changed
 
     def _partial_updates(
@@ -366,126 +306,15 @@ class SqlSink:
         guarded: bool,
         rows: list[dict[str, Any]],
     ) -> int:
-        cache_key = ("update", mapping.target, columns, guarded)
-        if cache_key not in self._statements:
-            where = [table.c[k] == sa.bindparam(f"u_{k}") for k in mapping.key]
-            if guarded and mapping.position is not None:
-                column = table.c[mapping.position]
-                where.append(sa.or_(column.is_(None), column < sa.bindparam(f"u_{column.name}")))
-            values: dict[str, Any] = {
-                c: sa.bindparam(f"u_{c}") for c in columns if c not in mapping.key
-            }
-            self._statements[cache_key] = sa.update(table).where(*where).values(values)
+        statement = self._statements.update(mapping, table, columns, guarded)
         params = [{f"u_{k}": v for k, v in row.items()} for row in rows]
-        return int(connection.execute(self._statements[cache_key], params).rowcount)
-
-    def _on_conflict(
-        self,
-        mapping: TableMapping,
-        table: sa.Table,
-        insert: Any,
-        columns: tuple[str, ...],
-        guarded: bool,
-    ) -> Any:
-        """The upsert: newer rows replace older ones; a row at a newer position stays."""
-        updates = {c: insert.excluded[c] for c in columns if c not in mapping.key}
-        if not updates:
-            return insert.on_conflict_do_nothing(index_elements=list(mapping.key))
-        where = None
-        if guarded and mapping.position is not None:
-            column = table.c[mapping.position]
-            where = sa.or_(column.is_(None), column < insert.excluded[mapping.position])
-        return insert.on_conflict_do_update(
-            index_elements=list(mapping.key), set_=updates, where=where
-        )
-
-    def _upsert_statement(
-        self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> Compiled:
-        cache_key = ("upsert", mapping.target, columns, guarded)
-        if cache_key not in self._compiled:
-            insert = self._insert(table).values({c: sa.bindparam(c) for c in columns})
-            statement = self._on_conflict(mapping, table, insert, columns, guarded)
-            types = {c: table.c[c].type for c in columns}
-            self._compiled[cache_key] = Compiled.of(statement, self.engine, types)
-        return self._compiled[cache_key]
-
-    def _staged_upsert(
-        self, mapping: TableMapping, table: sa.Table, columns: tuple[str, ...], guarded: bool
-    ) -> Staged:
-        cache_key = (mapping.target, columns, guarded)
-        if cache_key not in self._staged:
-            quote = self.engine.dialect.identifier_preparer.quote
-            stage = sa.table(f"cdc_stage_{table.name}", *(sa.column(c) for c in columns))
-            names = ", ".join(quote(c) for c in columns)
-            insert = postgresql.insert(table).from_select(
-                list(columns), sa.select(*(stage.c[c] for c in columns))
-            )
-            statement = self._on_conflict(mapping, table, insert, columns, guarded)
-            # Names come from the reflected table and the mapping's checked identifiers.
-            self._staged[cache_key] = Staged(
-                create=f"CREATE TEMPORARY TABLE IF NOT EXISTS {quote(stage.name)}"  # noqa: S608
-                f" ON COMMIT DELETE ROWS AS SELECT * FROM {quote(table.name)} WITH NO DATA",
-                copy=f"COPY {quote(stage.name)} ({names}) FROM STDIN",
-                insert=str(statement.compile(dialect=self.engine.dialect)),
-                clear=f"TRUNCATE {quote(stage.name)}",
-                columns=columns,
-            )
-        return self._staged[cache_key]
-
-    def _lookup(
-        self, connection: Connection, target: str, key: str, names: list[str], keys: set[Any]
-    ) -> dict[Any, dict[str, Any]]:
-        table = self.tables[target]
-        rows = connection.execute(
-            sa.select(table.c[key], *(table.c[n] for n in names)).where(table.c[key].in_(keys))
-        )
-        return {row[0]: dict(zip(names, row[1:], strict=True)) for row in rows}
-
-    def _fill_join(self, connection: Connection, mapping: TableMapping, ops: list[Upsert]) -> None:
-        join = mapping.join
-        assert join is not None
-        keys = {op.row[join.on] for op in ops if op.row.get(join.on) is not None}
-        names = [source for _, source in join.columns]
-        found = self._lookup(connection, join.target, join.lookup_key, names, keys) if keys else {}
-        for op in ops:
-            if join.on not in op.row:
-                continue  # the join key was TOASTed: the joined columns stay as they are
-            values = found.get(op.row[join.on])
-            for column, source in join.columns:
-                op.row[column] = join.missing if values is None else values[source]
-
-    def _propagate(
-        self, connection: Connection, lookup: TableMapping, follower: TableMapping, keys: list[Any]
-    ) -> None:
-        """Rows joined to changed lookup rows take the lookup's current values."""
-        join = follower.join
-        assert join is not None
-        names = [source for _, source in join.columns]
-        current = self._lookup(
-            connection, lookup.target, join.lookup_key, names, {k[0] for k in keys}
-        )
-        if not current:
-            return
-        table = self.tables[follower.target]
-        cache_key = ("propagate", follower.target)
-        if cache_key not in self._statements:
-            self._statements[cache_key] = (
-                sa.update(table)
-                .where(table.c[join.on] == sa.bindparam("j_key"))
-                .values({column: sa.bindparam(f"j_{column}") for column, _ in join.columns})
-            )
-        params = [
-            {"j_key": key, **{f"j_{c}": values[s] for c, s in join.columns}}
-            for key, values in current.items()
-        ]
-        connection.execute(self._statements[cache_key], params)
+        return int(connection.execute(statement, params).rowcount)
 
     def _progress(self, connection: Connection, work: Plan) -> None:
         if self.positions is None or not work.progress:
             return
         table = self.positions
-        insert = self._insert(table)
+        insert = self._statements.insert(table)
         statement = insert.on_conflict_do_update(
             index_elements=["topic"],
             set_={

@@ -23,8 +23,8 @@ from gateway.config.rollout import STATES
 from gateway.config.table import RouteTable
 from gateway.limits.gate import LimitStats
 from gateway.observe.metrics import counter, gauge
-from gateway.resilience.breaker import State
-from gateway.resilience.exchange import Resilience
+from gateway.resilience.breaker import CircuitBreaker, State
+from gateway.resilience.exchange import Resilience, UpstreamState
 from gateway.rollout.assignment import Assigner
 from gateway.rollout.evidence import LiveEvidence
 
@@ -33,12 +33,19 @@ from gateway.rollout.evidence import LiveEvidence
 KEY_REQUEST_OUTCOMES = ("claimed", "replayed", "conflict", "mismatch", "not_kept")
 RATE_LIMIT_DECISIONS = ("allowed", "limited")
 STORE_FEATURES = tuple(f.name for f in fields(FailurePolicy))  # rate_limit, idempotency, ...
+_States = list[tuple[str, UpstreamState]]  # (upstream name, its state), the serving table's
 
 
 def resilience_metrics(resilience: Resilience, table: RouteTable) -> Iterator[Metric]:
     """Per upstream of the serving table: bulkhead, breaker, attempts and retries."""
     states = [(u.name, resilience.state(u)) for u in table.upstreams.values()]
-    breakers = [(name, s.breaker) for name, s in states if s.breaker is not None]
+    yield from _load_metrics(resilience, table, states)
+    yield from _attempt_metrics(states)
+    yield from _breaker_metrics([(name, s.breaker) for name, s in states if s.breaker is not None])
+
+
+def _load_metrics(resilience: Resilience, table: RouteTable, states: _States) -> Iterator[Metric]:
+    """In flight and shed, gateway-wide and per upstream."""
     yield gauge(
         "strangler_gateway_in_flight",
         "Requests in flight to any upstream.",
@@ -75,6 +82,10 @@ def resilience_metrics(resilience: Resilience, table: RouteTable) -> Iterator[Me
         ["upstream", "priority"],
         (((name, p), s.bulkhead.shed[p]) for name, s in states for p in PRIORITIES),
     )
+
+
+def _attempt_metrics(states: _States) -> Iterator[Metric]:
+    """Requests, attempts and their failures, retries sent and denied, per upstream."""
     for field, what in (
         ("requests", "Requests admitted to the upstream (each may make several attempts)."),
         ("attempts", "Attempts sent to the upstream, retries included."),
@@ -103,6 +114,10 @@ def resilience_metrics(resilience: Resilience, table: RouteTable) -> Iterator[Me
         ["upstream"],
         (((name,), s.budget.stats.denied) for name, s in states),
     )
+
+
+def _breaker_metrics(breakers: list[tuple[str, CircuitBreaker]]) -> Iterator[Metric]:
+    """The circuit breakers' states, failure ratios, openings and refusals."""
     yield gauge(
         "strangler_breaker_state",
         "The upstream's circuit breaker: 1 for the state it is in, 0 for the others"
@@ -200,6 +215,12 @@ def rollout_metrics(
 
     Who answered is strangler_requests_total's `upstream`; the evidence's own per-upstream
     counts say the same for split routes, so only its start is exported here."""
+    yield from _route_metrics(evidence, table)
+    yield from _assignment_metrics(assigner, table)
+
+
+def _route_metrics(evidence: LiveEvidence, table: RouteTable) -> Iterator[Metric]:
+    """Each route's state and shares, and when its evidence started."""
     yield gauge(
         "strangler_route_state",
         "The route's migration state: 1 for the state it is in, 0 for the others.",
@@ -228,6 +249,10 @@ def rollout_metrics(
         ["route"],
         (((route,), epoch.started) for route, epoch in evidence.epochs.items()),
     )
+
+
+def _assignment_metrics(assigner: Assigner, table: RouteTable) -> Iterator[Metric]:
+    """The split routes' sticky picks, the overrides and the cookies set."""
     picks: Counter[tuple[str, str]] = Counter()
     for route in table.routes:
         if route.rollout.split is not None:

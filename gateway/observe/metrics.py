@@ -43,7 +43,7 @@ from gateway.observe.cdc import CdcSnapshot
 from gateway.observe.histogram import Histogram
 from gateway.observe.traffic import Traffic
 from gateway.shadow.mirror import DROP_REASONS, Mirror
-from gateway.shadow.store import COMPARED
+from gateway.shadow.records import COMPARED
 
 MetricSource = Callable[[], Iterable[Metric]]
 Values = Iterable[tuple[Sequence[str], float]]
@@ -197,6 +197,12 @@ CDC_STATES = ("running", "waiting-for-database", "stopped", "crashed")
 def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
     if not snapshot.configured:
         return
+    yield from _cdc_process_metrics(snapshot)
+    yield from _cdc_table_metrics(snapshot)
+
+
+def _cdc_process_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
+    """The bridge's process: up, its state and restarts, how fresh its status is."""
     yield gauge(
         "strangler_cdc_up",
         "1 when the CDC bridge's status is fresh and it is running.",
@@ -224,6 +230,10 @@ def cdc_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
             [],
             [((), snapshot.age)],
         )
+
+
+def _cdc_table_metrics(snapshot: CdcSnapshot) -> Iterator[Metric]:
+    """Per table: the lag and the events by outcome; the dead-lettered messages."""
     tables = snapshot.tables if snapshot.detail is None else ()  # stale numbers are not lag
     yield gauge(
         "strangler_cdc_lag_seconds",

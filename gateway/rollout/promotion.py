@@ -53,7 +53,8 @@ from gateway.rollout.editor import (
 )
 from gateway.rollout.evidence import Epoch, EvidenceStore, LiveEvidence
 from gateway.shadow.mirror import Mirror
-from gateway.shadow.store import RouteSummary, ShadowStore
+from gateway.shadow.records import RouteSummary
+from gateway.shadow.store import ShadowStore
 
 log = logging.getLogger("strangler.promotion")
 

@@ -33,7 +33,9 @@ from gateway.shadow.mirror import (
     Tee,
     route_stats,
 )
-from gateway.shadow.store import Record, Recorded, ShadowStore, redact
+from gateway.shadow.records import Record, Recorded
+from gateway.shadow.redaction import redact
+from gateway.shadow.store import ShadowStore
 
 log = logging.getLogger("strangler.shadow")
 

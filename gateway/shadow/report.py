@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.shadow.differ import Difference
-from gateway.shadow.store import FieldCount, Latency, RouteSummary
+from gateway.shadow.records import FieldCount, Latency, RouteSummary
 
 NO_DATA = "no shadow comparisons recorded"
 

@@ -1,4 +1,5 @@
-"""The shadow worker: comparisons in a process of their own, fed copies over a socket pair.
+"""The shadow worker, the gateway's side: comparisons in a process of their own, fed copies
+over a socket pair.
 
 Why a process: in the gateway's loop every copy cost a second upstream exchange, a diff and
 a store row, and the store's thread contended for the GIL (profile at 100% mirrored: 27% of
@@ -21,9 +22,8 @@ when its copy budget says its loop is busy (`gateway.shadow.budget`): a worker t
 keep up, or a gateway at capacity, then costs a counter per copy, not a copy kept, a pickle,
 a send and a backlog.
 
-The frames, both ways: a 5-byte header (payload length, uint32 little-endian; kind, one
-byte) and a pickled payload. Pickle is safe here because both ends are this program and
-the socket pair is private to the two processes.
+The frames, both ways (`gateway.shadow.frames`; the worker's side is
+`gateway.shadow.worker_process`):
 
   gateway -> worker: HELLO (store and worker settings, first), ROUTE (an id for a route,
   its primary and candidate upstreams, once each), COPIES (a batch of copies, the route by
@@ -41,25 +41,21 @@ next copy, at most once a second; copies meanwhile are dropped and counted.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import itertools
 import logging
-import os
-import pickle
 import socket
-import struct
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
-from typing import Any, cast
+from typing import Any
 
 from gateway.config.rollout import RouteRollout
 from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings
 from gateway.config.table import Route
 from gateway.shadow.budget import Budget
 from gateway.shadow.comparer import Comparer
+from gateway.shadow.frames import ACK, COPIES, DONE, DROPS, HELLO, ROUTE, STATS, SYNC, Frames, frame
 from gateway.shadow.mirror import (
     GATEWAY_BUSY,
     ROUTE_FIELDS,
@@ -70,46 +66,16 @@ from gateway.shadow.mirror import (
     RouteStats,
     route_stats,
 )
-from gateway.shadow.store import ShadowStore, create_store
+from gateway.shadow.store import ShadowStore
 
 log = logging.getLogger("strangler.shadow")
 
-HELLO, ROUTE, COPIES, DROPS, SYNC, STATS, DONE, ACK = range(8)
-_HEADER = struct.Struct("<IB")
-_REPORT_EVERY = 0.25  # seconds between the worker's STATS frames
-_ACK_EVERY = 0.002  # seconds, at most, between a copy finished and its ACK
 # seconds, at most, between a drop and its DROPS frame: at capacity most copies are dropped,
 # and a frame per loop turn cost the gateway a send and woke the worker as often
 _DROPS_EVERY = 0.1
 _RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
 _SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
 _STOP_TIMEOUT = 10.0
-
-
-def frame(kind: int, payload: object) -> bytes:
-    data = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(data), kind) + data
-
-
-class Frames:
-    """Splits a byte stream into (kind, payload) frames."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> Iterator[tuple[int, Any]]:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= _HEADER.size:
-            size, kind = _HEADER.unpack_from(buffer, start)
-            end = start + _HEADER.size + size
-            if len(buffer) < end:
-                break
-            # Both ends are this program, over a socket pair no one else holds.
-            yield kind, pickle.loads(buffer[start + _HEADER.size : end])  # noqa: S301
-            start = end
-        del buffer[:start]
 
 
 def create_mirror(
@@ -259,7 +225,7 @@ class WorkerMirror:
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.shadow.worker", str(theirs.fileno())],
+                [sys.executable, "-m", "gateway.shadow.worker_process", str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -362,113 +328,3 @@ class WorkerMirror:
                 process.kill()
                 await asyncio.to_thread(process.wait)
         await self.store.close()
-
-
-# --- the worker's side -----------------------------------------------------------------------
-
-
-class _Worker(asyncio.Protocol):
-    def __init__(self) -> None:
-        self.frames = Frames()
-        self.engine: Comparer | None = None
-        self.routes: dict[int, tuple[Any, ...]] = {}
-        self.transport: asyncio.Transport | None = None
-        self.closed = asyncio.get_running_loop().create_future()
-        self.reporter: asyncio.TimerHandle | None = None
-        self.acker: asyncio.TimerHandle | None = None
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        for kind, payload in self.frames.feed(data):
-            if kind == HELLO:
-                self.hello(*payload)
-                continue
-            engine = self.engine
-            assert engine is not None, "HELLO comes first"
-            if kind == COPIES:
-                routes = self.routes
-                for wire in payload:
-                    engine.launch(Copy(*routes[wire[0]], *wire[1:]))
-            elif kind == ROUTE:
-                self.routes[payload[0]] = payload[1:]
-            elif kind == DROPS:
-                for (route, reason), count in payload.items():
-                    engine.tally(route, reason, count)
-            elif kind == SYNC:
-                task = asyncio.get_running_loop().create_task(self.sync(*payload))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
-
-    def hello(self, store: ShadowStoreSettings, settings: ShadowWorkerSettings) -> None:
-        if settings.nice:
-            os.nice(settings.nice)
-        if settings.idle and hasattr(os, "SCHED_IDLE"):
-            # nice is relative to the processes of the worker's own session (Linux's
-            # autogroup) or cgroup: against the others, it had a core as often as the
-            # gateway. SCHED_IDLE runs it only on a core nothing else wants (issue 4).
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-        self.engine = Comparer(create_store(store.url), store, settings.concurrency)
-        self.engine.on_finish = self.ack_soon
-        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
-
-    def take_stats(self) -> dict[str, RouteStats]:
-        assert self.engine is not None
-        stats, self.engine.stats = self.engine.stats, {}
-        return stats
-
-    def report(self) -> None:
-        if self.engine is not None and self.engine.stats and self.transport is not None:
-            self.transport.write(frame(STATS, self.take_stats()))
-        self.reporter = asyncio.get_running_loop().call_later(_REPORT_EVERY, self.report)
-
-    def ack_soon(self) -> None:
-        if self.acker is None:
-            self.acker = asyncio.get_running_loop().call_later(_ACK_EVERY, self.ack)
-
-    def ack(self) -> None:
-        if self.acker is not None:
-            self.acker.cancel()
-            self.acker = None
-        transport = self.transport
-        if self.engine is not None and transport is not None and not transport.is_closing():
-            transport.write(frame(ACK, self.engine.finished))
-
-    async def sync(self, token: int, drain: bool) -> None:
-        assert self.engine is not None
-        await (self.engine.drain() if drain else self.engine.flush())
-        if self.transport is not None and not self.transport.is_closing():
-            self.ack()
-            self.transport.write(frame(DONE, (token, self.take_stats())))
-
-
-async def serve(sock: socket.socket) -> None:
-    loop = asyncio.get_running_loop()
-    _, worker = await loop.create_unix_connection(_Worker, sock=sock)
-    await worker.closed
-    if worker.reporter is not None:
-        worker.reporter.cancel()
-    if worker.engine is not None:
-        await worker.engine.close()
-
-
-def main(argv: list[str]) -> int:
-    import uvloop
-
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    sock = socket.socket(fileno=int(argv[0]))
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C reaches the whole process group
-        uvloop.run(serve(sock))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))

@@ -28,7 +28,8 @@ from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
 from cdc.envelope import Change
 from cdc.metrics import render
-from cdc.sink import Outcome, SqlSink, create_engine
+from cdc.outcome import Outcome
+from cdc.sink import SqlSink, create_engine
 from legacy_monolith import manage as monolith
 from legacy_monolith.models import Category, Product
 from new_services.search import manage as search

@@ -10,7 +10,7 @@ import pytest
 
 from gateway.app import GatewayApp
 from gateway.config.table import RouteTable
-from gateway.identity.policy import EmbeddedPolicy
+from gateway.identity.embedded_policy import EmbeddedPolicy
 from tests.support.harness import (
     Gateway,
     Recorder,

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from gateway.http.accesslog import AccessLog
-from gateway.identity.policy import Decision, EmbeddedPolicy
+from gateway.identity.decision import Decision
+from gateway.identity.embedded_policy import EmbeddedPolicy
 from tests.support import ROOT
 from tests.support.harness import Gateway, Recorder, get, raw_request, serve_gateway
 from tests.support.opa_server import serve_opa

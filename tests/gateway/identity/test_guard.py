@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
+from gateway.identity.decision import Decision
+from gateway.identity.decision_cache import CachedPolicy
 from gateway.identity.guard import Guard
-from gateway.identity.policy import CachedPolicy, Decision
 from gateway.identity.tokens import AuthSettings, InMemoryRevocations
 
 pytestmark = pytest.mark.anyio

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.identity.policy import MAX_KEY_BYTES, CachedPolicy, Decision, PolicyError
+from gateway.identity.decision import Decision, PolicyError
+from gateway.identity.decision_cache import MAX_KEY_BYTES, CachedPolicy
 
 pytestmark = pytest.mark.anyio
 

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from gateway.config.paths import normalise
+from gateway.identity.decision import PolicyEngine, to_decision
 from gateway.identity.decision_input import build_input
-from gateway.identity.policy import PolicyEngine, create_engine, to_decision
+from gateway.identity.policy import create_engine
 from tests.support import ROOT
 from tests.support.opa_server import serve_opa
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.identity.policy import EmbeddedPolicy, PolicyError, PolicyLoadError
+from gateway.identity.decision import PolicyError, PolicyLoadError
+from gateway.identity.embedded_policy import EmbeddedPolicy
 from tests.support import ROOT
 
 pytestmark = pytest.mark.anyio

@@ -113,7 +113,7 @@ def test_embedded_policy_keeps_memory_flat_over_distinct_inputs(first: str) -> N
     body = f"""
     import asyncio
     from gateway.identity.decision_input import build_input
-    from gateway.identity.policy import EmbeddedPolicy
+    from gateway.identity.embedded_policy import EmbeddedPolicy
 
     engine = EmbeddedPolicy(Path({str(POLICIES)!r}))
     loop = asyncio.new_event_loop()

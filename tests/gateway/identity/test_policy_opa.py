@@ -6,7 +6,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from gateway.identity.policy import OpaPolicy, PolicyError, create_engine
+from gateway.identity.decision import PolicyError
+from gateway.identity.opa import OpaPolicy
+from gateway.identity.policy import create_engine
 from tests.support import ROOT
 from tests.support.opa_server import OpaStandIn, refused_url, serve_opa
 

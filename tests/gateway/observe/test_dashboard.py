@@ -3,6 +3,7 @@ The page itself, in a real browser, is in test_dashboard_browser.py."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +103,18 @@ def find(items: list[dict[str, Any]], **match: Any) -> dict[str, Any]:
     return next(i for i in items if all(i.get(k) == v for k, v in match.items()))
 
 
-async def test_dashboard_json_after_traffic_shadow_cdc_and_a_reload(tmp_path: Path) -> None:
+@dataclass(frozen=True, slots=True)
+class Snapshots:
+    """dashboard.json after traffic, shadow comparisons and a CDC status, then after a
+    reload of routes.yaml (the shadow sample halved)."""
+
+    legacy_url: str
+    first: dict[str, Any]
+    second: dict[str, Any]
+
+
+@pytest.fixture
+async def snapshots(tmp_path: Path) -> Snapshots:
     def drifting(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
         return status, {**answer, "total": 9} if calls == 1 else answer
@@ -137,7 +149,13 @@ routes:
             write_routes(routes, text.replace("sample: 100%", "sample: 50%"))
             assert gw.app.watcher.reload()
             second = await dashboard(gw)
+    return Snapshots(legacy.url, first, second)
 
+
+async def test_dashboard_json_counts_the_traffic_by_route_and_upstream(
+    snapshots: Snapshots,
+) -> None:
+    first = snapshots.first
     search_route = find(first["routes"], name="search")
     assert search_route["upstream"] == "legacy" and search_route["path"] == "/search"
     assert search_route["shadow"] == {"upstream": "search", "sample": 1.0}
@@ -150,25 +168,36 @@ routes:
     assert find(first["routes"], name="orders")["traffic"]["errors"] == 1  # 502
     assert first["unrouted"]["by_upstream"]["legacy"] == 1
     upstreams = first["upstreams"]
-    assert upstreams["legacy"]["requests"] == 5 and upstreams["legacy"]["url"] == legacy.url
+    legacy = upstreams["legacy"]
+    assert legacy["requests"] == 5 and legacy["url"] == snapshots.legacy_url
     assert upstreams["gone"]["errors"] == 1 and upstreams["search"]["requests"] == 0
 
-    (shadow,) = first["shadow"]
+
+async def test_dashboard_json_has_the_shadow_report(snapshots: Snapshots) -> None:
+    (shadow,) = snapshots.first["shadow"]
     assert (shadow["route"], shadow["compared"], shadow["different"]) == ("search", 4, 1)
     assert shadow["identical_pct"] == 75.0
     assert (shadow["dropped"], shadow["drops"]) == (0, {})  # the report's fields, by reason too
     assert shadow["top_differences"][0]["path"] == "$.total"
 
-    gone = first["resilience"]["upstreams"]["gone"]  # as GET /_strangler/upstreams says
+
+async def test_dashboard_json_has_the_resilience_state(snapshots: Snapshots) -> None:
+    resilience = snapshots.first["resilience"]
+    gone = resilience["upstreams"]["gone"]  # as GET /_strangler/upstreams says
     assert (gone["requests"], gone["attempts"], gone["failures"]) == (1, 2, 2)  # one retry
     assert (gone["in_flight"], gone["breaker"]["state"]) == (0, "closed")
-    assert first["resilience"]["gateway"]["max_in_flight"] == 1000
+    assert resilience["gateway"]["max_in_flight"] == 1000
 
-    cdc = first["cdc"]
+
+async def test_dashboard_json_has_the_cdc_status(snapshots: Snapshots) -> None:
+    cdc = snapshots.first["cdc"]
     assert cdc["up"] and cdc["detail"] is None and cdc["dead_lettered"] == 1
     assert find(cdc["tables"], table="public.products")["lag_events"] == 3
     assert find(cdc["tables"], table="public.products")["applied"] == 12
 
+
+async def test_dashboard_json_follows_a_reload(snapshots: Snapshots) -> None:
+    first, second = snapshots.first, snapshots.second
     assert first["routes_file"]["version"] != second["routes_file"]["version"]
     history = [h["version"] for h in second["routes_file"]["history"]]
     assert history == [first["routes_file"]["version"], second["routes_file"]["version"]]

@@ -5,6 +5,7 @@ or ChromeDriver is missing; failed instead under STRANGLER_REQUIRE_SERVICES=1.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ async def route_cell(browser: Browser, route: str, column: str) -> str | None:
     return None if text is None else str(text)
 
 
-async def test_the_dashboard_shows_the_routes_and_updates_after_traffic(
+async def test_the_dashboard_asks_for_an_admin_token_then_shows_the_routes(
     upstream: Recorder, tmp_path: Path
 ) -> None:
     routes = secured_routes(tmp_path, upstream)
@@ -45,12 +46,7 @@ async def test_the_dashboard_shows_the_routes_and_updates_after_traffic(
         await browser.open(gw.url + "/_strangler/")
 
         # No token yet: the page loads (it holds no data) and asks for one.
-        await browser.until(
-            "the token form",
-            lambda: browser.script("return !document.getElementById('login').hidden;"),
-        )
-        await browser.type("#token", token("buyer"))
-        await browser.click("#login button[type=submit]")
+        await sign_in(browser, token("buyer"))
         refused = await browser.until(
             "the refusal of a buyer's token",
             lambda: browser.script(
@@ -77,6 +73,17 @@ async def test_the_dashboard_shows_the_routes_and_updates_after_traffic(
         assert "no cdc: section" in cdc
         assert await route_cell(browser, "search", "requests") == "0"
 
+
+async def test_the_dashboard_updates_after_traffic(upstream: Recorder, tmp_path: Path) -> None:
+    routes = secured_routes(tmp_path, upstream)
+    async with serve_gateway(routes) as gw, chromium() as browser:
+        await browser.open(gw.url + "/_strangler/")
+        await sign_in(browser, token("admin", sub="root"))
+
+        async def drawn() -> bool:
+            return await route_cell(browser, "search", "requests") == "0"
+
+        await browser.until("the search route at 0 requests", drawn)
         for _ in range(7):
             assert (await raw_request(gw.port, get("/search?q=lamp"))).status == 200
         for _ in range(2):  # a policy denial: a client error on the products route
@@ -103,12 +110,17 @@ async def test_the_dashboard_shows_the_routes_and_updates_after_traffic(
         assert await browser.script("return document.cookie;") == ""
 
 
-async def test_shadow_differences_and_cdc_lag_are_drawn_as_text(tmp_path: Path) -> None:
-    markup = "<img src=x id=injected>"
+MARKUP = "<img src=x id=injected>"  # a candidate's value the page must show as text
+
+
+@pytest.fixture
+async def shadowed(tmp_path: Path) -> AsyncIterator[Browser]:
+    """A browser signed in to the dashboard of a gateway whose shadowed route's candidate
+    answers `MARKUP` (three comparisons, one copy dropped) and whose CDC bridge lags."""
 
     def candidate(calls: int, body: bytes) -> tuple[int, dict[str, Any]]:
         status, answer = catalogue(calls, body)
-        return status, {**answer, "total": markup}
+        return status, {**answer, "total": MARKUP}
 
     async with service(catalogue) as legacy, service(candidate) as search:
         routes = tmp_path / "routes.yaml"
@@ -136,45 +148,58 @@ routes:
             await gw.app.mirror.drain()
             await browser.open(gw.url + "/_strangler/")
             await login(browser)  # the admin API needs a token even with auth: none
-
-            async def shadow_heading() -> object:
-                return await browser.script(
-                    "const h = document.querySelector(\"#shadow [data-route='search'] h3\");"
-                    "return h ? h.textContent : null;"
-                )
-
-            assert await browser.until("the shadow summary", shadow_heading) == (
-                "search: 0.0% identical"
-            )
-            counts = await browser.script(
-                "return document.querySelector(\"#shadow [data-route='search'] p\").textContent;"
-            )
-            assert counts.endswith("0 candidate errors, 1 dropped: body_too_large 1")
-            example = await browser.script(
-                "return document.querySelector('#shadow td.mono:last-child').textContent;"
-            )
-            assert example == f'2 → "{markup}"'  # JSON values, as the differ records them
-            assert await browser.script("return document.getElementById('injected');") is None
-            assert (
-                await browser.script(
-                    "return document.querySelector(\"#cdc tr[data-table='public.products']\")"
-                    ".children[2].textContent;"
-                )
-                == "5"
-            )
-            assert "bridge running" in await browser.script(
-                "return document.getElementById('cdc-status').textContent;"
-            )
-            assert await browser.script("return document.getElementById('login').hidden;")
+            yield browser
 
 
-async def login(browser: Browser) -> None:
+async def test_shadow_differences_are_drawn_as_text(shadowed: Browser) -> None:
+    browser = shadowed
+
+    async def shadow_heading() -> object:
+        return await browser.script(
+            "const h = document.querySelector(\"#shadow [data-route='search'] h3\");"
+            "return h ? h.textContent : null;"
+        )
+
+    assert await browser.until("the shadow summary", shadow_heading) == "search: 0.0% identical"
+    counts = await browser.script(
+        "return document.querySelector(\"#shadow [data-route='search'] p\").textContent;"
+    )
+    assert counts.endswith("0 candidate errors, 1 dropped: body_too_large 1")
+    example = await browser.script(
+        "return document.querySelector('#shadow td.mono:last-child').textContent;"
+    )
+    assert example == f'2 → "{MARKUP}"'  # JSON values, as the differ records them
+    assert await browser.script("return document.getElementById('injected');") is None
+
+
+async def test_the_cdc_lag_is_drawn_as_text(shadowed: Browser) -> None:
+    browser = shadowed
+
+    async def lag() -> object:
+        return await browser.script(
+            "const row = document.querySelector(\"#cdc tr[data-table='public.products']\");"
+            "return row ? row.children[2].textContent : null;"
+        )
+
+    assert await browser.until("the CDC table's lag", lag) == "5"
+    assert "bridge running" in await browser.script(
+        "return document.getElementById('cdc-status').textContent;"
+    )
+    assert await browser.script("return document.getElementById('login').hidden;")
+
+
+async def sign_in(browser: Browser, bearer: str) -> None:
+    """Wait for the token form and submit `bearer` with it."""
     await browser.until(
         "the token form",
         lambda: browser.script("return !document.getElementById('login').hidden;"),
     )
-    await browser.type("#token", admin_token())
+    await browser.type("#token", bearer)
     await browser.click("#login button[type=submit]")
+
+
+async def login(browser: Browser) -> None:
+    await sign_in(browser, admin_token())
 
 
 async def upstream_cell(browser: Browser, upstream: str, css: str) -> str | None:

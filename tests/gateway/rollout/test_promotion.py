@@ -17,7 +17,9 @@ from gateway.rollout import promotion
 from gateway.rollout.evidence import EvidenceStore, LiveEvidence, UpstreamEvidence
 from gateway.rollout.promotion import Promoter, PromotionError, step
 from gateway.shadow.comparer import Comparer
-from gateway.shadow.store import Record, SqlShadowStore, create_store
+from gateway.shadow.records import Record
+from gateway.shadow.sql_store import SqlShadowStore
+from gateway.shadow.store import create_store
 
 pytestmark = pytest.mark.anyio
 

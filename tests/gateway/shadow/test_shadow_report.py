@@ -6,8 +6,8 @@ import json
 from dataclasses import replace
 
 from gateway.shadow.differ import Difference
+from gateway.shadow.records import FieldCount, Latency, RouteSummary
 from gateway.shadow.report import NO_DATA, format_report, report_json
-from gateway.shadow.store import FieldCount, Latency, RouteSummary
 
 PRICE = FieldCount(
     "$.results[*].price",

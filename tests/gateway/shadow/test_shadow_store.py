@@ -13,18 +13,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from gateway.shadow import store as shadow_store
+from gateway.shadow import schema
 from gateway.shadow.differ import Difference, generalise
-from gateway.shadow.store import (
-    REDACTED,
-    FieldCount,
-    Latency,
-    Record,
-    RouteSummary,
-    SqlShadowStore,
-    create_store,
-    redact,
-)
+from gateway.shadow.records import FieldCount, Latency, Record, RouteSummary
+from gateway.shadow.redaction import REDACTED, redact
+from gateway.shadow.sql_store import SqlShadowStore
+from gateway.shadow.store import create_store
 
 pytestmark = pytest.mark.anyio
 
@@ -349,7 +343,7 @@ def make_old_store(url: str, tallies: list[tuple[float, str, int]]) -> None:
     try:
         with engine.begin() as connection:
             old = sa.MetaData()
-            for table in (shadow_store.comparisons, shadow_store.differences):
+            for table in (schema.comparisons, schema.differences):
                 table.to_metadata(old)
             old.create_all(connection)
             OLD_DROPS.create(connection)
