@@ -1,7 +1,7 @@
 """The demo's moves of /search, made in the routes file the way a user makes them.
 
 Forward and back one state at a time with `strangler routes promote | rollback` (the same
-code: cli/routes.py's `step_file`), and hand edits, such as a canary's next
+code: cli/routes/step.py's `step_file`), and hand edits, such as a canary's next
 share, which are first shown with `strangler routes diff` and then saved in one rename.
 After every save the demo waits until the gateway serves exactly the saved file (its
 version is the sha256 of the bytes) and checks the route's state as the gateway derived it
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cli.routes import step_file
+from cli.routes.step import step_file
 from common.validation import ConfigError
 from demo.client import Client, Tokens
 from demo.progress import StepFailed, StepLog

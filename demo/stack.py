@@ -101,14 +101,27 @@ class LocalStack:
         return f"http://127.0.0.1:{self.gateway_port}"
 
     def start(self, progress: StepLog) -> Target:
-        from legacy_monolith import manage as monolith
-        from new_services.search import manage as search
-
         self.work.mkdir(parents=True, exist_ok=True)
         legacy_db = f"sqlite:///{self.work / 'legacy.db'}"
         search_db = f"sqlite:///{self.work / 'search.db'}"
         ports = [p or free_port() for p in (self.gateway_port, self.legacy_port, self.search_port)]
         self.gateway_port, self.legacy_port, self.search_port = ports
+        self.set_up_databases(progress, legacy_db, search_db)
+        self.start_servers(progress, legacy_db, search_db)
+        return Target(
+            gateway=self.gateway,
+            routes=self.routes,
+            search=f"http://127.0.0.1:{self.search_port}",
+            sync_deadline=demo_cdc.SYNC_DEADLINE_SECONDS,
+            cdc=True,
+            token_command=f"strangler token --routes {self.routes} --sub you --roles admin",
+            alive=self.alive,
+        )
+
+    def set_up_databases(self, progress: StepLog, legacy_db: str, search_db: str) -> None:
+        """Steps 0.1 and 0.2: the monolith's data, and the CDC bridge copying it over."""
+        from legacy_monolith import manage as monolith
+        from new_services.search import manage as search
 
         progress.step("0.1", "Set up the monolith's database (Alembic migrations, then seed data)")
         monolith.migrate(legacy_db)
@@ -129,6 +142,8 @@ class LocalStack:
             f"strangler cdc run --embedded: Kafka (mock cluster) + dev capture -> {status}"
         )
 
+    def start_servers(self, progress: StepLog, legacy_db: str, search_db: str) -> None:
+        """Step 0.3: the monolith, the search service and the gateway, each until healthy."""
         progress.step("0.3", "Start the monolith, the search service and the gateway")
         self.write_routes()
         cli = [sys.executable, "-m", "cli"]
@@ -159,15 +174,6 @@ class LocalStack:
         progress.say(f"monolith  http://127.0.0.1:{self.legacy_port}")
         progress.say(f"search    http://127.0.0.1:{self.search_port}")
         progress.say(f"gateway   {self.gateway}  (routes: {self.routes})")
-        return Target(
-            gateway=self.gateway,
-            routes=self.routes,
-            search=f"http://127.0.0.1:{self.search_port}",
-            sync_deadline=demo_cdc.SYNC_DEADLINE_SECONDS,
-            cdc=True,
-            token_command=f"strangler token --routes {self.routes} --sub you --roles admin",
-            alive=self.alive,
-        )
 
     def write_routes(self) -> None:
         key = f"secret_env: {self.secret_env}" if self.secret_env else f'secret: "{self.secret}"'

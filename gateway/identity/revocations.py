@@ -1,4 +1,4 @@
-"""Revoked tokens in Redis, and `strangler token revoke`.
+"""Revoked tokens in Redis, and what `strangler token revoke` runs (cli/token.py parses it).
 
 The denylist holds a token's `jti` until the token would have expired anyway (its `exp`
 plus the routes file's leeway), so it never grows past the tokens still in circulation.
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from common.validation import ConfigError, parse_duration
+from common.validation import ConfigError
 from gateway.config import table as config
 from gateway.config.limits import StoreSettings
 from gateway.errors import StoreUnavailable
@@ -46,22 +46,6 @@ class RedisRevocations:
         name = self._name(jti)
         at = round(until * 1000)
         await self.store.run("revocation", lambda client: client.set(name, b"1", pxat=at))
-
-
-def add_revoke_command(token: argparse.ArgumentParser, routes: str) -> None:
-    """`strangler token revoke`, under the `token` command that mints development tokens."""
-    sub = token.add_subparsers(dest="token_command")
-    revoke = sub.add_parser(
-        "revoke",
-        help="deny a token from now on, on every replica (needs store: {backend: redis})",
-    )
-    revoke.add_argument("jti", nargs="?", help="the token's jti claim (with --ttl)")
-    revoke.add_argument("--token", help="the token itself: its jti and exp are read from it")
-    revoke.add_argument(
-        "--ttl", type=parse_duration, help="with a jti: how long to deny it (the token's lifetime)"
-    )
-    revoke.add_argument("--routes", default=routes, help="the routes file naming the store")
-    revoke.set_defaults(handler=revoke_token)
 
 
 def revoke_token(ns: argparse.Namespace) -> int:

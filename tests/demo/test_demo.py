@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 import cli
-from cli.routes import step_file
+from cli.routes.step import step_file
 from demo import compose_env
 from demo.canary import USERS
 from demo.progress import StepLog
