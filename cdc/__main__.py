@@ -30,7 +30,7 @@ from cdc.actions import KINDS, actions_file, request
 from cdc.capture import Capture
 from cdc.cluster import MockCluster
 from cdc.consumer import Bridge, Options
-from cdc.errors import CdcError, MappingError
+from cdc.errors import CdcError, MappingError, SinkUnavailable
 from cdc.metrics import render
 from cdc.settings import Settings, parse_duration, settings
 from cdc.sink import SqlSink, create_engine
@@ -179,7 +179,11 @@ def _start_capture(
     capture.create_topics(producer)
     # The mock cluster forgets everything when this process ends: start from a snapshot
     # whenever the target has not seen this source yet (Debezium's snapshot.mode=initial).
-    if not positions.read(sink.engine, mapping.topic_prefix):
+    try:
+        seen = positions.read(sink.engine, mapping.topic_prefix)
+    except positions.PositionsUnavailable as exc:
+        raise SinkUnavailable(str(exc)) from exc
+    if not seen:
         sent = capture.snapshot(producer)
         print(f"strangler cdc: dev capture snapshot, {sent} rows (op r)", flush=True)
 

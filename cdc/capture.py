@@ -33,9 +33,9 @@ import sqlalchemy as sa
 from confluent_kafka import Producer
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from cdc.change_table import CHANGE_TABLE, SCHEMA
 from cdc.errors import CdcError
 from cdc.record import Field, Source, zoned_timestamp
+from common.change_table import CHANGE_TABLE, SCHEMA
 
 log = logging.getLogger("strangler.cdc.capture")
 

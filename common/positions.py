@@ -22,8 +22,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from cdc.errors import SinkUnavailable
-
 TABLE = "cdc_positions"
 
 
@@ -44,6 +42,10 @@ class Applied:
         return self.commit_lsn is not None and self.commit_lsn >= commit_lsn
 
 
+class PositionsUnavailable(Exception):
+    """The target database cannot be read (down, or refusing connections)."""
+
+
 def source_table(topic: str, prefix: str) -> str:
     """`legacy.public.products` -> `public.products`."""
     return topic.removeprefix(f"{prefix}.")
@@ -59,7 +61,7 @@ def read(engine: Engine, prefix: str) -> dict[str, Applied]:
                 return {}
             rows = connection.execute(query).all()
     except (OperationalError, InterfaceError) as exc:
-        raise SinkUnavailable(f"cannot read {TABLE}: {exc.orig}") from exc
+        raise PositionsUnavailable(f"cannot read {TABLE}: {exc.orig}") from exc
     return {
         source_table(topic, prefix): Applied(topic, position, ts, _datetime(at))
         for topic, position, ts, at in rows

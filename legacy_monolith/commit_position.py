@@ -7,7 +7,7 @@ gateway can tell when the new service's database has the write:
 
 - SQLite with the dev capture (cdc/capture.py, the development stand-in for Debezium): per
   captured table, the seq of the transaction's last change there, the very position the
-  relay gives that change's event (cdc/change_table.py). Exact.
+  relay gives that change's event (common/change_table.py). Exact.
 - PostgreSQL (Debezium): the tables from `pg_stat_xact_user_tables` (every row the
   transaction inserted, updated or deleted, bulk statements included), each with
   `pg_current_wal_insert_lsn()` read after COMMIT, as an integer. Debezium's
@@ -28,7 +28,7 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cdc import change_table
+from common import change_table
 
 HEADER = "X-Strangler-Commit-Position"
 

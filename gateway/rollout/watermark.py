@@ -25,7 +25,6 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from cdc.errors import SinkUnavailable
 from common import positions
 from common.positions import Applied
 
@@ -94,7 +93,7 @@ class Watermark:
     async def _read(self) -> None:
         try:
             applied = await asyncio.to_thread(self._reader, self._engine, self.prefix)
-        except (SinkUnavailable, SQLAlchemyError, OSError) as exc:
+        except (positions.PositionsUnavailable, SQLAlchemyError, OSError) as exc:
             self.stats.failures += 1
             if self.stats.last_error is None:
                 log.warning("cannot read the CDC positions (%s): pins last their window", exc)
