@@ -38,7 +38,7 @@ from common.validation import (
     parse_size,
     positive_int,
 )
-from gateway.shadow.differ import NORMALISERS, CompareRules, parse_path
+from gateway.config.compare import NORMALISERS, CompareRules, parse_path
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_CAP = 1024 * 1024

@@ -44,7 +44,8 @@ from common.validation import (
     read,
 )
 from gateway.config import resilience as resilience_config
-from gateway.config.access import AUTH_MODES, AuthzSettings, read_auth, read_authz
+from gateway.config.access import AUTH_MODES, AuthSettings, AuthzSettings, read_auth, read_authz
+from gateway.config.cdc import CdcSettings, read_cdc
 from gateway.config.consistency import ConsistencySettings, read_consistency
 from gateway.config.edge import EdgeSettings, read_edge
 from gateway.config.limits import RouteLimits, StoreSettings, read_route_limits, read_shared_store
@@ -62,8 +63,6 @@ from gateway.config.shadow import (
     read_worker,
 )
 from gateway.config.websocket import WebSocketSettings, read_websocket
-from gateway.identity.tokens import AuthSettings
-from gateway.observe.cdc import CdcSettings, read_cdc
 
 DEFAULT_TIMEOUT = 30.0
 HOST_CLIENT, HOST_UPSTREAM = "client", "upstream"  # an upstream's `host:` modes

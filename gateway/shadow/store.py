@@ -39,7 +39,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from gateway.shadow.differ import Difference, JsonPath, Wildcard, generalise, parse_path, render
+from gateway.config.compare import JsonPath, Wildcard, parse_path
+from gateway.shadow.differ import Difference, generalise, render
 
 Recorded = Literal["identical", "different", "status_only", "noise_only", "candidate_error"]
 COMPARED: tuple[Recorded, ...] = ("identical", "different", "status_only", "noise_only")

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
+from gateway.config.access import AuthSettings
 from gateway.identity.guard import Guard
 from gateway.identity.policy import CachedPolicy, Decision
-from gateway.identity.tokens import AuthSettings, InMemoryRevocations
+from gateway.identity.tokens import InMemoryRevocations
 
 pytestmark = pytest.mark.anyio
 
