@@ -12,7 +12,6 @@ from typing import Any
 
 from cli import routes as rollout_commands
 from common.validation import ConfigError, parse_duration
-from gateway.config import limits as limits_config
 from gateway.config import table as config
 from gateway.config.settings import Settings
 from gateway.config.shadow import SAFE_METHODS
@@ -148,7 +147,7 @@ def routes_check(ns: argparse.Namespace) -> int:
                 "candidate must not share state with the primary, or data changes twice",
                 file=sys.stderr,
             )
-    lines, warnings = limits_config.summary(table)  # store, rate limits, idempotency keys
+    lines, warnings = config.limits_summary(table)  # store, rate limits, idempotency keys
     for line in lines:
         print(line)
     for warning in warnings:

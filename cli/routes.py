@@ -13,7 +13,7 @@ from gateway.config import table as config
 from gateway.config.rollout import gate_text, targets_text
 from gateway.config.table import RouteTable
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # sqlalchemy comes with promotion: imported when a command runs, not at start
     from gateway.rollout.promotion import Promotion
 
 

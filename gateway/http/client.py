@@ -33,7 +33,7 @@ from typing import cast
 import httptools
 
 from gateway.config.resilience import Timeouts, timeouts
-from gateway.config.table import HOST_CLIENT, HOST_UPSTREAM, Upstream
+from gateway.config.routes import HOST_CLIENT, HOST_UPSTREAM, Upstream
 from gateway.errors import (
     ConnectFailed,
     ConnectionDropped,

@@ -56,8 +56,8 @@ from collections.abc import Iterator
 from typing import Any, cast
 
 from gateway.config.rollout import RouteRollout
+from gateway.config.routes import Route
 from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings
-from gateway.config.table import Route
 from gateway.shadow.budget import Budget
 from gateway.shadow.comparer import Comparer
 from gateway.shadow.mirror import (
