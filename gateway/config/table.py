@@ -44,12 +44,7 @@ from gateway.config.metrics import MetricsSettings, read_metrics
 from gateway.config.resilience import Shedding, read_shedding
 from gateway.config.rollout import RolloutSettings, read_settings
 from gateway.config.routes import Route, RouteReader, Upstream
-from gateway.config.shadow import (
-    ShadowStoreSettings,
-    ShadowWorkerSettings,
-    read_store,
-    read_worker,
-)
+from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings, read_store, read_worker
 
 DEFAULT_MAX_BODY = 10 * 1024 * 1024
 _TOP_KEYS = frozenset(
@@ -174,7 +169,9 @@ def parse(data: bytes, source: str = "<routes>") -> RouteTable:
 
 
 def limits_summary(table: RouteTable) -> tuple[list[str], list[str]]:
-    """For `strangler routes check`: (lines, warnings) about the store and the routes' limits."""
+    """For `strangler routes check`: (lines, warnings) about the store and the routes' limits.
+
+    Here rather than in gateway.config.limits: it reads the whole table, which imports that."""
     store, lines, warnings = table.store, [], []
     for route in table.routes:
         if route.limits is None:
