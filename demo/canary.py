@@ -18,8 +18,8 @@ from collections import Counter
 
 from demo.client import Client, Tokens
 from demo.progress import StepFailed, StepLog
+from gateway.config.routes import Route
 from gateway.config.split import moves
-from gateway.config.table import Route
 
 USERS = tuple(f"user-{i:03d}" for i in range(1, 201))
 PROBE = "/search?q=lamp&category=lighting&size=1"  # a real search, and a quick one

@@ -23,7 +23,8 @@ from demo.client import Client, Tokens
 from demo.progress import StepFailed, StepLog
 from gateway.config import table as config
 from gateway.config.rollout import targets_text
-from gateway.config.table import Route, RouteTable
+from gateway.config.routes import Route
+from gateway.config.table import RouteTable
 from gateway.rollout.diff import diff
 from gateway.rollout.editor import EditError, set_weights, write_atomically
 from gateway.rollout.promotion import Move, PromotionError, edit, find

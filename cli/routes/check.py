@@ -8,10 +8,9 @@ import argparse
 import sys
 
 from cli.table import load_table
-from gateway.config import limits as limits_config
 from gateway.config.rollout import gate_text, targets_text
 from gateway.config.shadow import SAFE_METHODS
-from gateway.config.table import RouteTable
+from gateway.config.table import RouteTable, limits_summary
 
 
 def routes_check(ns: argparse.Namespace) -> int:
@@ -24,7 +23,7 @@ def routes_check(ns: argparse.Namespace) -> int:
     authz = table.authz
     print(f"authz: {authz.engine} ({authz.policies or authz.url})" if authz else "authz: none")
     _print_shadows(table)
-    lines, warnings = limits_config.summary(table)  # store, rate limits, idempotency keys
+    lines, warnings = limits_summary(table)  # store, rate limits, idempotency keys
     for line in lines:
         print(line)
     for warning in warnings:

@@ -35,16 +35,42 @@ from pathlib import Path
 from yaml.nodes import Node, ScalarNode
 
 from common.validation import NodeReader, non_negative_int, parse_duration, positive_int
-from gateway.identity.tokens import (
-    HMAC_ALGORITHMS,
-    PUBLIC_KEY_ALGORITHMS,
-    AuthSettings,
-    JwksSource,
-    StaticKey,
-)
 
 AUTH_MODES = ("required", "optional", "none")
 ENGINES = ("embedded", "opa")
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticKey:
+    id: str  # matched against the token's `kid` when it has one
+    algorithm: str
+    material: str | bytes  # an HMAC secret (bytes) or a PEM public key (str)
+    dev: bool = False  # the development key `strangler token` signs with
+
+
+@dataclass(frozen=True, slots=True)
+class JwksSource:
+    url: str
+    algorithms: frozenset[str]
+    cache: float = 600.0
+    min_refresh: float = 30.0
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    default: str = "required"  # required | optional | none, for routes that do not say
+    issuer: str | None = None
+    audience: str | None = None
+    leeway: float = 30.0
+    roles_claim: str = "roles"
+    keys: tuple[StaticKey, ...] = ()
+    jwks: JwksSource | None = None
+    cache_size: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)

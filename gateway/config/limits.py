@@ -33,7 +33,6 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 from yaml.nodes import Node
@@ -45,9 +44,6 @@ from common.validation import (
     positive_duration,
     positive_int,
 )
-
-if TYPE_CHECKING:
-    from gateway.config.table import RouteTable  # which reads its sections with this module
 
 FAILURE_MODES = ("open", "closed")
 BACKENDS = ("memory", "redis")
@@ -276,33 +272,3 @@ def redacted(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-def summary(table: RouteTable) -> tuple[list[str], list[str]]:
-    """For `strangler routes check`: (lines, warnings) about the store and the routes' limits."""
-    store, lines, warnings = table.store, [], []
-    for route in table.routes:
-        if route.limits is None:
-            continue
-        failure = store.failure
-        rule, keys = route.limits.rate_limit, route.limits.idempotency
-        if rule is not None:
-            by = f"header {rule.header.decode()}" if rule.key == "header" else rule.key
-            lines.append(
-                f"rate limit: {route.name} {rule.limit} per {rule.window}s, {rule.algorithm},"
-                f" by {by} (store down: {rule.failure or failure.rate_limit})"
-            )
-            if rule.key == "user" and table.auth_mode(route) == "none":
-                warnings.append(
-                    f"warning: route {route.name!r} limits by user but takes no token "
-                    "(auth: none): every request is counted by client IP"
-                )
-        if keys is not None:
-            lines.append(
-                f"idempotency: {route.name} {','.join(sorted(keys.methods))}, answers kept"
-                f" {keys.ttl:g}s (store down: {keys.failure or failure.idempotency})"
-            )
-    if lines or store.backend != "memory":
-        where = f"redis ({redacted(store.url or '')})" if store.url else "memory (one replica)"
-        lines.insert(0, f"store: {where}")
-    return lines, warnings

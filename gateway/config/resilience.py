@@ -6,8 +6,8 @@
     upstreams:
       legacy:
         url: http://127.0.0.1:8001
-        timeout: 5s               # (gateway.config.table) idle: pool wait, each wait for body bytes
-        connect_timeout: 1s       # (gateway.config.table) the TCP connect
+        timeout: 5s               # (gateway.config.routes) idle: pool wait, each wait for body data
+        connect_timeout: 1s       # (gateway.config.routes) the TCP connect
         first_byte_timeout: 3s    # request sent -> response head; default: timeout
         deadline: 30s             # the whole exchange, retries and backoff included
         max_in_flight: 100        # default: pool
@@ -28,7 +28,7 @@ A breaker's `window` is at least 1s (ten buckets, moved along every 100 ms).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from yaml.nodes import Node, ScalarNode
 
@@ -39,9 +39,6 @@ from common.validation import (
     positive_duration,
     positive_int,
 )
-
-if TYPE_CHECKING:
-    from gateway.config.table import Upstream
 
 PRIORITIES = ("critical", "normal", "background")
 RETRIED_BY_DEFAULT = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -120,7 +117,21 @@ class Timeouts:
     deadline: float  # the whole exchange from the first attempt, retries included
 
 
-def timeouts(upstream: Upstream, route: RouteResilience | None = None) -> Timeouts:
+class TimedUpstream(Protocol):
+    """What `timeouts` reads of an upstream (gateway.config.routes.Upstream, which holds
+    this module's settings: this module cannot import it back)."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    @property
+    def resilience(self) -> UpstreamResilience: ...
+
+
+def timeouts(upstream: TimedUpstream, route: RouteResilience | None = None) -> Timeouts:
     own = upstream.resilience
     override = route or RouteResilience()
     idle = override.timeout if override.timeout is not None else upstream.timeout
@@ -134,7 +145,7 @@ def timeouts(upstream: Upstream, route: RouteResilience | None = None) -> Timeou
 
 
 def read_upstream(reader: NodeReader, fields: dict[str, Node], what: str) -> UpstreamResilience:
-    """The resilience keys of one upstream's mapping (gateway.config.table reads the others)."""
+    """The resilience keys of one upstream's mapping (gateway.config.routes reads the others)."""
     retries = RetrySettings()
     if "retries" in fields:
         retries = _retries(reader, fields["retries"], f"{what}: retries")

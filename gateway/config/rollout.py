@@ -49,10 +49,11 @@ from common.validation import (
 )
 from gateway.config.shadow import ShadowSettings
 from gateway.config.split import Split, assignment_order
-from gateway.rollout.sticky import DEFAULT_COOKIE, DEFAULT_MAX_AGE, StickySettings
 
 STATES = ("legacy", "shadow", "canary", "migrated")
 DEFAULT_STEPS: tuple[int, ...] = (10,)
+DEFAULT_COOKIE = "strangler_sticky"
+DEFAULT_MAX_AGE = 30 * 86400
 _COOKIE_NAME = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~")  # RFC 6265
 
 
@@ -81,6 +82,17 @@ class RouteRollout:
     weights: tuple[tuple[str, int], ...] = ()
     split: Split | None = None  # only with two or more live upstreams: the hot path hashes then
     promote: PromoteGate | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StickySettings:
+    cookie: str = DEFAULT_COOKIE
+    max_age: int = DEFAULT_MAX_AGE  # seconds
+    secret: bytes = field(default=b"", repr=False)  # the MAC key of the cookie's value
+
+    @property
+    def prefix(self) -> bytes:
+        return self.cookie.encode() + b"="
 
 
 @dataclass(frozen=True, slots=True)

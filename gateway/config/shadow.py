@@ -38,7 +38,7 @@ from common.validation import (
     parse_size,
     positive_int,
 )
-from gateway.shadow.differ import NORMALISERS, CompareRules, parse_path
+from gateway.config.compare import NORMALISERS, CompareRules, parse_path
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 DEFAULT_CAP = 1024 * 1024
@@ -111,20 +111,7 @@ def read_shadow(
         upstream = reader.scalar(fields["upstream"], f"{where}: upstream")
         if upstream is not None and upstream not in declared:
             reader.error(fields["upstream"], f"{where}: unknown upstream {upstream!r}")
-    writes = False
-    if "writes" in fields:
-        writes = reader.choice(fields["writes"], f"{where}: writes", ("true", "false")) == "true"
-    methods = frozenset({"GET", "HEAD"})
-    if "methods" in fields:
-        methods = frozenset(
-            m.upper() for m in _scalars(reader, fields["methods"], f"{where}: methods")
-        )
-        unsafe = sorted(methods - SAFE_METHODS)
-        if unsafe and not writes:
-            reader.error(
-                fields["methods"],
-                f"{where}: {', '.join(unsafe)} change data; mirroring them needs writes: true",
-            )
+    methods = _methods(reader, fields, where)
     noise = False
     if "noise" in fields:
         noise = reader.choice(fields["noise"], f"{where}: noise", ("auto", "off")) == "auto"
@@ -143,6 +130,23 @@ def read_shadow(
         noise=noise,
         redact=redact,
     )
+
+
+def _methods(reader: NodeReader, fields: dict[str, Node], where: str) -> frozenset[str]:
+    """The methods mirrored: safe ones unless `writes: true` allows the others."""
+    writes = False
+    if "writes" in fields:
+        writes = reader.choice(fields["writes"], f"{where}: writes", ("true", "false")) == "true"
+    if "methods" not in fields:
+        return frozenset({"GET", "HEAD"})
+    methods = frozenset(m.upper() for m in _scalars(reader, fields["methods"], f"{where}: methods"))
+    unsafe = sorted(methods - SAFE_METHODS)
+    if unsafe and not writes:
+        reader.error(
+            fields["methods"],
+            f"{where}: {', '.join(unsafe)} change data; mirroring them needs writes: true",
+        )
+    return methods
 
 
 def _scalars(reader: NodeReader, node: Node, what: str) -> list[str]:

@@ -3,7 +3,8 @@
 Why not a general-purpose client: the hot path needs one thing, forwarding bytes, and the
 candidates were measured on this machine (2 cores; wrk, 32 connections; a 105-byte JSON
 upstream), the same minimal ASGI proxy built on each, in one run: an aiohttp ClientSession
-9.0k-10.0k req/s, this pool 22.6k-23.6k (httpx's pool about 0.6k, DEVELOPERS.md). The
+9.0k-10.0k req/s, this pool 22.6k-23.6k, httpx's pool about 0.6k (a one-off comparison when
+the pool was written; `strangler bench proxy` keeps measuring it against nginx). The
 response is parsed by httptools (llhttp, Node's parser, the one uvicorn uses) in
 `gateway.http.connection`, so framing (chunked, Content-Length, 1xx, 204/304,
 read-until-close) is not ours to get wrong; this module only moves bytes and keeps
@@ -31,7 +32,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 
 from gateway.config.resilience import Timeouts, timeouts
-from gateway.config.table import HOST_CLIENT, HOST_UPSTREAM, Upstream
+from gateway.config.routes import HOST_CLIENT, HOST_UPSTREAM, Upstream
 from gateway.errors import (
     ConnectFailed,
     ConnectionDropped,

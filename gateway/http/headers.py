@@ -8,7 +8,7 @@
   clients (`X-Forwarded-User`, ...) never reach an upstream: only the gateway sets them.
 - `Host`: the client's, first in the list; the upstream client replaces it with the
   upstream's own, or a fixed value, where the upstream says `host: upstream` or `host: NAME`
-  (gateway/config/table.py). The client's host also travels in `X-Forwarded-Host`.
+  (gateway/config/routes.py). The client's host also travels in `X-Forwarded-Host`.
 - Framing is the gateway's: `Content-Length` and `Transfer-Encoding` from a client are never
   forwarded; the upstream client writes the framing of the body it actually sends. A
   `Connection` header that names a framing, routing or identity header (`protected`) gets
@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from gateway.config.table import Route, Upstream
+from gateway.config.routes import Route, Upstream
 from gateway.identity.tokens import Identity
 
 Headers = list[tuple[bytes, bytes]]

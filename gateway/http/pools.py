@@ -8,7 +8,8 @@ its request finishes.
 
 from __future__ import annotations
 
-from gateway.config.table import RouteTable, Upstream
+from gateway.config.routes import Upstream
+from gateway.config.table import RouteTable
 from gateway.http.client import Pool
 
 

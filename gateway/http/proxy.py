@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 
 from gateway.config.paths import PathError, normalise
 from gateway.config.reload import RoutesWatcher
+from gateway.config.routes import Route, Upstream
 from gateway.config.shadow import ShadowSettings
-from gateway.config.table import Route, RouteTable, Upstream
+from gateway.config.table import RouteTable
 from gateway.errors import (
     BadPath,
     BadRequest,

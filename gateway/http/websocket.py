@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import httptools
 from prometheus_client.metrics_core import Metric
 
-from gateway.config.table import Route, Upstream
+from gateway.config.routes import Route, Upstream
 from gateway.config.websocket import WebSocketSettings
 from gateway.errors import (
     ConnectFailed,

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from gateway.config.access import AuthzSettings
+from gateway.config.access import AuthSettings, AuthzSettings
 from gateway.config.table import RouteTable
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.identity.decision_input import build_input
@@ -25,13 +25,7 @@ from gateway.identity.policy import (
     PolicyError,
     create_engine,
 )
-from gateway.identity.tokens import (
-    Authenticator,
-    AuthSettings,
-    Identity,
-    InvalidToken,
-    RevocationStore,
-)
+from gateway.identity.tokens import Authenticator, Identity, InvalidToken, RevocationStore
 from gateway.types import Scope
 
 log = logging.getLogger("strangler.guard")

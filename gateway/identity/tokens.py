@@ -33,12 +33,9 @@ from typing import Any, Protocol
 import httpx
 import jwt
 
-log = logging.getLogger("strangler.tokens")
+from gateway.config.access import AuthSettings, JwksSource, StaticKey
 
-HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
-PUBLIC_KEY_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
-)
+log = logging.getLogger("strangler.tokens")
 
 
 class InvalidToken(Exception):
@@ -47,35 +44,6 @@ class InvalidToken(Exception):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
-
-
-@dataclass(frozen=True, slots=True)
-class StaticKey:
-    id: str  # matched against the token's `kid` when it has one
-    algorithm: str
-    material: str | bytes  # an HMAC secret (bytes) or a PEM public key (str)
-    dev: bool = False  # the development key `strangler token` signs with
-
-
-@dataclass(frozen=True, slots=True)
-class JwksSource:
-    url: str
-    algorithms: frozenset[str]
-    cache: float = 600.0
-    min_refresh: float = 30.0
-    timeout: float = 2.0
-
-
-@dataclass(frozen=True, slots=True)
-class AuthSettings:
-    default: str = "required"  # required | optional | none, for routes that do not say
-    issuer: str | None = None
-    audience: str | None = None
-    leeway: float = 30.0
-    roles_claim: str = "roles"
-    keys: tuple[StaticKey, ...] = ()
-    jwks: JwksSource | None = None
-    cache_size: int = 10_000
 
 
 @dataclass(frozen=True, slots=True)

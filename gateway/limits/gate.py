@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.config.limits import IdempotencySettings, RateLimitSettings, StoreSettings
-from gateway.config.table import Route, RouteTable
+from gateway.config.routes import Route
+from gateway.config.table import RouteTable
 from gateway.errors import (
     BadRequest,
     IdempotencyConflict,

@@ -1,14 +1,10 @@
-"""How far behind the CDC bridge is, as the gateway sees it: the `cdc:` section and its reader.
+"""How far behind the CDC bridge is, as the gateway sees it: the bridge's status file read.
 
 The bridge is its own process (`strangler cdc run`); it rewrites a JSON status file
 atomically about once a second while it runs (cdc/metrics.py, the file `strangler cdc
 status` prints). The gateway reads that file when asked (a Prometheus scrape, a dashboard
-poll), never per request:
-
-cdc:
-  status_file: var/cdc-status.json   # the bridge's --status-file / CDC_STATUS_FILE;
-                                     # relative to routes.yaml
-  stale_after: 30s                   # older than this: the bridge is down or stuck
+poll), never per request; where the file is and when it is stale is routes.yaml's `cdc:`
+section (gateway/config/cdc.py).
 
 Failing soft: no `cdc:` section, a missing or unreadable file, or a stale one is reported
 as such (`detail`), never as an error of the request that asked.
@@ -20,35 +16,9 @@ import asyncio
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from yaml.nodes import Node
-
-from common.validation import NodeReader, parse_duration
-
-DEFAULT_STALE_AFTER = 30.0
-
-
-@dataclass(frozen=True, slots=True)
-class CdcSettings:
-    status_file: Path
-    stale_after: float = DEFAULT_STALE_AFTER
-
-
-def read_cdc(reader: NodeReader, node: Node, base: Path) -> CdcSettings | None:
-    fields = reader.mapping(node, "cdc", {"status_file", "stale_after"})
-    if fields is None:
-        return None
-    stale_after = reader.optional(fields, "stale_after", "cdc", parse_duration, DEFAULT_STALE_AFTER)
-    if "status_file" not in fields:
-        reader.error(node, "cdc: missing 'status_file' (the bridge's --status-file)")
-        return None
-    name = reader.scalar(fields["status_file"], "cdc: status_file")
-    if not name:
-        return None
-    # Not checked for existence: the bridge may start after the gateway.
-    return CdcSettings(base / name, stale_after)
+from gateway.config.cdc import CdcSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ import hmac
 
 from gateway.config.metrics import METRICS_ROUTE
 from gateway.config.reload import RoutesWatcher
-from gateway.config.table import Route, RouteTable, Upstream
+from gateway.config.routes import Route, Upstream
+from gateway.config.table import RouteTable
 from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
 from gateway.identity.guard import Access, Guard, bearer_token
 from gateway.observe.cdc import NOT_CONFIGURED, CdcSnapshot, read_status

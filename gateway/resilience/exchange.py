@@ -31,7 +31,8 @@ from functools import partial
 from typing import Any
 
 from gateway.config.resilience import RouteResilience, Timeouts, timeouts
-from gateway.config.table import Route, RouteTable, Upstream
+from gateway.config.routes import Route, Upstream
+from gateway.config.table import RouteTable
 from gateway.errors import (
     CircuitOpen,
     ConnectFailed,

@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway.config.table import Route, RouteTable, Upstream
+from gateway.config.routes import Route, Upstream
+from gateway.config.table import RouteTable
 from gateway.errors import BadTarget
 from gateway.identity.guard import Access, Guard
 from gateway.identity.policy import Decision

@@ -40,7 +40,8 @@ from typing import TYPE_CHECKING
 from prometheus_client.metrics_core import Metric
 
 from gateway.config.consistency import ConsistencySettings, FedUpstream
-from gateway.config.table import Route, RouteTable, Upstream
+from gateway.config.routes import Route, Upstream
+from gateway.config.table import RouteTable
 from gateway.errors import StoreUnavailable
 from gateway.identity.guard import Access
 from gateway.limits.store import RedisStore

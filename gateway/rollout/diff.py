@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import fields
 
 from gateway.config.rollout import targets_text
+from gateway.config.routes import Route
 from gateway.config.split import Split, moves
-from gateway.config.table import Route, RouteTable
+from gateway.config.table import RouteTable
 
 _COMPARED = ("url", "timeout", "connect_timeout", "pool", "ca", "client_cert", "client_key")
 

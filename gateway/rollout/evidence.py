@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from gateway.config.table import Route, RouteTable
+from gateway.config.routes import Route
+from gateway.config.table import RouteTable
 
 _GROWTH = 1.05
 _BOUNDS: tuple[float, ...] = tuple(0.05 * _GROWTH**i for i in range(302))  # 0.05 ms .. 120 s

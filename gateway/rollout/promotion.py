@@ -42,7 +42,8 @@ from pathlib import Path
 from common.validation import ConfigError, read
 from gateway.config import table as config
 from gateway.config.rollout import DEFAULT_STEPS, PromoteGate
-from gateway.config.table import Route, RouteTable
+from gateway.config.routes import Route
+from gateway.config.table import RouteTable
 from gateway.rollout.editor import (
     EditError,
     keys,

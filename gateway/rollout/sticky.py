@@ -23,24 +23,12 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+from gateway.config.rollout import StickySettings
 
 Headers = list[tuple[bytes, bytes]]
 
-DEFAULT_COOKIE = "strangler_sticky"
-DEFAULT_MAX_AGE = 30 * 86400
 _VALUE = re.compile(rb"[0-9a-f]{32}")  # 16 bytes in hex
-
-
-@dataclass(frozen=True, slots=True)
-class StickySettings:
-    cookie: str = DEFAULT_COOKIE
-    max_age: int = DEFAULT_MAX_AGE  # seconds
-    secret: bytes = field(default=b"", repr=False)  # the MAC key of the cookie's value
-
-    @property
-    def prefix(self) -> bytes:
-        return self.cookie.encode() + b"="
 
 
 def key(

@@ -18,8 +18,8 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 
+from gateway.config.routes import Route, Upstream
 from gateway.config.shadow import ShadowStoreSettings
-from gateway.config.table import Route, Upstream
 from gateway.errors import GatewayError
 from gateway.http.pools import Pools
 from gateway.shadow.budget import Budget

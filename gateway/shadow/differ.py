@@ -5,9 +5,8 @@ JSON bodies (both content types `application/json` or `+json`, both parseable) a
 structurally; anything else by equality and size. A truncated body (the gateway keeps a copy
 up to a cap) is not compared at all: the verdict says `status_only`.
 
-JSON paths (a subset of RFC 9535): `$`, `.name` (letters, digits, `_`, `-`), `["any key"]`,
-`[n]`, and the wildcards `.*` / `[*]` (any member or element). `ignore` and `unordered` paths
-cover their whole subtree; a learned noisy path covers a difference at exactly that path.
+The rules and their JSON paths are gateway/config/compare.py's; gateway/shadow/rules.py
+compiles them into the trie a walk through a body follows.
 
 Normalisation, always on: header names are compared lower-case, media types without case or
 spacing differences, numbers by value (`1`, `1.0` and `1e0` are equal; `numeric_tolerance`
@@ -17,39 +16,23 @@ and UUIDs compare equal to any other of their kind; the differences still show t
 
 from __future__ import annotations
 
-import enum
 import json
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Literal
 
+from gateway.config.compare import NAME, CompareRules, Wildcard, format_path, parse_path
+from gateway.shadow.rules import CompiledRules, RuleCursor, advance, compile_rules
+
 Verdict = Literal["identical", "different", "status_only", "noise_only"]
-NORMALISERS = frozenset({"timestamps", "uuids"})
 VALUE_CHARS = 200  # rendered values are cut to this length
 _MAX_UNORDERED_SEARCH = 16  # leftover elements matched pairwise beyond this are zipped
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
-_TIMESTAMP = re.compile(
-    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}(?::?\d{2})?)?"
-    # or an HTTP date (RFC 9110 5.6.7)
-    r"|(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT",
-    re.IGNORECASE,
-)
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 _NUMBERS = (int, float)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _ABSENT = object()
 _TEXT_TYPES = ("application/xml", "application/javascript", "application/x-www-form-urlencoded")
-
-
-class Wildcard(enum.Enum):
-    ANY = "*"
-
-
-Step = str | int | Wildcard  # a member name, an array index, or any child
-JsonPath = tuple[Step, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,33 +54,6 @@ class Answer:
 
 
 @dataclass(frozen=True, slots=True)
-class CompareRules:
-    ignore: tuple[str, ...] = ()
-    unordered: tuple[str, ...] = ()
-    numeric_tolerance: float = 0.0
-    headers: tuple[str, ...] = ("content-type",)
-    normalise: tuple[str, ...] = ()  # of NORMALISERS
-    noisy: frozenset[str] = frozenset()  # learned: JSON paths, "status", "body", "headers.<name>"
-    max_differences: int = 100  # per comparison, noisy ones included
-
-    def __post_init__(self) -> None:
-        for name in ("ignore", "unordered"):
-            for path in getattr(self, name):
-                parse_path(path)
-        for path in self.noisy:
-            if path.startswith("$"):
-                parse_path(path)
-        unknown = sorted(set(self.normalise) - NORMALISERS)
-        if unknown:
-            known = ", ".join(sorted(NORMALISERS))
-            raise ValueError(f"unknown normaliser {unknown[0]!r} (known: {known})")
-        if not self.numeric_tolerance >= 0:
-            raise ValueError("numeric_tolerance must be a number >= 0")
-        if self.max_differences < 1:
-            raise ValueError("max_differences must be at least 1")
-
-
-@dataclass(frozen=True, slots=True)
 class Difference:
     path: str  # "$.results[3].price", "status", "headers.content-type" or "body"
     kind: str  # status header value_changed missing_field extra_field type_changed
@@ -114,60 +70,6 @@ class Comparison:
     body_compared: bool
 
 
-def parse_path(text: str) -> JsonPath:
-    """Parse a JSON path of the supported subset; ValueError says what is wrong and where."""
-    if not text.startswith("$"):
-        raise ValueError(f"JSON path {text!r} must start with '$'")
-    steps: list[Step] = []
-    i = 1
-    while i < len(text):
-        if text.startswith(".*", i):
-            steps.append(Wildcard.ANY)
-            i += 2
-        elif text[i] == ".":
-            match = _NAME.match(text, i + 1)
-            if match is None:
-                raise ValueError(f"JSON path {text!r}: expected a name after '.' at {i}")
-            steps.append(match.group())
-            i = match.end()
-        elif text.startswith("[*]", i):
-            steps.append(Wildcard.ANY)
-            i += 3
-        elif text.startswith('["', i):
-            try:
-                key, end = json.JSONDecoder().raw_decode(text, i + 1)
-            except ValueError:
-                raise ValueError(f"JSON path {text!r}: bad quoted name at {i}") from None
-            if not text.startswith("]", end):
-                raise ValueError(f"JSON path {text!r}: expected ']' at {end}")
-            steps.append(key)
-            i = end + 1
-        elif text[i] == "[":
-            end = text.find("]", i)
-            digits = text[i + 1 : end] if end > 0 else ""
-            if not digits.isdigit() or not digits.isascii():
-                raise ValueError(f'JSON path {text!r}: expected [n], [*] or ["name"] at {i}')
-            steps.append(int(digits))
-            i = end + 1
-        else:
-            raise ValueError(f"JSON path {text!r}: unexpected {text[i]!r} at {i}")
-    return tuple(steps)
-
-
-def format_path(steps: JsonPath) -> str:
-    out = ["$"]
-    for step in steps:
-        if isinstance(step, Wildcard):
-            out.append("[*]")
-        elif isinstance(step, int):
-            out.append(f"[{step}]")
-        elif _NAME.fullmatch(step):
-            out.append(f".{step}")
-        else:
-            out.append(f"[{json.dumps(step)}]")
-    return "".join(out)
-
-
 def generalise(path: str) -> str:
     """`$.results[3].served_at` -> `$.results[*].served_at`; other paths unchanged."""
     if not path.startswith("$"):
@@ -177,7 +79,7 @@ def generalise(path: str) -> str:
 
 
 def diff(primary: Answer, candidate: Answer, rules: CompareRules) -> Comparison:
-    differ = _Differ(_compile(rules), rules)
+    differ = _Differ(compile_rules(rules), rules)
     if primary.status != candidate.status:
         differ.add("status", "status", str(primary.status), str(candidate.status))
     for name in rules.headers:
@@ -243,73 +145,6 @@ def _media_type(value: str) -> str:
 # --- bodies --------------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
-class _Node:
-    """A trie over the rules' paths; a set of nodes is the state of a walk through a body."""
-
-    keys: dict[str, _Node] = field(default_factory=dict)
-    indices: dict[int, _Node] = field(default_factory=dict)
-    any: _Node | None = None
-    ignore: bool = False
-    unordered: bool = False
-    noisy: bool = False
-
-    def child(self, step: Step) -> _Node:
-        if isinstance(step, Wildcard):
-            self.any = self.any or _Node()
-            return self.any
-        if isinstance(step, int):
-            return self.indices.setdefault(step, _Node())
-        return self.keys.setdefault(step, _Node())
-
-
-RuleCursor = tuple[_Node, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class _CompiledRules:
-    root: RuleCursor
-    literal_noise: frozenset[str]  # "status", "body", "headers.<name>"
-    has_noise: bool
-    normalisers: tuple[tuple[re.Pattern[str], str], ...]  # pattern, placeholder
-
-
-@lru_cache(maxsize=256)
-def _compile(rules: CompareRules) -> _CompiledRules:
-    root = _Node()
-    for flag, paths in (
-        ("ignore", rules.ignore),
-        ("unordered", rules.unordered),
-        ("noisy", [p for p in rules.noisy if p.startswith("$")]),
-    ):
-        for path in paths:
-            node = root
-            for step in parse_path(path):
-                node = node.child(step)
-            setattr(node, flag, True)
-    # NUL-delimited: no real value in a response is likely to equal a placeholder.
-    patterns = {"timestamps": (_TIMESTAMP, "\0timestamp\0"), "uuids": (_UUID, "\0uuid\0")}
-    return _CompiledRules(
-        root=(root,),
-        literal_noise=frozenset(p for p in rules.noisy if not p.startswith("$")),
-        has_noise=bool(rules.noisy),
-        normalisers=tuple(patterns[name] for name in sorted(set(rules.normalise))),
-    )
-
-
-def _step(state: RuleCursor, key: str | int) -> RuleCursor:
-    if not state:  # no rule below here: the usual case
-        return state
-    out: list[_Node] = []
-    for node in state:
-        found = node.keys.get(key) if isinstance(key, str) else node.indices.get(key)
-        if found is not None:
-            out.append(found)
-        if node.any is not None:
-            out.append(node.any)
-    return tuple(out)
-
-
 def _member(key: str) -> str:
     """A key's step in a JSON path; keys from upstream bodies are cached only when short, so
     the cache stays bounded in bytes (4096 x 64 characters, twice)."""
@@ -317,7 +152,7 @@ def _member(key: str) -> str:
 
 
 def _member_path(key: str) -> str:
-    return f".{key}" if _NAME.fullmatch(key) else f"[{json.dumps(key)}]"
+    return f".{key}" if NAME.fullmatch(key) else f"[{json.dumps(key)}]"
 
 
 _cached_member = lru_cache(maxsize=4096)(_member_path)
@@ -348,7 +183,7 @@ def _parse(body: bytes) -> tuple[bool, object]:
 
 
 class _Differ:
-    def __init__(self, compiled: _CompiledRules, rules: CompareRules) -> None:
+    def __init__(self, compiled: CompiledRules, rules: CompareRules) -> None:
         self.compiled = compiled
         self.tolerance = rules.numeric_tolerance
         self.counted: list[Difference] = []
@@ -448,7 +283,7 @@ class _Differ:
             y = b.get(key, _ABSENT)
             if type(x) is type(y) and type(x) in _SCALARS and x == y:
                 continue  # the common case, decided without building a path
-            child = _step(state, key)
+            child = advance(state, key)
             if child and any(node.ignore for node in child):
                 continue
             if y is _ABSENT:
@@ -460,7 +295,7 @@ class _Differ:
             for key, y in b.items():
                 if key in a:
                     continue
-                child = _step(state, key)
+                child = advance(state, key)
                 if not any(node.ignore for node in child):
                     self.report(child, path + _member(key), "extra_field", None, render(y))
 
@@ -472,7 +307,7 @@ class _Differ:
         for i, (x, y) in enumerate(zip(a, b, strict=False)):
             if type(x) is type(y) and type(x) in _SCALARS and x == y:
                 continue
-            child = _step(state, i)
+            child = advance(state, i)
             if child and any(node.ignore for node in child):
                 continue
             before = len(scratch.counted)
@@ -500,14 +335,14 @@ class _Differ:
         """Pair the elements `in_a` with those `in_b` as multisets; True if all found a pair."""
         unmatched: dict[str, list[int]] = {}
         for j in in_b:
-            unmatched.setdefault(self.canonical(b[j], _step(state, j)), []).append(j)
+            unmatched.setdefault(self.canonical(b[j], advance(state, j)), []).append(j)
         left_a: list[int] = []
         for i in in_a:
-            bucket = unmatched.get(self.canonical(a[i], _step(state, i)))
+            bucket = unmatched.get(self.canonical(a[i], advance(state, i)))
             if bucket:
                 j = bucket.pop(0)
                 if self.compiled.has_noise and a[i] != b[j]:  # only noisy parts can differ
-                    self.value(a[i], b[j], f"{path}[{i}]", _step(state, i))
+                    self.value(a[i], b[j], f"{path}[{i}]", advance(state, i))
             else:
                 left_a.append(i)
         left_b = sorted(j for bucket in unmatched.values() for j in bucket)
@@ -515,14 +350,14 @@ class _Differ:
             for i in list(left_a):
                 for j in left_b:
                     trial = self.scratch()
-                    trial.value(a[i], b[j], f"{path}[{i}]", _step(state, i))
+                    trial.value(a[i], b[j], f"{path}[{i}]", advance(state, i))
                     if not trial.counted:
                         self.merge(trial)
                         left_a.remove(i)
                         left_b.remove(j)
                         break
         for i, j in zip(left_a, left_b, strict=False):
-            self.value(a[i], b[j], f"{path}[{i}]", _step(state, i))
+            self.value(a[i], b[j], f"{path}[{i}]", advance(state, i))
         return not left_a and not left_b
 
     def unordered(self, a: list[object], b: list[object], path: str, state: RuleCursor) -> None:
@@ -540,12 +375,12 @@ class _Differ:
         if isinstance(value, dict):
             parts = []
             for key, item in sorted(value.items()):
-                child = _step(state, key)
+                child = advance(state, key)
                 if not (child and any(node.ignore or node.noisy for node in child)):
                     parts.append(f"{key!r}:{self.canonical(item, child)}")
             return "{" + ",".join(parts) + "}"
         if isinstance(value, list):
-            items = [self.canonical(x, _step(state, i)) for i, x in enumerate(value)]
+            items = [self.canonical(x, advance(state, i)) for i, x in enumerate(value)]
             if any(node.unordered for node in state):
                 items.sort()
             return "[" + ",".join(items) + "]"

@@ -27,8 +27,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from gateway.config.routes import Route, Upstream
 from gateway.config.shadow import ShadowSettings
-from gateway.config.table import Route, Upstream
 from gateway.observe.histogram import Histogram
 from gateway.shadow.store import ShadowStore
 

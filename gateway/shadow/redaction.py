@@ -7,7 +7,8 @@ import json
 from collections.abc import Sequence
 from dataclasses import replace
 
-from gateway.shadow.differ import Difference, JsonPath, Wildcard, parse_path, render
+from gateway.config.compare import JsonPath, Wildcard, parse_path
+from gateway.shadow.differ import Difference, render
 from gateway.shadow.records import Record
 
 SENSITIVE_HEADERS = frozenset(

@@ -51,8 +51,8 @@ from collections import Counter
 from typing import Any
 
 from gateway.config.rollout import RouteRollout
+from gateway.config.routes import Route
 from gateway.config.shadow import ShadowStoreSettings, ShadowWorkerSettings
-from gateway.config.table import Route
 from gateway.shadow.budget import Budget
 from gateway.shadow.comparer import Comparer
 from gateway.shadow.frames import ACK, COPIES, DONE, DROPS, HELLO, ROUTE, STATS, SYNC, Frames, frame

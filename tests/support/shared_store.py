@@ -24,8 +24,9 @@ import pytest
 import redis
 import redis.asyncio
 
+from gateway.config.access import StaticKey
 from gateway.config.limits import StoreSettings
-from gateway.identity.tokens import StaticKey, mint
+from gateway.identity.tokens import mint
 from gateway.limits.store import RedisStore, StoreHealth
 
 SHARED_URL = "redis://127.0.0.1:6379/0"

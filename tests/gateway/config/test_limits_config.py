@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from common.validation import ConfigError
-from gateway.config.limits import FailurePolicy, StoreSettings, summary
-from gateway.config.table import parse
+from gateway.config.limits import FailurePolicy, StoreSettings
+from gateway.config.table import limits_summary, parse
 
 HEAD = """\
 upstreams:
@@ -176,7 +176,7 @@ def test_the_url_can_come_from_the_environment_and_is_shown_without_password(
     monkeypatch.setenv("SHOP_REDIS", "redis://:s3cret@redis.internal:6379/1")
     table = parse((HEAD + "store: {backend: redis, url_env: SHOP_REDIS}\n").encode())
     assert table.store.url == "redis://:s3cret@redis.internal:6379/1"
-    assert summary(table) == (["store: redis (redis://:***@redis.internal:6379/1)"], [])
+    assert limits_summary(table) == (["store: redis (redis://:***@redis.internal:6379/1)"], [])
     monkeypatch.setenv("SHOP_REDIS", "http://:s3cret@x")
     assert errors_of("store: {backend: redis, url_env: SHOP_REDIS}\n") == [
         "line 5: store: $SHOP_REDIS: 'http://:***@x' must be a redis://, rediss:// or unix:// URL"
@@ -191,7 +191,7 @@ def test_the_url_can_come_from_the_environment_and_is_shown_without_password(
 
 def test_routes_check_summary_lists_the_limits_and_warns_about_user_keys_without_tokens() -> None:
     table = parse(GOOD.encode())
-    lines, warnings = summary(table)
+    lines, warnings = limits_summary(table)
     assert lines == [
         "store: redis (redis://127.0.0.1:6379/2)",
         "rate limit: orders 100 per 60s, sliding_window, by header x-api-key (store down: closed)",
@@ -202,7 +202,7 @@ def test_routes_check_summary_lists_the_limits_and_warns_about_user_keys_without
         "warning: route 'search' limits by user but takes no token (auth: none): every"
         " request is counted by client IP"
     ]
-    assert summary(parse(HEAD.encode())) == ([], [])  # nothing to say, nothing said
+    assert limits_summary(parse(HEAD.encode())) == ([], [])  # nothing to say, nothing said
 
 
 def test_every_error_is_reported_not_just_the_first() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from common.validation import ConfigError
+from gateway.config.cdc import CdcSettings
 from gateway.config.table import parse
-from gateway.observe.cdc import CdcSettings, read_status
+from gateway.observe.cdc import read_status
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from gateway.config.resilience import Timeouts
-from gateway.config.table import Upstream
+from gateway.config.routes import Upstream
 from gateway.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.http.client import BodySourceError, Pool, Response
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.config.table import Route, Upstream
+from gateway.config.routes import Route, Upstream
 from gateway.http.headers import (
     request_id,
     response_headers,

@@ -7,10 +7,11 @@ from typing import Any
 
 import pytest
 
+from gateway.config.access import AuthSettings
 from gateway.identity.decision import Decision
 from gateway.identity.decision_cache import CachedPolicy
 from gateway.identity.guard import Guard
-from gateway.identity.tokens import AuthSettings, InMemoryRevocations
+from gateway.identity.tokens import InMemoryRevocations
 
 pytestmark = pytest.mark.anyio
 

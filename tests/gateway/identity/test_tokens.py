@@ -20,15 +20,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from respx import MockRouter
 
-from gateway.identity.tokens import (
-    Authenticator,
-    AuthSettings,
-    InMemoryRevocations,
-    InvalidToken,
-    JwksSource,
-    StaticKey,
-    mint,
-)
+from gateway.config.access import AuthSettings, JwksSource, StaticKey
+from gateway.identity.tokens import Authenticator, InMemoryRevocations, InvalidToken, mint
 from tests.support.harness import serve
 
 pytestmark = pytest.mark.anyio

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from gateway.config.rollout import StickySettings
 from gateway.rollout import sticky
-from gateway.rollout.sticky import StickySettings
 
 SETTINGS = StickySettings(cookie="strangler_sticky", max_age=3600, secret=b"k" * 32)
 PROXY = ipaddress.ip_network("10.0.0.0/8")

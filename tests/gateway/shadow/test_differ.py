@@ -9,17 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.shadow.differ import (
-    Answer,
-    CompareRules,
-    Difference,
-    Wildcard,
-    diff,
-    format_path,
-    generalise,
-    noisy_paths,
-    parse_path,
-)
+from gateway.config.compare import CompareRules, Wildcard, format_path, parse_path
+from gateway.shadow.differ import Answer, Difference, diff, generalise, noisy_paths
 
 JSON_TYPE = [(b"content-type", b"application/json")]
 
