@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway.config.lifecycle import Kept
 from gateway.config.resilience import RouteResilience, Timeouts, timeouts
 from gateway.config.table import Route, RouteTable, Upstream
 from gateway.errors import (
@@ -42,6 +43,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.http.client import Pool, Response
+from gateway.http.context import RequestContext
 from gateway.resilience.breaker import OPEN, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.retry_budget import RetryBudget, backoff
@@ -176,18 +178,22 @@ class Resilience:
         self.clock = clock
         self.uniform = uniform  # backoff jitter draws
         self.gateway = Bulkhead()
-        self.states: dict[Upstream, UpstreamState] = {}
+        self._states: Kept[Upstream, UpstreamState] = Kept()
         self._planned: tuple[RouteTable, AttemptPlan] | None = None
         self._ticker: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return self.clock()  # late-bound: a test may swap `clock`
 
+    @property
+    def states(self) -> dict[Upstream, UpstreamState]:
+        return self._states.live
+
     def state(self, upstream: Upstream) -> UpstreamState:
-        found = self.states.get(upstream)
-        if found is None:
-            found = self.states[upstream] = UpstreamState(upstream, self.gateway, self.now)
-        return found
+        return self._states.get(upstream, self._new_state)
+
+    def _new_state(self, upstream: Upstream) -> UpstreamState:
+        return UpstreamState(upstream, self.gateway, self.now)
 
     def tick(self) -> None:
         """Move every window to now, and again in `TICK` seconds."""
@@ -209,39 +215,25 @@ class Resilience:
     def retain_only(self, table: RouteTable) -> None:
         """Forget upstreams that `table` no longer has (called on reload)."""
         keep = set(table.upstreams.values())
-        for upstream in [u for u in self.states if u not in keep]:
-            del self.states[upstream]
+        self._states.retain(lambda upstream, _: upstream in keep)
 
     async def exchange(
         self,
         pool: Pool,
-        table: RouteTable,
-        route: Route | None,
-        upstream: Upstream,
-        method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        ctx: RequestContext,
         body: AsyncIterator[bytes] | None,
         length: int | None,
     ) -> Response:
-        """The upstream's response head, within the rules; its release() frees the slots."""
+        """The response head of `ctx.upstream` to `ctx.target` with `ctx.headers`, within the
+        rules; its release() frees the slots."""
         if self._ticker is None:
             self.tick()
-        chosen = self.plan(table).choose(route, upstream)
+        upstream, method, target, headers = ctx.upstream, ctx.method, ctx.target, ctx.headers
+        assert upstream is not None
+        chosen = self.plan(ctx.table).choose(ctx.route, upstream)
         state = chosen.state
-        if not self.gateway.enter(chosen.gateway_cap, chosen.priority):
-            raise Overloaded(
-                f"the gateway is at its in-flight limit for {chosen.priority} requests",
-                _SHED_RETRY_AFTER,
-            )
-        if not state.bulkhead.enter(chosen.upstream_cap, chosen.priority):
-            self.gateway.leave()
-            raise Overloaded(
-                f"upstream {upstream.name!r} is at its in-flight limit for {chosen.priority}"
-                " requests",
-                _SHED_RETRY_AFTER,
-            )
-        # One coroutine for admission and attempts: this runs on every proxied request.
+        self._admit(chosen, upstream)
+        # One coroutine for the attempts: this runs on every proxied request.
         try:
             ticket = self._ticket(state)
             stats = state.stats
@@ -289,6 +281,21 @@ class Resilience:
         except BaseException:
             state.leave()
             raise
+
+    def _admit(self, chosen: RoutePlan, upstream: Upstream) -> None:
+        """Take an in-flight slot of the gateway and of the upstream, or shed the request."""
+        if not self.gateway.enter(chosen.gateway_cap, chosen.priority):
+            raise Overloaded(
+                f"the gateway is at its in-flight limit for {chosen.priority} requests",
+                _SHED_RETRY_AFTER,
+            )
+        if not chosen.state.bulkhead.enter(chosen.upstream_cap, chosen.priority):
+            self.gateway.leave()
+            raise Overloaded(
+                f"upstream {upstream.name!r} is at its in-flight limit for {chosen.priority}"
+                " requests",
+                _SHED_RETRY_AFTER,
+            )
 
     def _ticket(self, state: UpstreamState) -> int:
         breaker = state.breaker
