@@ -224,8 +224,8 @@ class Resilience:
         body: AsyncIterator[bytes] | None,
         length: int | None,
     ) -> Response:
-        """The response head of `ctx.upstream` to `ctx.target` with `ctx.headers`, within the
-        rules; its release() frees the slots."""
+        """`ctx.upstream`'s response head, within the rules; its release() frees the slots.
+        One coroutine for admission and attempts: this runs on every proxied request."""
         if self._ticker is None:
             self.tick()
         upstream, method, target, headers = ctx.upstream, ctx.method, ctx.target, ctx.headers
@@ -233,17 +233,15 @@ class Resilience:
         chosen = self.plan(ctx.table).choose(ctx.route, upstream)
         state = chosen.state
         self._admit(chosen, upstream)
-        # One coroutine for the attempts: this runs on every proxied request.
         try:
             ticket = self._ticket(state)
-            stats = state.stats
-            stats.requests += 1  # the retry budget's count too (folded in by advance)
+            state.stats.requests += 1  # the retry budget's count too (folded in by advance)
             attempts = chosen.attempts if method in chosen.retry_methods else 1
             source = _Replayable(body) if body is not None and attempts > 1 else body
             deadline = asyncio.get_running_loop().time() + chosen.timeouts.deadline
             attempt = 1
             while True:
-                stats.attempts += 1
+                state.stats.attempts += 1
                 try:
                     response = await pool.request(
                         method, target, headers, source, length, chosen.timeouts, deadline
@@ -268,8 +266,6 @@ class Resilience:
                     if status in RETRIED_STATUSES:
                         delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
                     if delay is None:  # a success, or the upstream's 502/503 for the client
-                        # a good head is judged with its body: a reset or a timeout while
-                        # the body is relayed is the upstream's failure too
                         response.on_release = partial(
                             self._settle, state, None if failed else ticket
                         )
@@ -310,7 +306,9 @@ class Resilience:
         return ticket
 
     def _settle(self, state: UpstreamState, ticket: int | None, error: Exception | None) -> None:
-        """A response is over (released): its body's outcome, unless its head was judged."""
+        """A response is over (released): its body's outcome, unless its head was judged
+        (a failed one). A good head is judged with its body: a reset or a timeout while the
+        body is relayed is the upstream's failure too."""
         if ticket is not None:
             if error is not None:
                 self._failed(state, ticket, isinstance(error, UpstreamTimeout))
