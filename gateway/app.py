@@ -18,14 +18,23 @@ from gateway.http.forward import Forward
 from gateway.http.pools import Pools
 from gateway.http.proxy import Gateway
 from gateway.http.shutdown import SHADOW_CLOSE_TIMEOUT
-from gateway.http.stages import Endpoints, Record
+from gateway.http.stages import Endpoints, RequestRecord
 from gateway.http.websocket import WebSockets, websocket_metrics
 from gateway.identity.guard import Guards
 from gateway.identity.tokens import RevocationStore
 from gateway.limits.gate import Limits
 from gateway.observe.admin import Admin
+from gateway.observe.dashboard import Dashboard
 from gateway.observe.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
-from gateway.observe.monitor import Monitor
+from gateway.observe.metrics import (
+    Metrics,
+    cdc_metrics,
+    routes_metrics,
+    shadow_metrics,
+    traffic_metrics,
+)
+from gateway.observe.monitor import CdcStatus, Monitor
+from gateway.observe.traffic import Traffic
 from gateway.resilience.exchange import Resilience
 from gateway.rollout.assignment import Assigner
 from gateway.rollout.consistency import Consistency, consistency_metrics
@@ -60,7 +69,10 @@ class GatewayApp:
         # The store is read at start-up; it is opened (and its schema made) on first use.
         shadow_store = create_store(table.shadow_store.url)
         self.mirror = create_mirror(shadow_store, table.shadow_store, table.shadow_worker)
-        self.monitor = Monitor(self.watcher, self.mirror)  # counts; /metrics, the dashboard
+        # counts every request; serves /metrics and the dashboard
+        traffic, cdc = Traffic(), CdcStatus(self.watcher)
+        dashboard = Dashboard(self.watcher, traffic, self.mirror, cdc.read)
+        self.monitor = Monitor(traffic, Metrics(), dashboard, cdc)
         live = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
         self.gateway = Gateway(
             self.watcher,
@@ -70,7 +82,7 @@ class GatewayApp:
             Consistency(self.limits),  # read-your-writes: pins after monolith writes
             self.limits,
             Forward(self.pools, self.resilience, self.mirror, self.websockets),
-            Record(self.monitor, live, access_log),
+            RequestRecord(self.monitor, live, access_log),
         )
         self._add_metrics()
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
@@ -84,6 +96,10 @@ class GatewayApp:
     def _add_metrics(self) -> None:
         """The features' stats on /metrics and the dashboard, read at scrape/poll time."""
         metrics, watcher, gateway = self.monitor.metrics, self.watcher, self.gateway
+        metrics.add(lambda: traffic_metrics(self.monitor.traffic))
+        metrics.add(lambda: routes_metrics(watcher))
+        metrics.add(lambda: shadow_metrics(self.mirror))
+        metrics.add(lambda: cdc_metrics(self.monitor.cdc.last))
         metrics.add(lambda: resilience_metrics(self.resilience, watcher.table))
         metrics.add(lambda: limits_metrics(self.limits.stats, watcher.table))
         metrics.add(lambda: rollout_metrics(gateway.assigner, gateway.evidence, watcher.table))

@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gateway.config.table import Route, RouteTable, Upstream
+from gateway.http.headers import Headers
 from gateway.identity.guard import Access
 from gateway.identity.tokens import Identity
 from gateway.types import Scope
-
-Headers = list[tuple[bytes, bytes]]
 
 
 @dataclass(slots=True)

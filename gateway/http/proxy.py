@@ -27,9 +27,9 @@ from gateway.http.context import RequestContext
 from gateway.http.forward import Forward
 from gateway.http.stages import (
     Endpoints,
-    Record,
-    authenticate,
-    authorize,
+    RequestRecord,
+    authenticate_request,
+    authorize_request,
     match_route,
     normalise_path,
 )
@@ -56,7 +56,7 @@ class Gateway:
         consistency: Consistency,
         limits: Limits,
         forward: Forward,
-        record: Record,
+        record: RequestRecord,
     ) -> None:
         self.watcher = watcher
         self.guards = guards
@@ -84,9 +84,9 @@ class Gateway:
                 await self.endpoints.serve(ctx, path, guard, send)
                 return
             match_route(ctx, path)
-            await authenticate(ctx, guard)
+            await authenticate_request(ctx, guard)
             self.assigner.split(ctx)
-            await authorize(ctx, guard)
+            await authorize_request(ctx, guard)
             self.assigner.choose(ctx)
             if ctx.table.read_your_writes is not None:
                 # a writer's reads go to the monolith until the CDC bridge caught up;

@@ -43,12 +43,12 @@ def match_route(ctx: RequestContext, path: str) -> None:
         raise NoRoute(f"no route for {ctx.method} {path}")
 
 
-async def authenticate(ctx: RequestContext, guard: Guard) -> None:
+async def authenticate_request(ctx: RequestContext, guard: Guard) -> None:
     """Who is asking: the verified bearer token; raises Unauthorized (or BadRequest)."""
     ctx.identity = await guard.authenticate(ctx.scope, ctx.table.auth_mode(ctx.route))
 
 
-async def authorize(ctx: RequestContext, guard: Guard) -> None:
+async def authorize_request(ctx: RequestContext, guard: Guard) -> None:
     """Whether they may, as the policy says for the split's pick and the override asked for;
     raises the denial (after it is in `ctx.access`, which the record logs)."""
     route, upstream = ctx.route, ctx.upstream
@@ -93,7 +93,7 @@ class Endpoints:
             ctx.status = await self.admin.handle(path, scope, send, ctx.request_id)
 
 
-class Record:
+class RequestRecord:
     """The last stage, whatever happened: the counters, the split's evidence, the access log."""
 
     def __init__(

@@ -16,16 +16,18 @@ from gateway.http.context import RequestContext
 from gateway.http.forward import relay
 from gateway.http.stages import (
     Endpoints,
-    Record,
-    authenticate,
-    authorize,
+    RequestRecord,
+    authenticate_request,
+    authorize_request,
     match_route,
     normalise_path,
 )
 from gateway.identity.guard import Access, Guard
 from gateway.identity.policy import Decision
 from gateway.identity.tokens import AuthSettings, InMemoryRevocations
+from gateway.observe.metrics import Metrics
 from gateway.observe.monitor import Monitor
+from gateway.observe.traffic import Traffic
 from gateway.types import Message
 
 pytestmark = pytest.mark.anyio
@@ -99,10 +101,10 @@ async def test_authenticate_requires_a_token_when_the_route_does() -> None:
     ctx = context()
     match_route(ctx, "/search")
     assert ctx.route is not None
-    await authenticate(ctx, guard())
+    await authenticate_request(ctx, guard())
     ctx.route = dataclasses.replace(ctx.route, auth="required")
     with pytest.raises(Unauthorized):
-        await authenticate(ctx, guard())
+        await authenticate_request(ctx, guard())
     assert ctx.identity is None
 
 
@@ -112,12 +114,12 @@ async def test_authorize_asks_about_the_pick_and_keeps_a_denial_for_the_log() ->
     ctx.path, ctx.override = "/search", "legacy"
     policy = Policy(allow=False)
     with pytest.raises(Forbidden, match="not you"):
-        await authorize(ctx, guard(policy))
+        await authorize_request(ctx, guard(policy))
     assert ctx.access is not None and ctx.access.denial is not None
     (asked,) = policy.inputs
     assert asked["target"] == "search" and asked["override"] == "legacy"
     allowed = Policy(allow=True)
-    await authorize(ctx, guard(allowed))
+    await authorize_request(ctx, guard(allowed))
     assert ctx.access.denial is None and ctx.access.decision is not None
 
 
@@ -141,10 +143,8 @@ class FakeAdmin:
 async def test_the_gateway_endpoints_are_answered_without_an_upstream() -> None:
     admin = FakeAdmin()
 
-    class Watcher:
-        table = parse(ROUTES)
-
-    endpoints = Endpoints(admin, Monitor(Watcher(), None))  # type: ignore[arg-type]
+    monitor = Monitor(Traffic(), Metrics(), None, None)  # type: ignore[arg-type]
+    endpoints = Endpoints(admin, monitor)  # type: ignore[arg-type]
     health = context("/_strangler/health")
     assert endpoints.owns(health, "/_strangler/health")
     assert not endpoints.owns(health, "/search")
@@ -183,7 +183,7 @@ class Evidence:
 
 def test_record_counts_logs_and_keeps_the_split_evidence() -> None:
     monitor, lines, evidence = Counting(), Lines(), Evidence()
-    record = Record(monitor, evidence, lines)  # type: ignore[arg-type]
+    record = RequestRecord(monitor, evidence, lines)  # type: ignore[arg-type]
     ctx = context()
     match_route(ctx, "/search")
     ctx.path, ctx.status, ctx.sent, ctx.measured = "/search", 200, 5, True
