@@ -117,7 +117,7 @@ class Guard:
         fail_open: bool,
     ) -> Access:
         """Who is asking and whether they may. Raises Unauthorized (or BadRequest); a denial
-        comes back in the verdict, so that it is logged with who was denied and why."""
+        comes back in the Access, so that it is logged with who was denied and why."""
         identity = await self.authenticate(scope, mode)
         return await self.authorize(scope, path, identity, route, target, fail_open)
 

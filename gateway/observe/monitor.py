@@ -51,12 +51,12 @@ class Monitor:
         upstream: Upstream | None,
         status: int,
         seconds: float,
-        verdict: Access | None,
+        access: Access | None,
     ) -> None:
         """The request path's one call: the same route and upstream as the access log."""
         decision = None
-        if verdict is not None and verdict.decision is not None:
-            decision = ERROR if verdict.failed else ALLOW if verdict.decision.allow else DENY
+        if access is not None and access.decision is not None:
+            decision = ERROR if access.failed else ALLOW if access.decision.allow else DENY
         self.traffic.count(
             route.name if route is not None else NO_ROUTE,
             upstream.name if upstream is not None else GATEWAY,
@@ -73,12 +73,12 @@ class Monitor:
         page, script and style load without one (they hold no data)."""
         if path in ASSET_PATHS:
             return await guard.check(scope, path, "optional", None, "gateway", False)
-        verdict = await guard.check(scope, path, "required", None, "gateway", False)
-        identity = verdict.identity
+        access = await guard.check(scope, path, "required", None, "gateway", False)
+        identity = access.identity
         if guard.engine is None and identity is not None and ADMIN_ROLE not in identity.roles:
             denial = Forbidden(f"the admin API needs the role {ADMIN_ROLE!r}")
-            return Access(identity, None, verdict.authz_ms, denial)
-        return verdict
+            return Access(identity, None, access.authz_ms, denial)
+        return access
 
     @staticmethod
     def serves(path: str, table: RouteTable) -> bool:

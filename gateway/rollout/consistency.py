@@ -112,7 +112,7 @@ class Consistency:
         route: Route | None,
         upstream: Upstream,
         scope: Scope,
-        verdict: Access,
+        access: Access,
         send: Send,
     ) -> tuple[Upstream, Send, bool]:
         """(the upstream, the send to use, whether a pin moved the read to the monolith)."""
@@ -122,19 +122,19 @@ class Consistency:
             self._retarget(settings)
         if scope["method"] in SAFE_METHODS:
             fed = settings.upstreams.get(upstream.name)
-            if fed is None or _overridden(scope, verdict):
+            if fed is None or _overridden(scope, access):
                 return upstream, send, False
             pins = self._pins()
             if pins is self.memory and not len(self.memory):
                 return upstream, send, False  # nobody is pinned: no key to compute
             name = route.name if route is not None else NO_ROUTE
-            if not await self._pinned(settings, fed, pins, _subject(table, scope, verdict), name):
+            if not await self._pinned(settings, fed, pins, _subject(table, scope, access), name):
                 return upstream, send, False
             self.stats.pinned[name] += 1
             return table.upstreams[settings.monolith], send, True
         if upstream.name != settings.monolith:
             return upstream, send, False
-        return upstream, self._recording(settings, _subject(table, scope, verdict), send), False
+        return upstream, self._recording(settings, _subject(table, scope, access), send), False
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -236,9 +236,9 @@ class Consistency:
         await self._watermarks.close()
 
 
-def _subject(table: RouteTable, scope: Scope, verdict: Access) -> str:
-    if verdict.identity is not None:
-        return "sub:" + verdict.identity.sub
+def _subject(table: RouteTable, scope: Scope, access: Access) -> str:
+    if access.identity is not None:
+        return "sub:" + access.identity.sub
     client = scope.get("client")
     key, _ = sticky.key(
         table.rollout.sticky,
@@ -251,9 +251,9 @@ def _subject(table: RouteTable, scope: Scope, verdict: Access) -> str:
     return key.decode("latin-1")
 
 
-def _overridden(scope: Scope, verdict: Access) -> bool:
+def _overridden(scope: Scope, access: Access) -> bool:
     """Whether a tester chose the upstream (the assigner honoured their header)."""
-    if verdict.decision is None or not verdict.decision.override:
+    if access.decision is None or not access.decision.override:
         return False
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     return any(name == OVERRIDE_HEADER for name, _ in headers)
