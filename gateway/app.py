@@ -1,4 +1,5 @@
-"""Build the gateway: the route table, the pools and the reload watcher, in a lifespan."""
+"""The composition root: every object of the gateway is built here and handed to those that
+use it (no constructor builds its collaborators); the lifespan starts and stops them."""
 
 from __future__ import annotations
 
@@ -13,18 +14,31 @@ from pathlib import Path
 from gateway.config.reload import RoutesWatcher
 from gateway.config.table import RouteTable
 from gateway.http.accesslog import AccessLog
+from gateway.http.forward import Forward
 from gateway.http.pools import Pools
 from gateway.http.proxy import Gateway
 from gateway.http.shutdown import SHADOW_CLOSE_TIMEOUT
+from gateway.http.stages import Endpoints, RequestRecord
 from gateway.http.websocket import WebSockets, websocket_metrics
 from gateway.identity.guard import Guards
 from gateway.identity.tokens import RevocationStore
 from gateway.limits.gate import Limits
+from gateway.observe.admin import Admin
+from gateway.observe.dashboard import Dashboard
 from gateway.observe.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
-from gateway.observe.monitor import Monitor
+from gateway.observe.metrics import (
+    Metrics,
+    cdc_metrics,
+    routes_metrics,
+    shadow_metrics,
+    traffic_metrics,
+)
+from gateway.observe.monitor import CdcStatus, Monitor
+from gateway.observe.traffic import Traffic
 from gateway.resilience.exchange import Resilience
-from gateway.rollout.consistency import consistency_metrics
-from gateway.rollout.evidence import EvidenceStore
+from gateway.rollout.assignment import Assigner
+from gateway.rollout.consistency import Consistency, consistency_metrics
+from gateway.rollout.evidence import EvidenceStore, LiveEvidence
 from gateway.rollout.promotion import Promoter
 from gateway.shadow.store import create_store
 from gateway.shadow.worker import create_mirror
@@ -43,51 +57,55 @@ class GatewayApp:
         access_log: AccessLog | None = None,
         revocations: RevocationStore | None = None,
     ) -> None:
-        self.pools = Pools()
-        self.resilience = Resilience()
-        self.websockets = WebSockets()
         self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
+        table = self.watcher.table
+        self.pools = Pools()
+        self.resilience = Resilience()  # timeouts, retries, breakers, shedding
+        self.websockets = WebSockets()  # tunnels of routes with `websocket:`
         # rate limits, idempotency keys and (unless given) revoked tokens, on `store:`
-        self.limits = Limits(self.watcher.table.store)
+        self.limits = Limits(table.store)
         self.guards = Guards(revocations or self.limits)
         self.access_log = access_log
         # The store is read at start-up; it is opened (and its schema made) on first use.
-        table = self.watcher.table
         shadow_store = create_store(table.shadow_store.url)
         self.mirror = create_mirror(shadow_store, table.shadow_store, table.shadow_worker)
-        # Features add their stats to /metrics here: self.monitor.metrics.add(source)
-        self.monitor = Monitor(self.watcher, self.mirror)
+        # counts every request; serves /metrics and the dashboard
+        traffic, cdc = Traffic(), CdcStatus(self.watcher)
+        dashboard = Dashboard(self.watcher, traffic, self.mirror, cdc.read)
+        self.monitor = Monitor(traffic, Metrics(), dashboard, cdc)
+        live = LiveEvidence()  # per-upstream outcomes of split routes, for promotion
         self.gateway = Gateway(
             self.watcher,
-            self.pools,
             self.guards,
-            self.mirror,
-            access_log,
-            self.monitor,
-            limits=self.limits,
-            resilience=self.resilience,
-            websockets=self.websockets,
+            Endpoints(Admin(self.watcher, self.mirror, self.resilience), self.monitor),
+            Assigner(),  # sticky splits and tester overrides, with their counters
+            Consistency(self.limits),  # read-your-writes: pins after monolith writes
+            self.limits,
+            Forward(self.pools, self.resilience, self.mirror, self.websockets),
+            RequestRecord(self.monitor, live, access_log),
         )
-        # --- the features' stats on /metrics and the dashboard, read at scrape/poll time
-        metrics, watcher = self.monitor.metrics, self.watcher
-        metrics.add(lambda: resilience_metrics(self.resilience, watcher.table))
-        metrics.add(lambda: limits_metrics(self.limits.stats, watcher.table))
-        metrics.add(
-            lambda: rollout_metrics(self.gateway.assigner, self.gateway.evidence, watcher.table)
-        )
-        metrics.add(lambda: consistency_metrics(self.gateway.consistency))
-        metrics.add(lambda: websocket_metrics(self.websockets.stats))
-        self.monitor.dashboard.add("resilience", lambda: self.resilience.describe(watcher.table))
-        # ---
+        self._add_metrics()
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.evidence = EvidenceStore(shadow_store.engine, replica)
-        self.gateway.evidence.retarget(table)
-        self.promoter = Promoter(
-            self.watcher.path, self.gateway.evidence, self.evidence, self.mirror
-        )
+        live.retarget(table)
+        self.promoter = Promoter(self.watcher.path, live, self.evidence, self.mirror)
         self.reload_interval = reload_interval
         self._watch_task: asyncio.Task[None] | None = None
+
+    def _add_metrics(self) -> None:
+        """The features' stats on /metrics and the dashboard, read at scrape/poll time."""
+        metrics, watcher, gateway = self.monitor.metrics, self.watcher, self.gateway
+        metrics.add(lambda: traffic_metrics(self.monitor.traffic))
+        metrics.add(lambda: routes_metrics(watcher))
+        metrics.add(lambda: shadow_metrics(self.mirror))
+        metrics.add(lambda: cdc_metrics(self.monitor.cdc.last))
+        metrics.add(lambda: resilience_metrics(self.resilience, watcher.table))
+        metrics.add(lambda: limits_metrics(self.limits.stats, watcher.table))
+        metrics.add(lambda: rollout_metrics(gateway.assigner, gateway.evidence, watcher.table))
+        metrics.add(lambda: consistency_metrics(gateway.consistency))
+        metrics.add(lambda: websocket_metrics(self.websockets.stats))
+        self.monitor.dashboard.add("resilience", lambda: self.resilience.describe(watcher.table))
 
     def _swapped(self, table: RouteTable) -> None:
         self.pools.retain_only(table)

@@ -8,28 +8,32 @@ its request finishes.
 
 from __future__ import annotations
 
+from gateway.config.lifecycle import Closing, Kept
 from gateway.config.routes import Upstream
 from gateway.config.table import RouteTable
 from gateway.http.client import Pool
 
 
+def _close(pool: Pool) -> Closing:
+    pool.close()  # at once: busy connections close as their requests finish
+    return None
+
+
 class Pools:
     def __init__(self) -> None:
-        self._pools: dict[Upstream, Pool] = {}
+        self._pools: Kept[Upstream, Pool] = Kept(_close)
 
     def get(self, upstream: Upstream) -> Pool:
-        pool = self._pools.get(upstream)
-        if pool is None:
-            pool = self._pools[upstream] = Pool(upstream)
-        return pool
+        pool = self._pools.live.get(upstream)  # every request: the dictionary, no more
+        return pool if pool is not None else self._pools.get(upstream, Pool)
 
     def retain_only(self, table: RouteTable) -> None:
         """Close the pools of upstreams that `table` no longer has (called on reload)."""
         keep = set(table.upstreams.values())
-        for upstream in [u for u in self._pools if u not in keep]:
-            self._pools.pop(upstream).close()
+        self._pools.retain(lambda upstream, _: upstream in keep)
 
     def close(self) -> None:
-        for pool in self._pools.values():
+        """At shutdown (synchronous: a pool closes at once, nothing to wait for)."""
+        for pool in self._pools.live.values():
             pool.close()
-        self._pools.clear()
+        self._pools.live.clear()

@@ -36,12 +36,12 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from gateway.http.headers import Headers
 from gateway.observe.metrics import counter, gauge
 
 # scope["extensions"][TUNNEL]["take_over"]: (101 head) -> (the client's transport, early bytes)
 TUNNEL = "strangler.tunnel"
 TakeOver = Callable[[bytes], tuple[asyncio.Transport, bytes]]
-Headers = list[tuple[bytes, bytes]]
 
 CLOSED, IDLE, TOO_BIG, SHUTDOWN = "closed", "idle", "too_big", "shutdown"
 _CLOSE_CODES = {IDLE: 1001, TOO_BIG: 1009, SHUTDOWN: 1001}  # RFC 6455 7.4.1

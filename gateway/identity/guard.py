@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from gateway.config.access import AuthSettings, AuthzSettings
+from gateway.config.lifecycle import Kept
 from gateway.config.table import RouteTable
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.identity.decision_input import build_input
@@ -110,7 +111,7 @@ class Guard:
         fail_open: bool,
     ) -> Access:
         """Who is asking and whether they may. Raises Unauthorized (or BadRequest); a denial
-        comes back in the verdict, so that it is logged with who was denied and why."""
+        comes back in the Access, so that it is logged with who was denied and why."""
         identity = await self.authenticate(scope, mode)
         return await self.authorize(scope, path, identity, route, target, fail_open)
 
@@ -190,30 +191,30 @@ class Guard:
 
 
 class Guards:
+    """One guard per (auth, authz) configuration, kept across reloads that keep it."""
+
     def __init__(self, revocations: RevocationStore) -> None:
         self.revocations = revocations
-        self._guards: dict[tuple[AuthSettings, AuthzSettings | None], Guard] = {}
-        self._closing: set[asyncio.Task[None]] = set()
+        self._guards: Kept[tuple[AuthSettings, AuthzSettings | None], Guard] = Kept(Guard.close)
+        self._last: tuple[RouteTable, Guard] | None = None  # the live table's, asked per request
 
     def get(self, table: RouteTable) -> Guard:
-        key = (table.auth, table.authz)
-        guard = self._guards.get(key)
-        if guard is None:
-            guard = self._guards[key] = Guard(table.auth, table.authz, self.revocations)
-        return guard
+        last = self._last
+        if last is None or last[0] is not table:
+            last = self._last = (table, self._guards.get((table.auth, table.authz), self._new))
+        return last[1]
+
+    def _new(self, key: tuple[AuthSettings, AuthzSettings | None]) -> Guard:
+        return Guard(*key, self.revocations)
 
     def retain_only(self, table: RouteTable) -> None:
         keep = (table.auth, table.authz)
-        for key in [k for k in self._guards if k != keep]:
-            task = asyncio.get_running_loop().create_task(self._guards.pop(key).close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        self._guards.retain(lambda key, _: key == keep)
 
     def reload_policies(self) -> None:
-        for guard in self._guards.values():
+        for guard in self._guards.live.values():
             guard.reload_policy()
 
     async def close(self) -> None:
-        guards = list(self._guards.values())
-        self._guards.clear()
-        await asyncio.gather(*(g.close() for g in guards), *self._closing)
+        self._last = None
+        await self._guards.close()

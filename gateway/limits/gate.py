@@ -1,6 +1,6 @@
 """Rate limits, idempotency keys and revoked tokens, on the routes file's shared store.
 
-The request path calls `Limits.apply` only for a route with a `rate_limit:` or
+The request path calls `Limits.admit` only for a route with a `rate_limit:` or
 `idempotency:` block; other routes never get here and pay nothing. The guard asks
 `Limits.is_revoked` for every token with a `jti`. The adapters come from `store:`
 (memory or Redis) and are swapped when a reload names another store.
@@ -13,16 +13,15 @@ counters that a metrics endpoint reads at scrape time.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gateway.config.lifecycle import Closing, Kept
 from gateway.config.limits import IdempotencySettings, RateLimitSettings, StoreSettings
-from gateway.config.routes import Route
 from gateway.config.table import RouteTable
 from gateway.errors import (
     BadRequest,
@@ -32,7 +31,8 @@ from gateway.errors import (
     StoreUnavailable,
     TooManyRequests,
 )
-from gateway.http.proxy import ClientGone, RequestBody
+from gateway.http.body import RequestBody
+from gateway.http.context import RequestContext
 from gateway.identity.revocations import RedisRevocations
 from gateway.identity.tokens import Identity, InMemoryRevocations, RevocationStore
 from gateway.limits import ratelimit
@@ -44,7 +44,6 @@ from gateway.limits.idempotency import (
     ResponseCapture,
     StoredResponse,
     fingerprint,
-    replay,
     replayed_body,
     request_key,
     scoped,
@@ -53,7 +52,25 @@ from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLi
 from gateway.limits.store import RedisStore, StoreHealth
 from gateway.types import Message, Receive, Scope, Send
 
-Forward = Callable[[Receive, Send], Awaitable[tuple[int, int]]]
+Endpoint = tuple[str, str | None, float, float, str]  # StoreSettings.endpoint: one store
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What the limits let the request do: be forwarded with `receive` and `send` (a capture
+    that keeps the answer for its idempotency key), then `finish()`; or, when `stored` is
+    set, be answered with that instead (`replay`): the key's first request's answer."""
+
+    receive: Receive
+    send: Send
+    stored: StoredResponse | None = None
+    claim: tuple[_Idempotent, ResponseCapture] | None = None
+
+    async def finish(self) -> None:
+        """After the forward, whatever its outcome: a key whose answer was not kept is freed."""
+        if self.claim is not None:
+            idempotent, capture = self.claim
+            await idempotent.finish(capture)
 
 
 @dataclass
@@ -81,6 +98,9 @@ class _Backend:
     revocations: RevocationStore
     redis: RedisStore | None = None
 
+    def close(self) -> Closing:
+        return self.redis.close() if self.redis is not None else None
+
 
 def _open(settings: StoreSettings, health: StoreHealth, clock: Callable[[], float]) -> _Backend:
     if settings.backend == "redis":
@@ -103,29 +123,26 @@ class Limits:
     ) -> None:
         self.clock = clock
         self.stats = LimitStats(StoreHealth(settings.backend))
-        self._backend = _open(settings, self.stats.health, clock)
-        self._closing: set[asyncio.Task[None]] = set()
+        self._backends: Kept[Endpoint, _Backend] = Kept(_Backend.close)  # the live one
+        self._backend = self._use(settings)
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def _use(self, settings: StoreSettings) -> _Backend:
+        health = self.stats.health
+        return self._backends.get(settings.endpoint, lambda _: _open(settings, health, self.clock))
 
     def retain_only(self, table: RouteTable) -> None:
         """On reload: keep the store (and its counters) unless the table names another."""
         settings = table.store
-        if settings.endpoint == self._backend.settings.endpoint:
-            self._backend.settings = settings  # the failure policies may have changed
-            return
-        old = self._backend
-        self.stats.health = StoreHealth(settings.backend)
-        self._backend = _open(settings, self.stats.health, self.clock)
-        if old.redis is not None:
-            task = asyncio.get_running_loop().create_task(old.redis.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
+        self._backends.retain(lambda endpoint, _: endpoint == settings.endpoint)
+        if settings.endpoint not in self._backends.live:
+            self.stats.health = StoreHealth(settings.backend)
+        self._backend = self._use(settings)
+        self._backend.settings = settings  # the failure policies may have changed
 
     async def close(self) -> None:
-        if self._backend.redis is not None:
-            await self._backend.redis.close()
-        await asyncio.gather(*self._closing)
+        await self._backends.close()
 
     @property
     def keys(self) -> IdempotencyStore:
@@ -152,36 +169,27 @@ class Limits:
 
     # -- the request path -------------------------------------------------------------------
 
-    async def apply(
-        self,
-        route: Route,
-        table: RouteTable,
-        scope: Scope,
-        path: str,
-        identity: Identity | None,
-        request_id: str,
-        receive: Receive,
-        send: Send,
-        forward: Forward,
-    ) -> tuple[int, int]:
-        """The route's rate limit, then its idempotency keys, around `forward`."""
-        assert route.limits is not None
+    async def admit(self, ctx: RequestContext, receive: Receive, send: Send) -> Admitted:
+        """The route's rate limit, then its idempotency keys: what the pipeline does next
+        (`Admitted`), or the error that answers the request."""
+        route, table, scope = ctx.route, ctx.table, ctx.scope
+        assert route is not None and route.limits is not None
         rule = route.limits.rate_limit
         if rule is not None:
-            usage = await self._rate_limit(route.name, rule, scope, table, identity)
+            usage = await self._rate_limit(route.name, rule, scope, table, ctx.identity)
             if usage is not None:
                 send = _adding(send, ratelimit.headers(route.name, usage))
         keys = route.limits.idempotency
         if keys is not None and scope["method"] in keys.methods:
             key = request_key(scope["headers"])
             if key is not None:
+                identity = ctx.identity
                 subject = identity.sub if identity else "ip:" + client_address(scope, table)
-                limit = route.max_body if route.max_body is not None else table.max_body
                 idempotent = _Idempotent(self, route.name, keys, scoped(route.name, subject, key))
-                return await idempotent.run(scope, path, limit, request_id, receive, send, forward)
+                return await idempotent.admit(ctx, receive, send)
             if keys.required:
                 raise BadRequest(f"{scope['method']} on this route needs an Idempotency-Key header")
-        return await forward(receive, send)
+        return Admitted(receive, send)
 
     async def _rate_limit(
         self,
@@ -238,22 +246,15 @@ class _Idempotent:
     def _count(self, outcome: str) -> None:
         self.limits.stats.add("idempotency", self.route, outcome)
 
-    async def run(
-        self,
-        scope: Scope,
-        path: str,
-        limit: int,
-        request_id: str,
-        receive: Receive,
-        send: Send,
-        forward: Forward,
-    ) -> tuple[int, int]:
-        try:
-            body = await _read_body(scope["headers"], receive, limit)
-        except ClientGone:
-            return 499, 0  # nothing was claimed: a retry starts afresh
+    async def admit(self, ctx: RequestContext, receive: Receive, send: Send) -> Admitted:
+        """Claim the key (the answer is then captured, and kept by its last message) or find
+        what it holds. Raises ClientGone before anything is claimed: a retry starts afresh."""
+        route, scope = ctx.route, ctx.scope
+        assert route is not None and ctx.path is not None
+        limit = route.max_body if route.max_body is not None else ctx.table.max_body
+        body = await _read_body(scope["headers"], receive, limit)
         query = scope.get("query_string", b"")
-        target = path.encode() + (b"?" + query if query else b"")
+        target = ctx.path.encode() + (b"?" + query if query else b"")
         fp = fingerprint(scope["method"], target, body)
         receive = replayed_body(body, receive)
         try:
@@ -262,20 +263,20 @@ class _Idempotent:
             self.limits.on_store_failure(
                 "idempotency", self.route, self.rules.failure, exc, "cannot check the key"
             )
-            return await forward(receive, send)  # failure: open, so without the guarantee
+            return Admitted(receive, send)  # failure: open, so without the guarantee
         if held is not None:
-            return await self._answer(held, fp, send, request_id)
+            return Admitted(receive, send, self._answer(held, fp))
         self._count("claimed")
         capture = ResponseCapture(
             send, self.rules.max_response, lambda answer: self._keep(answer, fp)
         )
-        try:
-            return await forward(receive, capture)
-        finally:
-            if not capture.kept:  # failed, cut short, cancelled or to be retried: free the key
-                await self._release()
+        return Admitted(receive, capture, claim=(self, capture))
 
-    async def _answer(self, held: Held, fp: str, send: Send, request_id: str) -> tuple[int, int]:
+    async def finish(self, capture: ResponseCapture) -> None:
+        if not capture.kept:  # failed, cut short, cancelled or to be retried: free the key
+            await self._release()
+
+    def _answer(self, held: Held, fp: str) -> StoredResponse:
         if held.fingerprint != fp:
             self._count("mismatch")
             raise IdempotencyMismatch(
@@ -291,7 +292,7 @@ class _Idempotent:
                 f"the answer was larger than {self.rules.max_response} bytes and was not kept"
             )
         self._count("replayed")
-        return held.answer.status, await replay(held.answer, send, request_id)
+        return held.answer
 
     async def _keep(self, answer: StoredResponse | None, fp: str) -> bool:
         if answer is None:

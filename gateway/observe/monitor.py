@@ -18,31 +18,33 @@ from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
 from gateway.identity.guard import Access, Guard, bearer_token
 from gateway.observe.cdc import NOT_CONFIGURED, CdcSnapshot, read_status
 from gateway.observe.dashboard import ASSET_HEADERS, ASSET_PATHS, DATA_PATH, PATHS, Dashboard
-from gateway.observe.metrics import (
-    Metrics,
-    cdc_metrics,
-    routes_metrics,
-    shadow_metrics,
-    traffic_metrics,
-)
+from gateway.observe.metrics import Metrics
 from gateway.observe.traffic import ALLOW, DENY, ERROR, GATEWAY, NO_ROUTE, Traffic
-from gateway.shadow.mirror import Mirror
 from gateway.types import Scope, Send
 
 ADMIN_ROLE = "admin"
 
 
-class Monitor:
-    def __init__(self, watcher: RoutesWatcher, mirror: Mirror) -> None:
+class CdcStatus:
+    """The CDC bridge's status file, as a scrape or the dashboard last read it."""
+
+    def __init__(self, watcher: RoutesWatcher) -> None:
         self.watcher = watcher
-        self.traffic = Traffic()
-        self.metrics = Metrics()
-        self.dashboard = Dashboard(watcher, self.traffic, mirror, self.cdc_status)
-        self._cdc: CdcSnapshot = NOT_CONFIGURED  # as the last scrape read it
-        self.metrics.add(lambda: traffic_metrics(self.traffic))
-        self.metrics.add(lambda: routes_metrics(watcher))
-        self.metrics.add(lambda: shadow_metrics(mirror))
-        self.metrics.add(lambda: cdc_metrics(self._cdc))
+        self.last: CdcSnapshot = NOT_CONFIGURED
+
+    async def read(self) -> CdcSnapshot:
+        self.last = await read_status(self.watcher.table.cdc)
+        return self.last
+
+
+class Monitor:
+    def __init__(
+        self, traffic: Traffic, metrics: Metrics, dashboard: Dashboard, cdc: CdcStatus
+    ) -> None:
+        self.traffic = traffic
+        self.metrics = metrics  # each source adds itself (gateway/app.py)
+        self.dashboard = dashboard
+        self.cdc = cdc
 
     def count(
         self,
@@ -50,12 +52,12 @@ class Monitor:
         upstream: Upstream | None,
         status: int,
         seconds: float,
-        verdict: Access | None,
+        access: Access | None,
     ) -> None:
         """The request path's one call: the same route and upstream as the access log."""
         decision = None
-        if verdict is not None and verdict.decision is not None:
-            decision = ERROR if verdict.failed else ALLOW if verdict.decision.allow else DENY
+        if access is not None and access.decision is not None:
+            decision = ERROR if access.failed else ALLOW if access.decision.allow else DENY
         self.traffic.count(
             route.name if route is not None else NO_ROUTE,
             upstream.name if upstream is not None else GATEWAY,
@@ -63,10 +65,6 @@ class Monitor:
             seconds,
             decision,
         )
-
-    async def cdc_status(self) -> CdcSnapshot:
-        self._cdc = await read_status(self.watcher.table.cdc)
-        return self._cdc
 
     @staticmethod
     async def authorize_admin(scope: Scope, path: str, guard: Guard) -> Access:
@@ -76,12 +74,12 @@ class Monitor:
         page, script and style load without one (they hold no data)."""
         if path in ASSET_PATHS:
             return await guard.check(scope, path, "optional", None, "gateway", False)
-        verdict = await guard.check(scope, path, "required", None, "gateway", False)
-        identity = verdict.identity
+        access = await guard.check(scope, path, "required", None, "gateway", False)
+        identity = access.identity
         if guard.engine is None and identity is not None and ADMIN_ROLE not in identity.roles:
             denial = Forbidden(f"the admin API needs the role {ADMIN_ROLE!r}")
-            return Access(identity, None, verdict.authz_ms, denial)
-        return verdict
+            return Access(identity, None, access.authz_ms, denial)
+        return access
 
     @staticmethod
     def serves(path: str, table: RouteTable) -> bool:
@@ -115,7 +113,7 @@ class Monitor:
             await send_json(send, 200, await self.dashboard.document(), extra)
             return 200
         if path == table.metrics.path:
-            await self.cdc_status()  # the file is read here, off the collectors' sync path
+            await self.cdc.read()  # the file is read here, off the collectors' sync path
             accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
             body, content_type = self.metrics.render(accept.decode("latin-1"))
             headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from gateway.config.lifecycle import Kept
 from gateway.config.resilience import RouteResilience, Timeouts, timeouts
 from gateway.config.routes import Route, Upstream
 from gateway.config.table import RouteTable
@@ -43,6 +44,7 @@ from gateway.errors import (
     UpstreamUnavailable,
 )
 from gateway.http.client import Pool, Response
+from gateway.http.context import RequestContext
 from gateway.resilience.breaker import OPEN, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.retry_budget import RetryBudget, backoff
@@ -177,18 +179,22 @@ class Resilience:
         self.clock = clock
         self.uniform = uniform  # backoff jitter draws
         self.gateway = Bulkhead()
-        self.states: dict[Upstream, UpstreamState] = {}
+        self._states: Kept[Upstream, UpstreamState] = Kept()
         self._planned: tuple[RouteTable, AttemptPlan] | None = None
         self._ticker: asyncio.TimerHandle | None = None
 
     def now(self) -> float:
         return self.clock()  # late-bound: a test may swap `clock`
 
+    @property
+    def states(self) -> dict[Upstream, UpstreamState]:
+        return self._states.live
+
     def state(self, upstream: Upstream) -> UpstreamState:
-        found = self.states.get(upstream)
-        if found is None:
-            found = self.states[upstream] = UpstreamState(upstream, self.gateway, self.now)
-        return found
+        return self._states.get(upstream, self._new_state)
+
+    def _new_state(self, upstream: Upstream) -> UpstreamState:
+        return UpstreamState(upstream, self.gateway, self.now)
 
     def tick(self) -> None:
         """Move every window to now, and again in `TICK` seconds."""
@@ -210,49 +216,33 @@ class Resilience:
     def retain_only(self, table: RouteTable) -> None:
         """Forget upstreams that `table` no longer has (called on reload)."""
         keep = set(table.upstreams.values())
-        for upstream in [u for u in self.states if u not in keep]:
-            del self.states[upstream]
+        self._states.retain(lambda upstream, _: upstream in keep)
 
     async def exchange(
         self,
         pool: Pool,
-        table: RouteTable,
-        route: Route | None,
-        upstream: Upstream,
-        method: str,
-        target: bytes,
-        headers: list[tuple[bytes, bytes]],
+        ctx: RequestContext,
         body: AsyncIterator[bytes] | None,
         length: int | None,
     ) -> Response:
-        """The upstream's response head, within the rules; its release() frees the slots."""
+        """`ctx.upstream`'s response head, within the rules; its release() frees the slots.
+        One coroutine for admission and attempts: this runs on every proxied request."""
         if self._ticker is None:
             self.tick()
-        chosen = self.plan(table).choose(route, upstream)
+        upstream, method, target, headers = ctx.upstream, ctx.method, ctx.target, ctx.headers
+        assert upstream is not None
+        chosen = self.plan(ctx.table).choose(ctx.route, upstream)
         state = chosen.state
-        if not self.gateway.enter(chosen.gateway_cap, chosen.priority):
-            raise Overloaded(
-                f"the gateway is at its in-flight limit for {chosen.priority} requests",
-                _SHED_RETRY_AFTER,
-            )
-        if not state.bulkhead.enter(chosen.upstream_cap, chosen.priority):
-            self.gateway.leave()
-            raise Overloaded(
-                f"upstream {upstream.name!r} is at its in-flight limit for {chosen.priority}"
-                " requests",
-                _SHED_RETRY_AFTER,
-            )
-        # One coroutine for admission and attempts: this runs on every proxied request.
+        self._admit(chosen, upstream)
         try:
             ticket = self._ticket(state)
-            stats = state.stats
-            stats.requests += 1  # the retry budget's count too (folded in by advance)
+            state.stats.requests += 1  # the retry budget's count too (folded in by advance)
             attempts = chosen.attempts if method in chosen.retry_methods else 1
             source = _Replayable(body) if body is not None and attempts > 1 else body
             deadline = asyncio.get_running_loop().time() + chosen.timeouts.deadline
             attempt = 1
             while True:
-                stats.attempts += 1
+                state.stats.attempts += 1
                 try:
                     response = await pool.request(
                         method, target, headers, source, length, chosen.timeouts, deadline
@@ -277,8 +267,6 @@ class Resilience:
                     if status in RETRIED_STATUSES:
                         delay = self._retry_delay(chosen, attempt, attempts, source, deadline)
                     if delay is None:  # a success, or the upstream's 502/503 for the client
-                        # a good head is judged with its body: a reset or a timeout while
-                        # the body is relayed is the upstream's failure too
                         response.on_release = partial(
                             self._settle, state, None if failed else ticket
                         )
@@ -290,6 +278,21 @@ class Resilience:
         except BaseException:
             state.leave()
             raise
+
+    def _admit(self, chosen: RoutePlan, upstream: Upstream) -> None:
+        """Take an in-flight slot of the gateway and of the upstream, or shed the request."""
+        if not self.gateway.enter(chosen.gateway_cap, chosen.priority):
+            raise Overloaded(
+                f"the gateway is at its in-flight limit for {chosen.priority} requests",
+                _SHED_RETRY_AFTER,
+            )
+        if not chosen.state.bulkhead.enter(chosen.upstream_cap, chosen.priority):
+            self.gateway.leave()
+            raise Overloaded(
+                f"upstream {upstream.name!r} is at its in-flight limit for {chosen.priority}"
+                " requests",
+                _SHED_RETRY_AFTER,
+            )
 
     def _ticket(self, state: UpstreamState) -> int:
         breaker = state.breaker
@@ -304,7 +307,9 @@ class Resilience:
         return ticket
 
     def _settle(self, state: UpstreamState, ticket: int | None, error: Exception | None) -> None:
-        """A response is over (released): its body's outcome, unless its head was judged."""
+        """A response is over (released): its body's outcome, unless its head was judged
+        (a failed one). A good head is judged with its body: a reset or a timeout while the
+        body is relayed is the upstream's failure too."""
         if ticket is not None:
             if error is not None:
                 self._failed(state, ticket, isinstance(error, UpstreamTimeout))

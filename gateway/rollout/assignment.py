@@ -1,6 +1,7 @@
 """Which upstream answers a request: the route's sticky split, or a tester's override.
 
-Per request (`Assigner.choose`), after the token is verified and before the policy is asked:
+Per request, after the token is verified (`Assigner.split`, before the policy is asked, and
+`Assigner.choose`, after it):
 
 1. A split route (two or more live upstreams) hashes the caller's sticky key once
    (gateway/config/split.py, gateway/rollout/sticky.py); every other route keeps its one upstream.
@@ -23,12 +24,9 @@ from dataclasses import dataclass, field
 from gateway.config.routes import Route, Upstream
 from gateway.config.table import RouteTable
 from gateway.errors import BadTarget
-from gateway.identity.guard import Access, Guard
-from gateway.identity.policy import Decision
-from gateway.identity.tokens import Identity
+from gateway.http.context import RequestContext
 from gateway.observe.traffic import NO_ROUTE
 from gateway.rollout import sticky
-from gateway.types import Scope
 
 OVERRIDE_HEADER = b"x-strangler-target"
 _MAX_TARGET = 64  # upstream names are at most 64 characters
@@ -43,61 +41,25 @@ class AssignmentStats:
 
 
 class Assigner:
+    """Two stages of the request pipeline, on either side of the policy: `split` before it
+    (the policy is asked about the split's pick and the override), `choose` after it."""
+
     def __init__(self) -> None:
         self.stats: dict[str, AssignmentStats] = {}
 
-    async def choose(
-        self,
-        guard: Guard,
-        scope: Scope,
-        path: str,
-        table: RouteTable,
-        route: Route | None,
-        upstream: Upstream,
-    ) -> tuple[Access, Upstream, bytes | None, bool]:
-        """(the verdict, the upstream, a Set-Cookie value, whether the answer is evidence of
-        the split: its users' traffic, not what testers chose). Raises what the guard does."""
-        identity = await guard.authenticate(scope, table.auth_mode(route))
-        picked, override, cookie = self.assign(table, route, upstream, identity, scope)
-        verdict = await guard.authorize(
-            scope,
-            path,
-            identity,
-            route.name if route else None,
-            picked.name,
-            route is not None and route.authz_failure == "open",
-            override,
-        )
-        chosen = picked
-        if verdict.denial is None and override is not None:
-            chosen = self.honour(table, route, picked, override, verdict.decision)
-        measured = (
-            route is not None
-            and route.rollout.split is not None
-            and verdict.denial is None
-            and chosen is picked
-        )
-        return verdict, chosen, cookie, measured
-
-    def assign(
-        self,
-        table: RouteTable,
-        route: Route | None,
-        upstream: Upstream,
-        identity: Identity | None,
-        scope: Scope,
-    ) -> tuple[Upstream, str | None, bytes | None]:
-        """(the upstream, the override asked for, a Set-Cookie value) for this request."""
+    def split(self, ctx: RequestContext) -> None:
+        """The split's pick for `ctx.upstream`, its Set-Cookie value, and the override the
+        client asked for (`ctx.override`), which the policy rules on."""
+        scope, route = ctx.scope, ctx.route
         headers = scope["headers"]
-        override = None
         for name, value in headers:
             if name == OVERRIDE_HEADER:
-                override = value[:_MAX_TARGET].decode("latin-1").strip()
+                ctx.override = value[:_MAX_TARGET].decode("latin-1").strip()
                 break
         if route is None or route.rollout.split is None:
-            return upstream, override, None
-        client = scope.get("client")
-        key, cookie = sticky.key(
+            return
+        table, identity, client = ctx.table, ctx.identity, scope.get("client")
+        key, ctx.cookie = sticky.key(
             table.rollout.sticky,
             identity.sub if identity is not None else None,
             headers,
@@ -108,23 +70,27 @@ class Assigner:
         picked = route.rollout.split.pick(key)
         stats = self._stats(route.name)
         stats.assigned[picked] += 1
-        if cookie is not None:
+        if ctx.cookie is not None:
             stats.cookies_set += 1
-        return table.upstreams[picked], override, cookie
+        ctx.upstream = table.upstreams[picked]
 
-    def honour(
-        self,
-        table: RouteTable,
-        route: Route | None,
-        upstream: Upstream,
-        override: str,
-        decision: Decision | None,
-    ) -> Upstream:
-        """The upstream once the policy has ruled on `override`."""
+    def choose(self, ctx: RequestContext) -> None:
+        """The upstream once the policy has allowed the request and ruled on the override
+        (`ctx.access`); only the split's own picks are evidence of it (`ctx.measured`)."""
+        route = ctx.route
+        measured = route is not None and route.rollout.split is not None
+        if ctx.override is not None:
+            chosen = self._honour(ctx, ctx.override)
+            if chosen is not ctx.upstream:
+                ctx.upstream, measured = chosen, False
+        ctx.measured = measured
+
+    def _honour(self, ctx: RequestContext, override: str) -> Upstream | None:
+        table, route, access = ctx.table, ctx.route, ctx.access
         stats = self._stats(route.name if route is not None else NO_ROUTE)
-        if decision is None or not decision.override:
+        if access is None or access.decision is None or not access.decision.override:
             stats.overrides_ignored += 1
-            return upstream
+            return ctx.upstream
         allowed = targets(table, route)
         if override not in allowed:
             where = f"route {route.name!r}" if route is not None else "the default route"

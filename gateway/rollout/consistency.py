@@ -29,21 +29,21 @@ Counters are in `stats` (plain data, read at scrape time) and each watermark's `
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from prometheus_client.metrics_core import Metric
 
 from gateway.config.consistency import ConsistencySettings, FedUpstream
+from gateway.config.lifecycle import Kept
 from gateway.config.routes import Route, Upstream
 from gateway.config.table import RouteTable
 from gateway.errors import StoreUnavailable
 from gateway.identity.guard import Access
+from gateway.limits.gate import Limits
 from gateway.limits.store import RedisStore
 from gateway.observe.metrics import counter, gauge
 from gateway.observe.traffic import NO_ROUTE
@@ -52,9 +52,6 @@ from gateway.rollout.assignment import OVERRIDE_HEADER
 from gateway.rollout.pins import ANY, MemoryPins, PinStore, Positions, RedisPins
 from gateway.rollout.watermark import Watermark
 from gateway.types import Message, Scope, Send
-
-if TYPE_CHECKING:
-    from gateway.limits.gate import Limits  # which imports the proxy, which imports this module
 
 # The upstream's X-Strangler-Commit-Position, which gateway.http.headers takes out of the response,
 # rides in the start message under this key (ASGI servers ignore keys they do not know).
@@ -108,8 +105,7 @@ class Consistency:
         self.memory = MemoryPins(clock)
         self._redis: tuple[RedisStore, RedisPins] | None = None
         self.settings: ConsistencySettings | None = None
-        self.watermarks: dict[tuple[str, str], Watermark] = {}
-        self._closing: set[asyncio.Task[None]] = set()  # watermarks a reload let go
+        self._watermarks: Kept[tuple[str, str], Watermark] = Kept(Watermark.close)
 
     async def route(
         self,
@@ -117,7 +113,7 @@ class Consistency:
         route: Route | None,
         upstream: Upstream,
         scope: Scope,
-        verdict: Access,
+        access: Access,
         send: Send,
     ) -> tuple[Upstream, Send, bool]:
         """(the upstream, the send to use, whether a pin moved the read to the monolith)."""
@@ -127,19 +123,19 @@ class Consistency:
             self._retarget(settings)
         if scope["method"] in SAFE_METHODS:
             fed = settings.upstreams.get(upstream.name)
-            if fed is None or _overridden(scope, verdict):
+            if fed is None or _overridden(scope, access):
                 return upstream, send, False
             pins = self._pins()
             if pins is self.memory and not len(self.memory):
                 return upstream, send, False  # nobody is pinned: no key to compute
             name = route.name if route is not None else NO_ROUTE
-            if not await self._pinned(settings, fed, pins, _subject(table, scope, verdict), name):
+            if not await self._pinned(settings, fed, pins, _subject(table, scope, access), name):
                 return upstream, send, False
             self.stats.pinned[name] += 1
             return table.upstreams[settings.monolith], send, True
         if upstream.name != settings.monolith:
             return upstream, send, False
-        return upstream, self._recording(settings, _subject(table, scope, verdict), send), False
+        return upstream, self._recording(settings, _subject(table, scope, access), send), False
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -220,29 +216,30 @@ class Consistency:
             self._redis = (store, RedisPins(store))
         return self._redis[1]
 
+    @property
+    def watermarks(self) -> dict[tuple[str, str], Watermark]:
+        """The CDC positions read per source (url, table prefix) of the live settings."""
+        return self._watermarks.live
+
     def _retarget(self, settings: ConsistencySettings) -> None:
         """A new routes table: keep the watermarks it still names, close the others."""
         self.settings = settings
         wanted = {fed.source for fed in settings.upstreams.values() if fed.source is not None}
-        for source, watermark in list(self.watermarks.items()):
-            if source not in wanted or watermark.poll != settings.poll:
-                del self.watermarks[source]
-                task = asyncio.get_running_loop().create_task(watermark.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
+        self._watermarks.retain(
+            lambda source, watermark: source in wanted and watermark.poll == settings.poll
+        )
         for url, prefix in wanted - self.watermarks.keys():
-            self.watermarks[(url, prefix)] = Watermark(url, prefix, settings.poll, self.clock)
+            self._watermarks.get(
+                (url, prefix), lambda source: Watermark(*source, settings.poll, self.clock)
+            )
 
     async def close(self) -> None:
-        for watermark in self.watermarks.values():
-            await watermark.close()
-        self.watermarks.clear()
-        await asyncio.gather(*self._closing)
+        await self._watermarks.close()
 
 
-def _subject(table: RouteTable, scope: Scope, verdict: Access) -> str:
-    if verdict.identity is not None:
-        return "sub:" + verdict.identity.sub
+def _subject(table: RouteTable, scope: Scope, access: Access) -> str:
+    if access.identity is not None:
+        return "sub:" + access.identity.sub
     client = scope.get("client")
     key, _ = sticky.key(
         table.rollout.sticky,
@@ -255,9 +252,9 @@ def _subject(table: RouteTable, scope: Scope, verdict: Access) -> str:
     return key.decode("latin-1")
 
 
-def _overridden(scope: Scope, verdict: Access) -> bool:
+def _overridden(scope: Scope, access: Access) -> bool:
     """Whether a tester chose the upstream (the assigner honoured their header)."""
-    if verdict.decision is None or not verdict.decision.override:
+    if access.decision is None or not access.decision.override:
         return False
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     return any(name == OVERRIDE_HEADER for name, _ in headers)

@@ -17,6 +17,7 @@ import pytest
 from gateway.config.limits import RateLimitSettings
 from gateway.config.table import RouteTable, parse
 from gateway.errors import TooManyRequests
+from gateway.http.context import RequestContext
 from gateway.limits.gate import Limits
 from gateway.limits.ratelimit import (
     MemoryRateLimiter,
@@ -291,18 +292,15 @@ async def test_a_reload_keeps_the_counters_unless_it_names_another_store(
     async def status(limits: Limits, table: RouteTable) -> int:
         scope = {"method": "GET", "headers": [], "client": ("192.0.2.1", 1)}
 
-        async def forward(receive: Any, send: Any) -> tuple[int, int]:
-            return 200, 0
-
         async def unused(*_: Any) -> Any:
             raise AssertionError("a rate limit reads no body and sends nothing itself")
 
+        ctx = RequestContext(scope, table, "i", 0.0, path="/r", route=table.routes[0])
         try:
-            await limits.apply(
-                table.routes[0], table, scope, "/r", None, "i", unused, unused, forward
-            )
+            admitted = await limits.admit(ctx, unused, unused)
         except TooManyRequests:
             return 429
+        assert admitted.stored is None  # forwarded: no idempotency key on this route
         return 200
 
     memory = table("")
