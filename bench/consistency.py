@@ -52,13 +52,13 @@ from bench.proxy import (
     table,
     worker_micros,
 )
+from gateway.base.types import Message
 from gateway.config.limits import StoreSettings
 from gateway.config.table import parse
 from gateway.identity.guard import Access
 from gateway.limits.gate import Limits
 from gateway.rollout.consistency import Consistency
 from gateway.rollout.pins import ANY
-from gateway.types import Message
 
 _ROUTES = """\
 upstreams:

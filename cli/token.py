@@ -4,13 +4,22 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import dataclasses
 import os
 import sys
+import time
+from typing import Any
+
+import jwt
 
 from cli.table import load_table
-from common.validation import parse_duration
+from common.validation import ConfigError, parse_duration
+from gateway.base.errors import StoreUnavailable
+from gateway.config import table as config
+from gateway.config.limits import StoreSettings
 from gateway.config.settings import Settings
-from gateway.identity import revocations, tokens
+from gateway.identity import tokens
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: Settings) -> None:
@@ -36,7 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings:
     revoke.add_argument(
         "--routes", default=settings.routes, help="the routes file naming the store"
     )
-    revoke.set_defaults(handler=revocations.revoke_token)
+    revoke.set_defaults(handler=revoke_token)
 
 
 def mint_token(ns: argparse.Namespace) -> int:
@@ -60,3 +69,66 @@ def mint_token(ns: argparse.Namespace) -> int:
     claims = {k: v for k, v in (("iss", table.auth.issuer), ("aud", table.auth.audience)) if v}
     print(tokens.mint(dev[0], ns.sub, roles, ns.ttl, **claims))
     return 0
+
+
+_COMMAND_TIMEOUT = 5.0  # seconds: `strangler token revoke`'s store timeout, at the least
+
+
+def revoke_token(ns: argparse.Namespace) -> int:
+    try:
+        table = config.load(ns.routes)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    if table.store.backend != "redis":
+        print(
+            f"{ns.routes}: the store is in memory, inside each gateway process; revoking needs "
+            "store: {backend: redis, url: ...}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        jti, until = _what(ns, table.auth.leeway)
+    except ValueError as exc:
+        print(f"strangler token revoke: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_revoke(table.store, jti, until))
+    except StoreUnavailable as exc:
+        print(f"strangler token revoke: {exc.detail}", file=sys.stderr)
+        return 1
+    print(f"revoked {jti} until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(until))}")
+    return 0
+
+
+def _what(ns: argparse.Namespace, leeway: float) -> tuple[str, float]:
+    """(jti, until) from either a token or a jti and a ttl."""
+    if (ns.token is None) == (ns.jti is None):
+        raise ValueError("give either a jti (with --ttl) or --token")
+    if ns.token is not None:
+        # Not verified: denying a token is safe whoever signed it, and its exp bounds the entry.
+        try:
+            claims: dict[str, Any] = jwt.decode(ns.token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"not a token: {exc}") from None
+        if not isinstance(claims.get("jti"), str) or not isinstance(claims.get("exp"), int):
+            raise ValueError("the token has no jti or no exp: it cannot be revoked by id")
+        return claims["jti"], claims["exp"] + leeway
+    if ns.ttl is None:
+        raise ValueError("with a jti, say how long to deny it: --ttl (e.g. 1h)")
+    return ns.jti, time.time() + ns.ttl
+
+
+async def _revoke(settings: StoreSettings, jti: str, until: float) -> None:
+    # Imported here, not with every command: they load redis-py.
+    from gateway.limits.revocations import RedisRevocations
+    from gateway.limits.store import RedisStore, StoreHealth
+
+    # `timeout` is sized for the request path; a person running a command can wait seconds
+    # (a loaded Redis or machine must not make a revocation fail).
+    command = dataclasses.replace(settings, timeout=max(settings.timeout, _COMMAND_TIMEOUT))
+    store = RedisStore(command, StoreHealth("redis"))
+    try:
+        await RedisRevocations(store).revoke(jti, until)
+    finally:
+        await store.close()

@@ -11,11 +11,11 @@ import socket
 import uuid
 from pathlib import Path
 
+from gateway.base.types import Receive, Scope, Send
 from gateway.config.reload import RoutesWatcher
 from gateway.config.table import RouteTable
 from gateway.http.accesslog import AccessLog
 from gateway.http.forward import Forward
-from gateway.http.pools import Pools
 from gateway.http.proxy import Gateway
 from gateway.http.shutdown import SHADOW_CLOSE_TIMEOUT
 from gateway.http.stages import Endpoints, RequestRecord
@@ -25,7 +25,12 @@ from gateway.identity.tokens import RevocationStore
 from gateway.limits.gate import Limits
 from gateway.observe.admin import Admin
 from gateway.observe.dashboard import Dashboard
-from gateway.observe.feature_metrics import limits_metrics, resilience_metrics, rollout_metrics
+from gateway.observe.feature_metrics import (
+    consistency_metrics,
+    limits_metrics,
+    resilience_metrics,
+    rollout_metrics,
+)
 from gateway.observe.metrics import (
     Metrics,
     cdc_metrics,
@@ -35,14 +40,14 @@ from gateway.observe.metrics import (
 )
 from gateway.observe.monitor import CdcStatus, Monitor
 from gateway.observe.traffic import Traffic
+from gateway.request.pools import Pools
 from gateway.resilience.exchange import Resilience
 from gateway.rollout.assignment import Assigner
-from gateway.rollout.consistency import Consistency, consistency_metrics
+from gateway.rollout.consistency import Consistency
 from gateway.rollout.evidence import EvidenceStore, LiveEvidence
 from gateway.rollout.promotion import Promoter
 from gateway.shadow.store import create_store
 from gateway.shadow.worker import create_mirror
-from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("strangler.gateway")
 

@@ -13,17 +13,12 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("gateway", "common", "cdc", "cli", "demo", "legacy_monolith", "new_services")
 PROJECT = {*PACKAGES, "bench", "tests"}  # what an import may name to be the project's own
 MAX_TOP_LEVEL = 12
 MAX_MODULE_LINES = 450
 MAX_FUNCTION_LINES = 60
-RESTRUCTURING = pytest.mark.xfail(
-    strict=True, reason="issue 19: fixed by the restructuring in progress"
-)
 
 
 def sources(*folders: str) -> Iterator[Path]:
@@ -35,7 +30,6 @@ def relative(path: Path) -> str:
     return str(path.relative_to(ROOT))
 
 
-@RESTRUCTURING
 def test_the_import_contracts_are_kept() -> None:
     # The console script next to this interpreter: import-linter has no `python -m` entry.
     lint_imports = Path(sys.executable).with_name("lint-imports")
@@ -55,7 +49,6 @@ def test_gateway_has_at_most_a_dozen_entries_at_its_top_level() -> None:
     assert len(entries) <= MAX_TOP_LEVEL, f"{len(entries)} entries in gateway/: {entries}"
 
 
-@RESTRUCTURING
 def test_no_module_is_over_450_lines() -> None:
     offenders = [
         f"{relative(path)}: {lines} lines"
@@ -65,7 +58,6 @@ def test_no_module_is_over_450_lines() -> None:
     assert not offenders, "\n".join(offenders)
 
 
-@RESTRUCTURING
 def test_no_function_is_over_60_lines_outside_bench() -> None:
     django_site = ROOT / "tests" / "django_site"  # as `startproject` wrote it
     offenders = []
@@ -98,7 +90,6 @@ def _project_imports(block: ast.If) -> Iterator[str]:
         yield from (n for n in names if n.startswith(".") or n.split(".")[0] in PROJECT)
 
 
-@RESTRUCTURING
 def test_no_type_checking_block_imports_the_project() -> None:
     # An import the type checker needs and the interpreter must not run is, for a module of
     # the project, a cycle being hidden; third-party ones (e.g. redis, imported late) are fine.

@@ -73,6 +73,8 @@ _ROUTE_KEYS = (
     | resilience_config.ROUTE_KEYS
 )
 
+NO_ROUTE = "(none)"  # served by the default upstream, by the gateway itself, or rejected
+
 
 @dataclass(frozen=True, slots=True)
 class Upstream:

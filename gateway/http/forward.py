@@ -2,8 +2,8 @@
 rules, the answer relayed to the client, and the copy for the shadow.
 
 Forward exactly the normalised path (the route's `strip_prefix` applied), with the header
-rules of `gateway.http.headers`; the client's body is read whole first
-(`gateway.http.body`); a WebSocket upgrade goes to `gateway.http.upgrade` instead.
+rules of `gateway.request.headers`; the client's body is read whole first
+(`gateway.request.body`); a WebSocket upgrade goes to `gateway.http.upgrade` instead.
 """
 
 from __future__ import annotations
@@ -11,19 +11,19 @@ from __future__ import annotations
 import logging
 import time
 
+from gateway.base.types import Message, Receive, Send
 from gateway.config.shadow import ShadowSettings
-from gateway.http import headers as header_rules
-from gateway.http.body import RequestBody, request_body
-from gateway.http.client import Response
-from gateway.http.context import RequestContext
-from gateway.http.pools import Pools
 from gateway.http.upgrade import upgrade
 from gateway.http.websocket import TUNNEL, WebSockets
 from gateway.observe.throttle import Throttled
+from gateway.request import headers as header_rules
+from gateway.request.body import RequestBody, Tee, request_body
+from gateway.request.client import Response
+from gateway.request.context import RequestContext
+from gateway.request.pools import Pools
 from gateway.resilience.exchange import Resilience
 from gateway.rollout.consistency import COMMIT_POSITION_KEY
-from gateway.shadow.mirror import BODY_TOO_LARGE, Copy, Mirror, Tee, sampled
-from gateway.types import Message, Receive, Send
+from gateway.shadow.mirror import BODY_TOO_LARGE, Copy, Mirror, sampled
 
 log = logging.getLogger("strangler.proxy")
 failures = Throttled(log)  # one line per failure, at most one a second per upstream

@@ -19,11 +19,9 @@ import contextlib
 import logging
 import time
 
+from gateway.base.errors import GatewayError, ShuttingDown, send_error
+from gateway.base.types import Receive, Scope, Send
 from gateway.config.reload import RoutesWatcher
-from gateway.errors import GatewayError, ShuttingDown, send_error
-from gateway.http import headers as header_rules
-from gateway.http.body import ClientGone
-from gateway.http.context import RequestContext
 from gateway.http.forward import Forward
 from gateway.http.stages import (
     Endpoints,
@@ -36,9 +34,11 @@ from gateway.http.stages import (
 from gateway.identity.guard import Guards
 from gateway.limits.gate import Limits
 from gateway.limits.idempotency import replay
+from gateway.request import headers as header_rules
+from gateway.request.body import ClientGone
+from gateway.request.context import RequestContext
 from gateway.rollout.assignment import Assigner
 from gateway.rollout.consistency import Consistency
-from gateway.types import Receive, Scope, Send
 
 log = logging.getLogger("strangler.proxy")
 

@@ -14,14 +14,14 @@ starts the request cycle as uvicorn does, with a cycle class of its own):
   duplicate or malformed `Host` 400, an absolute-form target's authority replaces `Host`
   (RFC 9112 3.2.2), `CONNECT` 405, transfer codings other than `chunked` 501, upgrades
   other than WebSocket (h2c, anything else) 501, a `Connection` header naming a framing,
-  routing or identity header 400 (gateway/http/headers.py);
+  routing or identity header 400 (gateway/request/headers.py);
 - a WebSocket upgrade goes to the application like any request, with `TUNNEL` in its
   `scope["extensions"]`, which sends the upstream's 101 and hands the connection over
   (gateway/http/websocket.py); a refused upgrade is answered and the connection closed;
 - trailer fields of a chunked request are dropped: uvicorn would append them to the header
   list the application already holds (`scope["headers"]`), so a trailer `Host:` would reach
   the upstream as a header. The body's bytes are forwarded, its trailers are not;
-- every error is the gateway's JSON (gateway/errors.py), uvicorn's plain-text 400 and 500
+- every error is the gateway's JSON (gateway/base/errors.py), uvicorn's plain-text 400 and 500
   included; after one, the connection closes. A request that goes wrong while the one before
   it on the same connection is still being answered closes the connection after that answer.
 """
@@ -40,8 +40,7 @@ import httptools
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from gateway.config.edge import EdgeSettings
-from gateway.errors import (
+from gateway.base.errors import (
     BadRequest,
     GatewayError,
     HeadersTooLarge,
@@ -53,9 +52,10 @@ from gateway.errors import (
     VersionNotSupported,
     error_response,
 )
-from gateway.http import headers as header_rules
+from gateway.config.edge import EdgeSettings
 from gateway.http.websocket import TUNNEL
 from gateway.observe.admin import ADMIN_PREFIX
+from gateway.request import headers as header_rules
 
 # RFC 9110 7.2 / RFC 3986 3.2.2: a reg-name or IPv4 address, or an IP literal, then a port.
 _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]*)?")

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import time
 
+from gateway.base.errors import BadPath, NoRoute
+from gateway.base.types import Send
 from gateway.config.paths import PathError, normalise
-from gateway.errors import BadPath, NoRoute
 from gateway.http.accesslog import AccessLog
-from gateway.http.context import RequestContext
 from gateway.identity.guard import Access, Guard
 from gateway.observe.admin import ADMIN_HEALTH, ADMIN_PREFIX, Admin
 from gateway.observe.monitor import Monitor
+from gateway.request.context import RequestContext
 from gateway.rollout.evidence import LiveEvidence
-from gateway.types import Send
 
 
 def normalise_path(ctx: RequestContext) -> str:

@@ -4,12 +4,12 @@ mirrored."""
 
 from __future__ import annotations
 
-from gateway.errors import NotImplementedByGateway
-from gateway.http import headers as header_rules
-from gateway.http.client import Pool
-from gateway.http.context import RequestContext
+from gateway.base.errors import NotImplementedByGateway
+from gateway.base.types import Send
 from gateway.http.websocket import TakeOver, Upgrade, WebSockets
-from gateway.types import Send
+from gateway.request import headers as header_rules
+from gateway.request.client import Pool
+from gateway.request.context import RequestContext
 
 _UPGRADE = [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]  # hop-by-hop: set anew
 

@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 import httptools
 from prometheus_client.metrics_core import Metric
 
-from gateway.config.routes import Route, Upstream
-from gateway.config.websocket import WebSocketSettings
-from gateway.errors import (
+from gateway.base.errors import (
     ConnectFailed,
     ConnectionDropped,
     ConnectTimeout,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.http.headers import Headers
+from gateway.config.routes import Route, Upstream
+from gateway.config.websocket import WebSocketSettings
 from gateway.observe.metrics import counter, gauge
+from gateway.request.headers import Headers
 
 # scope["extensions"][TUNNEL]["take_over"]: (101 head) -> (the client's transport, early bytes)
 TUNNEL = "strangler.tunnel"
@@ -245,7 +245,7 @@ class Upgrade:
 
     route: Route
     upstream: Upstream
-    head: bytes  # the upgrade request as the upstream gets it (gateway.http.client's head)
+    head: bytes  # the upgrade request as the upstream gets it (gateway.request.client's head)
     tls: ssl.SSLContext | None
 
 

@@ -12,10 +12,11 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway.base.errors import BadRequest, Forbidden, Unauthorized
+from gateway.base.types import Scope
 from gateway.config.access import AuthSettings, AuthzSettings
 from gateway.config.lifecycle import Kept
 from gateway.config.table import RouteTable
-from gateway.errors import BadRequest, Forbidden, Unauthorized
 from gateway.identity.decision_input import build_input
 from gateway.identity.policy import (
     VOLATILE_HEADERS,
@@ -27,7 +28,6 @@ from gateway.identity.policy import (
     create_engine,
 )
 from gateway.identity.tokens import Authenticator, Identity, InvalidToken, RevocationStore
-from gateway.types import Scope
 
 log = logging.getLogger("strangler.guard")
 _VOLATILE = frozenset(name.encode() for name in VOLATILE_HEADERS)

@@ -56,7 +56,7 @@ class Identity:
 
 
 class RevocationStore(Protocol):
-    """The `jti` denylist port (in memory here; Redis in gateway.identity.revocations)."""
+    """The `jti` denylist port (in memory here; Redis in gateway.limits.revocations)."""
 
     async def is_revoked(self, jti: str) -> bool: ...
 

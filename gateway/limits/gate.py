@@ -20,10 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gateway.config.lifecycle import Closing, Kept
-from gateway.config.limits import IdempotencySettings, RateLimitSettings, StoreSettings
-from gateway.config.table import RouteTable
-from gateway.errors import (
+from gateway.base.errors import (
     BadRequest,
     IdempotencyConflict,
     IdempotencyMismatch,
@@ -31,9 +28,10 @@ from gateway.errors import (
     StoreUnavailable,
     TooManyRequests,
 )
-from gateway.http.body import RequestBody
-from gateway.http.context import RequestContext
-from gateway.identity.revocations import RedisRevocations
+from gateway.base.types import Message, Receive, Scope, Send
+from gateway.config.lifecycle import Closing, Kept
+from gateway.config.limits import IdempotencySettings, RateLimitSettings, StoreSettings
+from gateway.config.table import RouteTable
 from gateway.identity.tokens import Identity, InMemoryRevocations, RevocationStore
 from gateway.limits import ratelimit
 from gateway.limits.idempotency import (
@@ -49,8 +47,10 @@ from gateway.limits.idempotency import (
     scoped,
 )
 from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Usage
+from gateway.limits.revocations import RedisRevocations
 from gateway.limits.store import RedisStore, StoreHealth
-from gateway.types import Message, Receive, Scope, Send
+from gateway.request.body import RequestBody
+from gateway.request.context import RequestContext
 
 Endpoint = tuple[str, str | None, float, float, str]  # StoreSettings.endpoint: one store
 

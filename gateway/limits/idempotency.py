@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.errors import BadRequest
+from gateway.base.errors import BadRequest
+from gateway.base.types import Message, Receive, Send
 from gateway.limits.store import RedisStore
-from gateway.types import Message, Receive, Send
 
 Headers = list[tuple[bytes, bytes]]
 HEADER = b"idempotency-key"

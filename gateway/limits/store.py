@@ -26,8 +26,8 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from gateway.base.errors import StoreUnavailable
 from gateway.config.limits import StoreSettings, redacted
-from gateway.errors import StoreUnavailable
 
 log = logging.getLogger("strangler.store")
 T = TypeVar("T")

@@ -1,7 +1,8 @@
 """The gateway watching itself: traffic counts, `/metrics`, the admin API, the dashboard.
 
-Owns the request counters (`traffic`, `histogram`), the Prometheus exposition (`metrics`,
+Owns the request counters (`traffic`), the Prometheus exposition (`metrics`,
 `feature_metrics`), the admin endpoints (`admin`), the dashboard and its static files, the
-CDC lag as the gateway reads it (`cdc`) and throttled logging. Imports config and the
-features whose stats it reads; never the ASGI entry.
+monitor that serves them, the CDC lag as the gateway reads it (`cdc`) and throttled
+logging. Reads the features' plain stats at scrape time, so it sits above them; never
+imports http.
 """

@@ -14,12 +14,12 @@ import time
 from urllib.parse import parse_qs
 
 from common.validation import parse_duration
+from gateway.base.errors import BadRequest, MethodNotAllowed, NotFound, send_json
+from gateway.base.types import Scope, Send
 from gateway.config.reload import RoutesWatcher
-from gateway.errors import BadRequest, MethodNotAllowed, NotFound, send_json
 from gateway.resilience.exchange import Resilience
 from gateway.shadow.mirror import Mirror
 from gateway.shadow.report import report_json
-from gateway.types import Scope, Send
 
 ADMIN_PREFIX = "/_strangler/"
 ADMIN_HEALTH = ADMIN_PREFIX + "health"

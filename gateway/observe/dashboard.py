@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config.reload import RoutesWatcher
+from gateway.config.routes import NO_ROUTE
 from gateway.observe.admin import ADMIN_PREFIX
 from gateway.observe.cdc import CdcSnapshot
-from gateway.observe.traffic import NO_ROUTE, Series, Traffic
+from gateway.observe.traffic import Series, Traffic
 from gateway.shadow.mirror import Mirror
 from gateway.shadow.report import report_json
 

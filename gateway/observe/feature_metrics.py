@@ -26,6 +26,7 @@ from gateway.observe.metrics import counter, gauge
 from gateway.resilience.breaker import CircuitBreaker, State
 from gateway.resilience.exchange import Resilience, UpstreamState
 from gateway.rollout.assignment import Assigner
+from gateway.rollout.consistency import Consistency
 from gateway.rollout.evidence import LiveEvidence
 
 # What a request with an Idempotency-Key met (one each); LimitStats' other idempotency
@@ -282,4 +283,42 @@ def _assignment_metrics(assigner: Assigner, table: RouteTable) -> Iterator[Metri
         "Sticky-assignment cookies set for callers with neither a token nor the cookie.",
         ["route"],
         (((route,), s.cookies_set) for route, s in stats),
+    )
+
+
+def consistency_metrics(consistency: Consistency) -> Iterator[Metric]:
+    stats = consistency.stats
+    yield counter(
+        "strangler_ryw_pins_total",
+        "Writes that pinned their user to the monolith, by how the pin ends.",
+        ["kind"],
+        (((kind,), n) for kind, n in stats.pins.items()),
+    )
+    reads: list[tuple[tuple[str, str], int]] = [
+        *(((route, "pinned"), n) for route, n in stats.pinned.items()),
+        *(((route, "released"), n) for route, n in stats.released.items()),
+    ]
+    yield counter(
+        "strangler_ryw_reads_total",
+        "Reads of pinned users: sent to the monolith, or let through once applied.",
+        ["route", "outcome"],
+        reads,
+    )
+    yield counter(
+        "strangler_ryw_store_failures_total",
+        "Pin lookups (read) and pin writes (write) the shared store failed.",
+        ["operation"],
+        (((op,), n) for op, n in stats.store_failures.items()),
+    )
+    ages = []
+    settings = consistency.settings
+    for fed in settings.upstreams.values() if settings is not None else ():
+        watermark = consistency.watermarks.get(fed.source) if fed.source else None
+        if watermark is not None and watermark.stats.read_at is not None:
+            ages.append(((fed.name,), consistency.clock() - watermark.stats.read_at))
+    yield gauge(
+        "strangler_ryw_positions_age_seconds",
+        "Seconds since the CDC positions of an upstream were last read (only while pinned).",
+        ["upstream"],
+        ages,
     )

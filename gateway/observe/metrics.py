@@ -1,7 +1,7 @@
 """`GET /metrics`: the gateway's stats in Prometheus' text format, built at scrape time.
 
 Nothing here runs per request. Each feature counts into plain objects of its own (ints,
-dicts, `gateway.observe.histogram.Histogram`) and registers a *source*: a function, called at every
+dicts, `gateway.base.histogram.Histogram`) and registers a *source*: a function, called at every
 scrape, that yields prometheus_client metric families built from those counters. Calling
 prometheus_client's labelled metrics per request would take a lock and a label lookup on
 every request; counting into plain ints and converting here costs the scrape instead.
@@ -38,9 +38,9 @@ from prometheus_client.metrics_core import (
 )
 from prometheus_client.process_collector import ProcessCollector
 
+from gateway.base.histogram import Histogram
 from gateway.config.reload import RoutesWatcher
 from gateway.observe.cdc import CdcSnapshot
-from gateway.observe.histogram import Histogram
 from gateway.observe.traffic import Traffic
 from gateway.shadow.mirror import DROP_REASONS, Mirror
 from gateway.shadow.records import COMPARED

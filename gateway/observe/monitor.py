@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import hmac
 
+from gateway.base.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
+from gateway.base.types import Scope, Send
 from gateway.config.metrics import METRICS_ROUTE
 from gateway.config.reload import RoutesWatcher
-from gateway.config.routes import Route, Upstream
+from gateway.config.routes import NO_ROUTE, Route, Upstream
 from gateway.config.table import RouteTable
-from gateway.errors import Forbidden, MethodNotAllowed, Unauthorized, send_json
 from gateway.identity.guard import Access, Guard, bearer_token
 from gateway.observe.cdc import NOT_CONFIGURED, CdcSnapshot, read_status
 from gateway.observe.dashboard import ASSET_HEADERS, ASSET_PATHS, DATA_PATH, PATHS, Dashboard
 from gateway.observe.metrics import Metrics
-from gateway.observe.traffic import ALLOW, DENY, ERROR, GATEWAY, NO_ROUTE, Traffic
-from gateway.types import Scope, Send
+from gateway.observe.traffic import ALLOW, DENY, ERROR, GATEWAY, Traffic
 
 ADMIN_ROLE = "admin"
 

@@ -9,9 +9,8 @@ routes.yaml.
 
 from __future__ import annotations
 
-from gateway.observe.histogram import Histogram
+from gateway.base.histogram import Histogram
 
-NO_ROUTE = "(none)"  # served by the default upstream, by the gateway itself, or rejected
 GATEWAY = "(gateway)"  # answered by the gateway: admin, /metrics, errors before an upstream
 AUTHZ_OUTCOMES = ("allow", "deny", "error")  # Series.decisions, in this order
 ALLOW, DENY, ERROR = range(3)

@@ -10,7 +10,7 @@ the route lists them), only after a failed connect, a connection closed or reset
 response head, or a 502/503 answer, and never once any of the request body has been read
 from the client (it cannot be replayed). A timeout waiting for the head is not retried: the
 upstream may still be working on the request. The pool's own retry of a stale pooled
-connection (gateway.http.client) happens inside one attempt and is not counted here.
+connection (gateway.request.client) happens inside one attempt and is not counted here.
 
 What the breaker counts as a failed call: a connect failure or timeout, a dropped
 connection, an invalid or late response head, and 502, 503 and 504 answers; every attempt
@@ -30,11 +30,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from gateway.config.lifecycle import Kept
-from gateway.config.resilience import RouteResilience, Timeouts, timeouts
-from gateway.config.routes import Route, Upstream
-from gateway.config.table import RouteTable
-from gateway.errors import (
+from gateway.base.errors import (
     CircuitOpen,
     ConnectFailed,
     ConnectionDropped,
@@ -43,8 +39,12 @@ from gateway.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.http.client import Pool, Response
-from gateway.http.context import RequestContext
+from gateway.config.lifecycle import Kept
+from gateway.config.resilience import RouteResilience, Timeouts, timeouts
+from gateway.config.routes import Route, Upstream
+from gateway.config.table import RouteTable
+from gateway.request.client import Pool, Response
+from gateway.request.context import RequestContext
 from gateway.resilience.breaker import OPEN, CircuitBreaker
 from gateway.resilience.bulkhead import Bulkhead
 from gateway.resilience.retry_budget import RetryBudget, backoff

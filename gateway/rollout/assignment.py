@@ -21,11 +21,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from gateway.config.routes import Route, Upstream
+from gateway.base.errors import BadTarget
+from gateway.config.routes import NO_ROUTE, Route, Upstream
 from gateway.config.table import RouteTable
-from gateway.errors import BadTarget
-from gateway.http.context import RequestContext
-from gateway.observe.traffic import NO_ROUTE
+from gateway.request.context import RequestContext
 from gateway.rollout import sticky
 
 OVERRIDE_HEADER = b"x-strangler-target"

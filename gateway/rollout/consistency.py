@@ -32,29 +32,25 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client.metrics_core import Metric
-
+from gateway.base.errors import StoreUnavailable
+from gateway.base.types import Message, Scope, Send
 from gateway.config.consistency import ConsistencySettings, FedUpstream
 from gateway.config.lifecycle import Kept
-from gateway.config.routes import Route, Upstream
+from gateway.config.routes import NO_ROUTE, Route, Upstream
 from gateway.config.table import RouteTable
-from gateway.errors import StoreUnavailable
 from gateway.identity.guard import Access
 from gateway.limits.gate import Limits
 from gateway.limits.store import RedisStore
-from gateway.observe.metrics import counter, gauge
-from gateway.observe.traffic import NO_ROUTE
 from gateway.rollout import sticky
 from gateway.rollout.assignment import OVERRIDE_HEADER
 from gateway.rollout.pins import ANY, MemoryPins, PinStore, Positions, RedisPins
 from gateway.rollout.watermark import Watermark
-from gateway.types import Message, Scope, Send
 
-# The upstream's X-Strangler-Commit-Position, which gateway.http.headers takes out of the response,
-# rides in the start message under this key (ASGI servers ignore keys they do not know).
+# The upstream's X-Strangler-Commit-Position, which gateway.request.headers takes out of the
+# response, rides in the start message under this key (ASGI servers ignore keys they do not know).
 COMMIT_POSITION_KEY = "strangler.commit_position"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _ENTRY = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*)=([0-9]{1,20})\s*$")
@@ -258,41 +254,3 @@ def _overridden(scope: Scope, access: Access) -> bool:
         return False
     headers: list[tuple[bytes, bytes]] = scope["headers"]
     return any(name == OVERRIDE_HEADER for name, _ in headers)
-
-
-def consistency_metrics(consistency: Consistency) -> Iterator[Metric]:
-    stats = consistency.stats
-    yield counter(
-        "strangler_ryw_pins_total",
-        "Writes that pinned their user to the monolith, by how the pin ends.",
-        ["kind"],
-        (((kind,), n) for kind, n in stats.pins.items()),
-    )
-    reads: list[tuple[tuple[str, str], int]] = [
-        *(((route, "pinned"), n) for route, n in stats.pinned.items()),
-        *(((route, "released"), n) for route, n in stats.released.items()),
-    ]
-    yield counter(
-        "strangler_ryw_reads_total",
-        "Reads of pinned users: sent to the monolith, or let through once applied.",
-        ["route", "outcome"],
-        reads,
-    )
-    yield counter(
-        "strangler_ryw_store_failures_total",
-        "Pin lookups (read) and pin writes (write) the shared store failed.",
-        ["operation"],
-        (((op,), n) for op, n in stats.store_failures.items()),
-    )
-    ages = []
-    settings = consistency.settings
-    for fed in settings.upstreams.values() if settings is not None else ():
-        watermark = consistency.watermarks.get(fed.source) if fed.source else None
-        if watermark is not None and watermark.stats.read_at is not None:
-            ages.append(((fed.name,), consistency.clock() - watermark.stats.read_at))
-    yield gauge(
-        "strangler_ryw_positions_age_seconds",
-        "Seconds since the CDC positions of an upstream were last read (only while pinned).",
-        ["upstream"],
-        ages,
-    )

@@ -18,10 +18,11 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 
+from gateway.base.errors import GatewayError
 from gateway.config.routes import Route, Upstream
 from gateway.config.shadow import ShadowStoreSettings
-from gateway.errors import GatewayError
-from gateway.http.pools import Pools
+from gateway.request.body import Tee
+from gateway.request.pools import Pools
 from gateway.shadow.budget import Budget
 from gateway.shadow.differ import Answer, Comparison, diff, noisy_paths
 from gateway.shadow.mirror import (
@@ -30,7 +31,6 @@ from gateway.shadow.mirror import (
     SHADOW_HEADER,
     Copy,
     RouteStats,
-    Tee,
     route_stats,
 )
 from gateway.shadow.records import Record, Recorded

@@ -27,9 +27,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from gateway.base.histogram import Histogram
 from gateway.config.routes import Route, Upstream
 from gateway.config.shadow import ShadowSettings
-from gateway.observe.histogram import Histogram
 from gateway.shadow.store import ShadowStore
 
 SHADOW_HEADER = (b"x-strangler-shadow", b"1")
@@ -39,34 +39,6 @@ SHADOW_BEHIND = "shadow_behind"  # `concurrency` in flight, or the worker's cred
 WORKER_DOWN = "worker_down"  # no shadow worker process (starting again, at most once a second)
 BODY_TOO_LARGE = "body_too_large"  # the request body is over the shadow's max_body
 DROP_REASONS = (GATEWAY_BUSY, SHADOW_BEHIND, WORKER_DOWN, BODY_TOO_LARGE)
-
-
-class Tee:
-    """Keeps what streams past, up to `cap` bytes: the chunks themselves (bytes do not
-    change), so a one-chunk body is kept without a copy."""
-
-    __slots__ = ("cap", "chunks", "size", "truncated")
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.chunks: list[bytes] = []
-        self.size = 0
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> None:
-        if self.truncated:
-            return
-        self.size += len(chunk)
-        if self.size > self.cap:
-            self.truncated = True
-            self.chunks = []
-            return
-        self.chunks.append(chunk)
-
-    @property
-    def data(self) -> bytes:
-        """What was kept; joining one chunk returns it as it is."""
-        return b"".join(self.chunks)
 
 
 class Copy(NamedTuple):

@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from gateway.base.errors import UpstreamTimeout, UpstreamUnavailable
 from gateway.config.resilience import Timeouts
 from gateway.config.routes import Upstream
-from gateway.errors import UpstreamTimeout, UpstreamUnavailable
-from gateway.http.client import BodySourceError, Pool, Response
+from gateway.request.client import BodySourceError, Pool, Response
 
 pytestmark = pytest.mark.anyio
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
+from gateway.base.errors import BadRequest, BodyTooLarge
+from gateway.base.types import Message
 from gateway.config.table import parse
-from gateway.errors import BadRequest, BodyTooLarge
-from gateway.http.body import ClientGone, RequestBody, request_body
-from gateway.http.context import RequestContext
 from gateway.http.forward import Forward
-from gateway.http.pools import Pools
 from gateway.http.websocket import WebSockets
+from gateway.request.body import ClientGone, RequestBody, request_body
+from gateway.request.context import RequestContext
+from gateway.request.pools import Pools
 from gateway.shadow.mirror import BODY_TOO_LARGE
-from gateway.types import Message
 
 pytestmark = pytest.mark.anyio
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.config.routes import Route, Upstream
-from gateway.http.headers import (
+from gateway.request.headers import (
     request_id,
     response_headers,
     rewrite_location,

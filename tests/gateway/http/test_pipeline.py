@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from gateway.base.errors import BadPath, Forbidden, NoRoute, Unauthorized
+from gateway.base.types import Message
 from gateway.config.table import RouteTable, parse
-from gateway.errors import BadPath, Forbidden, NoRoute, Unauthorized
-from gateway.http.context import RequestContext
 from gateway.http.forward import relay
 from gateway.http.stages import (
     Endpoints,
@@ -28,7 +28,7 @@ from gateway.identity.tokens import AuthSettings, InMemoryRevocations
 from gateway.observe.metrics import Metrics
 from gateway.observe.monitor import Monitor
 from gateway.observe.traffic import Traffic
-from gateway.types import Message
+from gateway.request.context import RequestContext
 
 pytestmark = pytest.mark.anyio
 

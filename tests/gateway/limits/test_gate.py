@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
+from gateway.base.errors import BadRequest, IdempotencyConflict
+from gateway.base.types import Message
 from gateway.config.table import parse
-from gateway.errors import BadRequest, IdempotencyConflict
-from gateway.http.body import ClientGone
-from gateway.http.context import RequestContext
 from gateway.limits.gate import Limits
-from gateway.types import Message
+from gateway.request.body import ClientGone
+from gateway.request.context import RequestContext
 
 pytestmark = pytest.mark.anyio
 

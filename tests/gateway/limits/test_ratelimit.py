@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
+from gateway.base.errors import TooManyRequests
 from gateway.config.limits import RateLimitSettings
 from gateway.config.table import RouteTable, parse
-from gateway.errors import TooManyRequests
-from gateway.http.context import RequestContext
 from gateway.limits.gate import Limits
 from gateway.limits.ratelimit import (
     MemoryRateLimiter,
@@ -27,6 +26,7 @@ from gateway.limits.ratelimit import (
     bucket_name,
     headers,
 )
+from gateway.request.context import RequestContext
 from tests.support.harness import Recorder, get, raw_request, serve_gateway
 from tests.support.shared_store import Clock, after, bearer, redis_store, write_routes
 

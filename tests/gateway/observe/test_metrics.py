@@ -19,7 +19,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdc.metrics import Metrics as CdcMetrics
-from gateway.observe.histogram import Histogram
+from gateway.base.histogram import Histogram
 from gateway.shadow.mirror import DROP_REASONS
 from tests.gateway.shadow.test_shadow import catalogue, service, shadowed
 from tests.support import ROOT

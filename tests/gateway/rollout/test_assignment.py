@@ -7,11 +7,11 @@ import time
 
 import pytest
 
+from gateway.base.errors import BadTarget
 from gateway.config.table import RouteTable, parse
-from gateway.errors import BadTarget
-from gateway.http.context import RequestContext
 from gateway.identity.guard import Access
 from gateway.identity.policy import Decision
+from gateway.request.context import RequestContext
 from gateway.rollout.assignment import Assigner
 
 ROUTES = b"""upstreams:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.base.errors import StoreUnavailable
 from gateway.config.limits import StoreSettings
-from gateway.errors import StoreUnavailable
 from gateway.limits.store import RedisStore, StoreHealth
 from gateway.rollout.pins import ANY, MemoryPins, PinStore, RedisPins
 from tests.support.shared_store import Clock, after, redis_store

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.base.types import Scope
 from gateway.config.routes import Route, Upstream
 from gateway.config.table import RouteTable
-from gateway.http.headers import Headers
 from gateway.identity.guard import Access
 from gateway.identity.tokens import Identity
-from gateway.types import Scope
+from gateway.request.headers import Headers
 
 
 @dataclass(slots=True)

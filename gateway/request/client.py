@@ -6,7 +6,7 @@ upstream), the same minimal ASGI proxy built on each, in one run: an aiohttp Cli
 9.0k-10.0k req/s, this pool 22.6k-23.6k, httpx's pool about 0.6k (a one-off comparison when
 the pool was written; `strangler bench proxy` keeps measuring it against nginx). The
 response is parsed by httptools (llhttp, Node's parser, the one uvicorn uses) in
-`gateway.http.connection`, so framing (chunked, Content-Length, 1xx, 204/304,
+`gateway.request.connection`, so framing (chunked, Content-Length, 1xx, 204/304,
 read-until-close) is not ours to get wrong; this module only moves bytes and keeps
 connections.
 
@@ -20,7 +20,7 @@ Behaviour:
   before any response byte arrives; bodiless requests are then retried once on a new
   connection (RFC 9112 9.3.1), requests with a body are not, since it may have been read.
   This is part of one attempt, apart from the retry policy of `gateway.resilience.exchange`;
-- errors are raised as `gateway.errors` types: `UpstreamUnavailable` (`ConnectFailed`,
+- errors are raised as `gateway.base.errors` types: `UpstreamUnavailable` (`ConnectFailed`,
   `ConnectionDropped`), `UpstreamTimeout` (`ConnectTimeout`).
 """
 
@@ -31,16 +31,16 @@ import collections
 import ssl
 from collections.abc import AsyncIterator, Callable
 
-from gateway.config.resilience import Timeouts, timeouts
-from gateway.config.routes import HOST_CLIENT, HOST_UPSTREAM, Upstream
-from gateway.errors import (
+from gateway.base.errors import (
     ConnectFailed,
     ConnectionDropped,
     ConnectTimeout,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from gateway.http.connection import HIGH_WATER, UpstreamConnection
+from gateway.config.resilience import Timeouts, timeouts
+from gateway.config.routes import HOST_CLIENT, HOST_UPSTREAM, Upstream
+from gateway.request.connection import HIGH_WATER, UpstreamConnection
 
 _CRLF = b"\r\n"
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

@@ -1,7 +1,7 @@
 """One keep-alive connection to an upstream, an asyncio protocol: the response parsed by
 httptools as it arrives, its body buffered up to `HIGH_WATER` (then reading pauses), the
 waits for the next event bounded by a timeout and the request's deadline.
-`gateway.http.client` pools these connections and sends requests over them."""
+`gateway.request.client` pools these connections and sends requests over them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import cast
 
 import httptools
 
-from gateway.errors import ConnectionDropped, UpstreamTimeout, UpstreamUnavailable
+from gateway.base.errors import ConnectionDropped, UpstreamTimeout, UpstreamUnavailable
 
 HIGH_WATER = 256 * 1024  # buffered response bytes before reading from the socket pauses
 _PAST_DEADLINE = "the request's deadline passed"

@@ -1,4 +1,4 @@
-"""One long-lived connection pool per upstream (gateway.http.client), kept across reloads.
+"""One long-lived connection pool per upstream (gateway.request.client), kept across reloads.
 
 A pool is keyed by its upstream's whole config, so a reload that changes an upstream's URL
 or limits gets a fresh pool, while unchanged upstreams keep their warm connections. A pool
@@ -11,7 +11,7 @@ from __future__ import annotations
 from gateway.config.lifecycle import Closing, Kept
 from gateway.config.routes import Upstream
 from gateway.config.table import RouteTable
-from gateway.http.client import Pool
+from gateway.request.client import Pool
 
 
 def _close(pool: Pool) -> Closing:

@@ -27,7 +27,7 @@
      |    +-- ConnectTimeout         the TCP connect timed out: nothing was sent
      +-- VersionNotSupported   505 http_version_not_supported
 
-The upstream client (gateway.http.client) raises the upstream errors itself, from its own
+The upstream client (gateway.request.client) raises the upstream errors itself, from its own
 protocol callbacks; the server layer (gateway.http.server) answers the 400/405/408/414/431/501/505
 ones before a request reaches the application, with the same JSON body (`error_response`).
 """
@@ -38,7 +38,7 @@ import json
 import math
 from http import HTTPStatus
 
-from gateway.types import Send
+from gateway.base.types import Send
 
 
 class GatewayError(Exception):

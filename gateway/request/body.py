@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from tempfile import SpooledTemporaryFile
 
-from gateway.errors import BadRequest, BodyTooLarge
-from gateway.shadow.mirror import Tee
-from gateway.types import Receive
+from gateway.base.errors import BadRequest, BodyTooLarge
+from gateway.base.types import Receive
 
 _BLOCK = 64 * 1024  # a buffered body is sent in blocks of this size
 
@@ -99,3 +98,31 @@ def request_body(
 
 def too_large(limit: int) -> BodyTooLarge:
     return BodyTooLarge(f"the request body exceeds {limit} bytes")
+
+
+class Tee:
+    """Keeps what streams past, up to `cap` bytes: the chunks themselves (bytes do not
+    change), so a one-chunk body is kept without a copy."""
+
+    __slots__ = ("cap", "chunks", "size", "truncated")
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.truncated = False
+
+    def add(self, chunk: bytes) -> None:
+        if self.truncated:
+            return
+        self.size += len(chunk)
+        if self.size > self.cap:
+            self.truncated = True
+            self.chunks = []
+            return
+        self.chunks.append(chunk)
+
+    @property
+    def data(self) -> bytes:
+        """What was kept; joining one chunk returns it as it is."""
+        return b"".join(self.chunks)

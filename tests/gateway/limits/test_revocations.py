@@ -13,8 +13,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from gateway.identity.revocations import RedisRevocations
 from gateway.identity.tokens import InMemoryRevocations, RevocationStore, mint
+from gateway.limits.revocations import RedisRevocations
 from tests.support.harness import Recorder, get, raw_request, serve_gateway
 from tests.support.shared_store import KEY, Clock, after, redis_store, write_routes
 
