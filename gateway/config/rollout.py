@@ -60,7 +60,7 @@ _COOKIE_NAME = frozenset(string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~
 @cache
 def process_secret() -> bytes:
     """The cookie's key when routes.yaml names none: random, the same for every reload of
-    this process (other replicas and restarts have their own; see the README)."""
+    this process (other replicas and restarts have their own; see docs/rollout.md)."""
     return secrets.token_bytes(32)
 
 

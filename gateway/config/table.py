@@ -4,20 +4,13 @@ The file is read from PyYAML's node tree rather than from plain Python objects, 
 error names the line it is about, and validation collects all errors instead of stopping at
 the first (YARP's config validator does the same). A table is swapped whole on reload.
 
-Shape (documented with examples in the README)::
+The top level (every key, with examples: docs/routes.md)::
 
-    upstreams:
-      legacy: {url: http://127.0.0.1:8001, timeout: 5s, pool: 100}
-      search: {url: http://127.0.0.1:8002, timeout: 2s}
+    upstreams: ...           # gateway.config.routes
     default: legacy          # unmatched paths go here; omit it to answer 404
     max_body: 10MiB          # largest request body accepted (413 above it)
     trusted_proxies: []      # peers whose X-Forwarded-*/Forwarded headers are kept
-    routes:
-      - name: search
-        path: /search        # prefix match on a segment boundary
-        methods: [GET]       # optional; GET implies HEAD
-        upstream: search
-        rewrite: /v2/search  # optional: replace the matched prefix (strip_prefix: true = "/")
+    routes: ...              # gateway.config.routes
 
 This module reads the top level; `upstreams:` and `routes:` are gateway.config.routes's, and
 every other section has its own module in gateway.config.

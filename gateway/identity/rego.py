@@ -27,7 +27,7 @@ with RTLD_GLOBAL before regopy decides the pair for every C++ caller in the proc
   and every C++ extension loaded later, as well as regopy.
 - libstdc++ already loaded (bound to its own allocator): libstdc++ goes global, and librego's
   calls bind to it too; snmalloc's copies go unused. Sound, but a decision costs about 25%
-  more (glibc's malloc against snmalloc, measured in the README).
+  more (glibc's malloc against snmalloc, measured in docs/identity.md).
 
 When regopy is already loaded this is too late to help; nothing in this repository loads
 it elsewhere. On platforms without ELF shared libraries (macOS, Windows) nothing is done.

@@ -82,7 +82,7 @@ class CdcSnapshot:
 
 
 NOT_CONFIGURED = CdcSnapshot(
-    configured=False, detail="no cdc: section in routes.yaml (see the README: CDC lag)"
+    configured=False, detail="no cdc: section in routes.yaml (see docs/observe.md: CDC lag)"
 )
 
 
