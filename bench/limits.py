@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -28,7 +27,7 @@ import uvloop
 
 from bench import loadgen, upstream
 from bench.errors import BenchError
-from bench.process import STARTUP_DEADLINE_SECONDS, Target, free_port, running
+from bench.process import STARTUP_DEADLINE_SECONDS, Stage, Target, free_port
 from bench.proxy import (
     BENCH_PATH,
     GATEWAY_HEALTH_PATH,
@@ -125,13 +124,9 @@ def run(options: Options) -> int:
         flush=True,
     )
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-limits-")))
+        stage = Stage(stack, "strangler-limits-", BENCH_PATH)
+        work, start = stage.work, stage.start
         redis_url = stack.enter_context(redis_server(work))
-
-        def start(name: str, argv: list[str], port: int, ready: str) -> Target:
-            return stack.enter_context(
-                running(name, argv, port=port, ready_path=ready, url_path=BENCH_PATH, log_dir=work)
-            )
 
         def gateway(name: str, store: str, limit: str) -> Target:
             routes = work / f"{name}.yaml"

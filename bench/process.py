@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,3 +116,21 @@ def running(
         yield Target(name=name, url=url, headers=headers, pid=child.pid)
     finally:
         _stop(child)
+
+
+class Stage:
+    """A benchmark's processes: their logs in a temporary work directory, all of them
+    stopped and the directory removed when `stack` closes."""
+
+    def __init__(self, stack: ExitStack, prefix: str, url_path: str) -> None:
+        self.stack = stack
+        self.work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+        self.url_path = url_path  # what a Target's URL asks for
+
+    def start(self, name: str, argv: list[str], port: int, ready: str) -> Target:
+        """Start `argv` as `name` and wait until GET `ready` on `port` answers 200."""
+        return self.stack.enter_context(
+            running(
+                name, argv, port=port, ready_path=ready, url_path=self.url_path, log_dir=self.work
+            )
+        )

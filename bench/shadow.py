@@ -29,11 +29,9 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import jwt
@@ -41,7 +39,7 @@ import jwt
 from bench import loadgen, upstream
 from bench.errors import BenchError
 from bench.loadgen import LoadResult
-from bench.process import Target, free_port, running
+from bench.process import Stage, Target, free_port
 from bench.proxy import GATEWAY_HEALTH_PATH, WARMUP_SECONDS, gateway_command
 
 PATH = "/search"
@@ -98,12 +96,8 @@ def run(options: Options) -> int:
         flush=True,
     )
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-shadow-")))
-
-        def start(name: str, argv: list[str], port: int, ready: str) -> Target:
-            return stack.enter_context(
-                running(name, argv, port=port, ready_path=ready, url_path=PATH, log_dir=work)
-            )
+        stage = Stage(stack, "strangler-shadow-", PATH)
+        work, start = stage.work, stage.start
 
         def gateway(name: str, candidate: int, shadow: str) -> Target:
             routes = work / f"{name}.yaml"

@@ -28,17 +28,15 @@ The ratios compare the last sample with the first one after the warm-up:
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench import loadgen, upstream
 from bench.errors import BenchError
 from bench.loadgen import LoadResult
-from bench.process import Target, free_port, running
+from bench.process import Stage, free_port
 from bench.proxy import GATEWAY_HEALTH_PATH, MAX_ERROR_SHARE, POLICIES, auth_token, gateway_command
 
 PROBE_SECONDS = 5
@@ -148,12 +146,8 @@ def run(options: Options) -> int:
         flush=True,
     )
     with ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-soak-")))
-
-        def start(name: str, argv: list[str], port: int, ready: str) -> Target:
-            return stack.enter_context(
-                running(name, argv, port=port, ready_path=ready, url_path="", log_dir=work)
-            )
+        stage = Stage(stack, "strangler-soak-", "")
+        work, start = stage.work, stage.start
 
         primary, candidate = free_port(), free_port()
         start("primary", upstream.command(primary), primary, "/")

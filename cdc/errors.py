@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from common.validation import ConfigIssue
+from common.validation import ConfigIssue, describe
 
 
 class Origin(NamedTuple):
@@ -51,8 +51,7 @@ class MappingError(CdcError):
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
         self.source = source
         self.issues = issues
-        lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+        super().__init__(describe(source, issues))
 
 
 class SinkUnavailable(CdcError):

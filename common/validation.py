@@ -42,14 +42,19 @@ class ConfigIssue:
         return f"line {self.line}: {self.message}" if self.line else self.message
 
 
+def describe(source: str, issues: list[ConfigIssue]) -> str:
+    """Every issue of a rejected file, one a line, as `source:line: message`."""
+    lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
+    return f"{source}: {len(issues)} error(s)\n{lines}"
+
+
 class ConfigError(Exception):
     """A config file was rejected; `issues` holds every problem found, with its line."""
 
     def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
         self.source = source
         self.issues = issues
-        lines = "\n".join(f"  {source}:{i.line}: {i.message}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} error(s)\n{lines}")
+        super().__init__(describe(source, issues))
 
 
 def read(path: str | Path) -> bytes:

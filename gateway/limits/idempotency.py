@@ -27,7 +27,7 @@ from typing import Protocol
 
 from gateway.base.errors import BadRequest
 from gateway.base.types import Message, Receive, Send
-from gateway.limits.store import RedisStore
+from gateway.limits.store import RedisStore, unexpired
 
 Headers = list[tuple[bytes, bytes]]
 HEADER = b"idempotency-key"
@@ -217,13 +217,8 @@ class MemoryIdempotency:
         self._sweep_at = 1024
 
     def _get(self, key: str) -> bytes | None:
-        entry = self._values.get(key)
-        if entry is None:
-            return None
-        if entry[1] <= self.clock():
-            del self._values[key]
-            return None
-        return entry[0]
+        entry = unexpired(self._values, key, _deadline, self.clock())
+        return None if entry is None else entry[0]
 
     async def claim(self, key: str, fingerprint: str, token: str, lock: float) -> Held | None:
         value = self._get(key)
@@ -304,3 +299,7 @@ class RedisIdempotency:
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
+
+
+def _deadline(entry: tuple[bytes, float]) -> float:
+    return entry[1]

@@ -30,6 +30,7 @@ from gateway.base.errors import StoreUnavailable
 from gateway.config.limits import StoreSettings, redacted
 
 log = logging.getLogger("strangler.store")
+_E = TypeVar("_E")
 T = TypeVar("T")
 
 
@@ -100,3 +101,17 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def unexpired(
+    entries: dict[str, _E], key: str, deadline: Callable[[_E], float], now: float
+) -> _E | None:
+    """A memory backend's entry, or None when there is none or its deadline has passed (an
+    expired entry is dropped on the way)."""
+    entry = entries.get(key)
+    if entry is None:
+        return None
+    if deadline(entry) <= now:
+        del entries[key]
+        return None
+    return entry

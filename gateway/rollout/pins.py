@@ -21,7 +21,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from gateway.limits.store import RedisStore
+from gateway.limits.store import RedisStore, unexpired
 
 ANY = "*"  # positions unknown: pinned for every CDC-fed read until the pin expires
 FEATURE = "read_your_writes"  # how the shared store counts this feature's failures
@@ -61,13 +61,8 @@ class MemoryPins:
         self._pins[subject] = (now + ttl, merged)
 
     async def get(self, subject: str) -> Positions | None:
-        held = self._pins.get(subject)
-        if held is None:
-            return None
-        if held[0] <= self.clock():
-            del self._pins[subject]
-            return None
-        return held[1]
+        held = unexpired(self._pins, subject, _deadline, self.clock())
+        return None if held is None else held[1]
 
 
 # KEYS[1] the pin (a hash: table -> zero-padded position); ARGV[1] its ttl in ms, then
@@ -109,3 +104,7 @@ class RedisPins:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+def _deadline(pin: tuple[float, Positions]) -> float:
+    return pin[0]
