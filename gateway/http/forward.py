@@ -64,8 +64,7 @@ class Forward:
             take_over = extensions[TUNNEL]["take_over"]
             await upgrade(ctx, self.pools.get(upstream), self.websockets, take_over, send)
             return
-        limit = route.max_body if route and route.max_body is not None else table.max_body
-        body, length = request_body(raw_headers, receive, limit)
+        body, length = request_body(raw_headers, receive, ctx.body_limit)
         shadow = self._shadow(ctx, length)
         if body is not None:
             if shadow is not None:

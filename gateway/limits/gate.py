@@ -49,7 +49,7 @@ from gateway.limits.idempotency import (
 from gateway.limits.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter, Usage
 from gateway.limits.revocations import RedisRevocations
 from gateway.limits.store import RedisStore, StoreHealth
-from gateway.request.body import RequestBody
+from gateway.request.body import request_body
 from gateway.request.context import RequestContext
 
 Endpoint = tuple[str, str | None, float, float, str]  # StoreSettings.endpoint: one store
@@ -251,8 +251,7 @@ class _Idempotent:
         what it holds. Raises ClientGone before anything is claimed: a retry starts afresh."""
         route, scope = ctx.route, ctx.scope
         assert route is not None and ctx.path is not None
-        limit = route.max_body if route.max_body is not None else ctx.table.max_body
-        body = await _read_body(scope["headers"], receive, limit)
+        body = await _read_body(scope["headers"], receive, ctx.body_limit)
         query = scope.get("query_string", b"")
         target = ctx.path.encode() + (b"?" + query if query else b"")
         fp = fingerprint(scope["method"], target, body)
@@ -316,10 +315,10 @@ class _Idempotent:
 
 
 async def _read_body(headers: list[tuple[bytes, bytes]], receive: Receive, limit: int) -> bytes:
-    """The whole request body (capped as the proxy caps it): the fingerprint needs it."""
-    if not any(name in (b"content-length", b"transfer-encoding") for name, _ in headers):
-        return b""
-    return b"".join([chunk async for chunk in RequestBody(receive, limit).stream()])
+    """The whole request body (framed and capped as the forward stage reads it): the
+    fingerprint needs it."""
+    body, _ = request_body(headers, receive, limit)
+    return b"" if body is None else b"".join([chunk async for chunk in body.stream()])
 
 
 def _adding(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:

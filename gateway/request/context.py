@@ -44,6 +44,12 @@ class RequestContext:
         method: str = self.scope["method"]
         return method
 
+    @property
+    def body_limit(self) -> int:
+        """The largest request body accepted: the route's `max_body`, else the table's."""
+        route = self.route
+        return route.max_body if route and route.max_body is not None else self.table.max_body
+
     def public_origin(self) -> str:
         """The gateway's own origin as the client addressed it (for rewritten redirects)."""
         return f"{self.scope.get('scheme', 'http')}://{_host(self.scope)}"
