@@ -14,9 +14,8 @@ from typing import Any
 import jwt
 
 from cli.table import load_table
-from common.validation import ConfigError, parse_duration
+from common.validation import parse_duration
 from gateway.base.errors import StoreUnavailable
-from gateway.config import table as config
 from gateway.config.limits import StoreSettings
 from gateway.config.settings import Settings
 from gateway.identity import tokens
@@ -75,10 +74,8 @@ _COMMAND_TIMEOUT = 5.0  # seconds: `strangler token revoke`'s store timeout, at 
 
 
 def revoke_token(ns: argparse.Namespace) -> int:
-    try:
-        table = config.load(ns.routes)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    table = load_table(ns.routes)
+    if table is None:
         return 1
     if table.store.backend != "redis":
         print(
