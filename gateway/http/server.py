@@ -4,7 +4,8 @@ uvicorn parses requests with httptools (llhttp, Node's parser), which rejects mo
 framing (a bad chunk size, Content-Length with Transfer-Encoding, two Content-Lengths,
 folded or invalid header lines). What it leaves to the server, uvicorn does not do, so
 `EdgeProtocol` adds it as a subclass that overrides the parser callbacks (and, in `_start`,
-starts the request cycle as uvicorn does, with a cycle class of its own):
+starts the request cycle as uvicorn does, with the cycle of gateway/http/cycle.py, which
+answers failures in JSON and writes a small answer's head and body in one write):
 
 - limits (gateway/config/edge.py): request target 414, header bytes and count 431, a header
   timeout 408, an idle timeout for connections that never send a request, a body timeout
@@ -29,7 +30,6 @@ starts the request cycle as uvicorn does, with a cycle class of its own):
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import resource
 import urllib.parse
@@ -38,7 +38,7 @@ from typing import Any
 
 import httptools
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.base.errors import (
     BadRequest,
@@ -53,6 +53,7 @@ from gateway.base.errors import (
     error_response,
 )
 from gateway.config.edge import EdgeSettings
+from gateway.http.cycle import CYCLE_LOG, JsonCycle
 from gateway.http.websocket import TUNNEL
 from gateway.observe.admin import ADMIN_PREFIX
 from gateway.request import headers as header_rules
@@ -62,12 +63,6 @@ _HOST = re.compile(rb"(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0
 _ADMIN = ADMIN_PREFIX.encode("ascii")
 _NONE, _IDLE, _HEAD, _BODY = 0, 1, 2, 3  # what a connection's timer waits for
 _HEADER_OVERHEAD = 4  # ": " and CRLF per field line
-# The request cycles' logger: uvicorn's, less the line it writes when the application ends a
-# response short, which the gateway does on purpose when an upstream fails mid-body (and
-# logs itself, once): a second line per failure would say the same in other words.
-_CUT = "ASGI callable returned without completing response."
-_CYCLE_LOG = logging.getLogger("uvicorn.error.edge")
-_CYCLE_LOG.addFilter(lambda record: record.msg != _CUT)
 
 
 class _Reject(Exception):
@@ -76,17 +71,6 @@ class _Reject(Exception):
     def __init__(self, error: GatewayError) -> None:
         super().__init__(error.detail)
         self.error = error
-
-
-class _JsonCycle(RequestResponseCycle):
-    async def send_500_response(self) -> None:
-        """Where uvicorn would answer a failed application in plain text."""
-        self.keep_alive = False
-        self.transport.write(
-            error_response(GatewayError("the gateway failed"), header_rules.request_id([]))
-        )
-        self.transport.close()
-        self.response_started = self.response_complete = True
 
 
 class EdgeProtocol(HttpToolsProtocol):
@@ -272,11 +256,11 @@ class EdgeProtocol(HttpToolsProtocol):
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed.query or b""
         previous = self.cycle
-        self.cycle = _JsonCycle(
+        self.cycle = JsonCycle(
             scope=scope,
             transport=self.transport,
             flow=self.flow,
-            logger=_CYCLE_LOG,
+            logger=CYCLE_LOG,
             access_logger=self.access_logger,
             access_log=self.access_log,
             default_headers=self.server_state.default_headers,
