@@ -38,7 +38,7 @@ import json
 import math
 from http import HTTPStatus
 
-from gateway.base.types import Send
+from gateway.base.types import BODY_FOLLOWS, Message, Send
 
 
 class GatewayError(Exception):
@@ -223,7 +223,9 @@ async def send_json(
     extra_headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     payload, headers = _json(body, extra_headers)
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    start: Message = {"type": "http.response.start", "status": status, "headers": headers}
+    start[BODY_FOLLOWS] = True  # the body is at hand
+    await send(start)
     await send({"type": "http.response.body", "body": payload})
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-from gateway.base.types import Message, Receive, Send
+from gateway.base.types import BODY_FOLLOWS, Message, Receive, Send
 from gateway.config.shadow import ShadowSettings
 from gateway.http.upgrade import upgrade
 from gateway.http.websocket import TUNNEL, WebSockets
@@ -155,6 +155,8 @@ async def relay(response: Response, send: Send, ctx: RequestContext, copy: Tee |
     }
     if position is not None:  # for read-your-writes' `send`; the server ignores the key
         start[COMMIT_POSITION_KEY] = position
+    if response.buffered:  # the first read does not wait: head and body in one write
+        start[BODY_FOLLOWS] = True
     await send(start)
     sent = 0
     try:

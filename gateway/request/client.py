@@ -90,6 +90,12 @@ class Response:
         return chunk
 
     @property
+    def buffered(self) -> bool:
+        """True when the next read() returns without waiting: a chunk, the end or an error."""
+        conn = self._conn
+        return bool(conn.chunks) or conn.complete or conn.error is not None
+
+    @property
     def at_eof(self) -> bool:
         """True when every body byte has been read (lets the caller end early)."""
         return self._conn.complete and not self._conn.chunks

@@ -36,7 +36,7 @@ class Response:
     def __init__(self) -> None:
         self.status = 200
         self.headers = [(b"content-type", b"text/plain")]
-        self.at_eof = True
+        self.at_eof = self.buffered = True
         self.released = False
 
     async def read(self) -> bytes:
