@@ -101,7 +101,7 @@ def _parser() -> argparse.ArgumentParser:
         "(bench/breakdown.py)",
     )
     bench_proxy.add_argument(
-        "--rounds", type=_positive, default=2, help="--breakdown: repeat; medians (default 2)"
+        "--rounds", type=_positive, default=3, help="--breakdown: repeat; medians (default 3)"
     )
     bench_shadow = sub.add_parser(
         "shadow",

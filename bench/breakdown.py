@@ -39,7 +39,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +154,24 @@ def cpu_seconds(pid: int) -> float:
         raise BenchError(f"cannot read the CPU time of process {pid}: {exc!r}") from exc
 
 
+def machine_cpu_seconds() -> float:
+    """CPU seconds all cores spent busy so far (/proc/stat: all but idle and iowait)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(n) for n in stat.readline().split()[1:9]]
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"cannot read /proc/stat: {exc!r}") from exc
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _ours(pids: tuple[int, ...]) -> float:
+    """CPU seconds of this process, its waited-for children (wrk) and `pids` so far."""
+    times = os.times()
+    mine = times.user + times.system + times.children_user + times.children_system
+    return mine + sum(cpu_seconds(pid) for pid in pids)
+
+
 @dataclass(frozen=True)
 class Sample:
     """One variant's measured window."""
@@ -162,19 +179,27 @@ class Sample:
     requests_per_second: float
     micros: float  # the gateway's CPU per completed request, in microseconds
     busy: float  # the gateway's CPU seconds per second of the window (1.0: one core)
+    # Cores busy with anything but the bench's processes (another benchmark on the machine):
+    # a window that others crowded shows here.
+    others: float
 
 
 def sample(
-    generate: LoadGenerator, target: Target, connections: int, duration: int
+    generate: LoadGenerator, target: Target, upstream_pid: int, connections: int, duration: int
 ) -> tuple[LoadResult, Sample]:
     """The gateway's CPU over one saturated run after a warm-up, per completed request."""
     generate(target.url, connections, WARMUP_SECONDS, target.headers)
-    cpu, started = cpu_seconds(target.pid), time.monotonic()
+    pids = (target.pid, upstream_pid)
+    cpu, ours, machine = cpu_seconds(target.pid), _ours(pids), machine_cpu_seconds()
+    started = time.monotonic()
     result = generate(target.url, connections, duration, target.headers)
-    cpu, elapsed = cpu_seconds(target.pid) - cpu, time.monotonic() - started
+    elapsed = time.monotonic() - started
+    cpu, ours = cpu_seconds(target.pid) - cpu, _ours(pids) - ours
+    others = (machine_cpu_seconds() - machine - ours) / elapsed
     if result.requests == 0:
         raise BenchError(f"{target.name} completed no requests")
-    return result, Sample(result.requests_per_second, cpu / result.requests * 1e6, cpu / elapsed)
+    micros = cpu / result.requests * 1e6
+    return result, Sample(result.requests_per_second, micros, cpu / elapsed, max(0.0, others))
 
 
 def _pin_another_user(target: Target, auth: bool) -> None:
@@ -206,10 +231,10 @@ class Options:
     rounds: int
 
 
-def _gateways(stack: ExitStack, workdir: Path) -> Iterator[Target]:
-    """Start the upstream and one gateway per variant; each checked before it is yielded."""
+def _gateways(stack: ExitStack, workdir: Path) -> tuple[int, list[Target]]:
+    """Start the upstream and one gateway per variant, each checked; the upstream's pid."""
     port = free_port()
-    stack.enter_context(
+    backend = stack.enter_context(
         running(
             "upstream",
             upstream.command(port),
@@ -220,6 +245,7 @@ def _gateways(stack: ExitStack, workdir: Path) -> Iterator[Target]:
         )
     )
     bearer = (("Authorization", f"Bearer {auth_token(workdir)}"),)
+    targets = []
     for variant in VARIANTS:
         routes_file = workdir / f"{variant.name}.yaml"
         routes_file.write_text(routes(variant.off, port, workdir))
@@ -238,7 +264,8 @@ def _gateways(stack: ExitStack, workdir: Path) -> Iterator[Target]:
         if "ryw" not in variant.off:
             _pin_another_user(target, "auth" not in variant.off)
         _check(target)
-        yield target
+        targets.append(target)
+    return backend.pid, targets
 
 
 def _medians(samples: dict[str, list[Sample]]) -> dict[str, Sample]:
@@ -247,24 +274,39 @@ def _medians(samples: dict[str, list[Sample]]) -> dict[str, Sample]:
             statistics.median(s.requests_per_second for s in runs),
             statistics.median(s.micros for s in runs),
             statistics.median(s.busy for s in runs),
+            statistics.median(s.others for s in runs),
         )
         for name, runs in samples.items()
     }
 
 
-def table(medians: dict[str, Sample]) -> str:
-    """Variant, req/s, the gateway's busy share, CPU per request, and the layer's cost:
-    all-on's CPU per request minus the variant's."""
+def table(samples: dict[str, list[Sample]]) -> str:
+    """Per variant the medians over the rounds, the spread (highest - lowest) of its CPU per
+    request, and the layer's cost: all-on's CPU per request minus the variant's."""
+    medians = _medians(samples)
     all_on = medians[ALL_ON.name].micros
-    lines = [f"{'variant':<16}{'requests/s':>12}{'busy':>7}{'us CPU/req':>12}{'cost us':>10}"]
+    lines = [
+        f"{'variant':<15}{'requests/s':>11}{'busy':>6}{'others':>8}"
+        f"{'us CPU/req':>12}{'spread':>8}{'cost us':>9}"
+    ]
     for variant in VARIANTS:
-        m = medians[variant.name]
-        cost = "" if variant is ALL_ON else f"{all_on - m.micros:>+10.1f}"
+        m, runs = medians[variant.name], [s.micros for s in samples[variant.name]]
+        cost = "" if variant is ALL_ON else f"{all_on - m.micros:+.1f}"
         lines.append(
-            f"{variant.name:<16}{m.requests_per_second:>12.1f}{m.busy:>7.2f}"
-            f"{m.micros:>12.1f}{cost:>10}"
+            f"{variant.name:<15}{m.requests_per_second:>11.1f}{m.busy:>6.2f}{m.others:>8.2f}"
+            f"{m.micros:>12.1f}{max(runs) - min(runs):>8.1f}{cost:>9}"
         )
     return "\n".join(lines)
+
+
+def ratios(samples: dict[str, list[Sample]]) -> list[str]:
+    """`ratio breakdown-VARIANT/all-on-cpu=`: the variant's CPU per request over all-on's."""
+    medians = _medians(samples)
+    all_on = medians[ALL_ON.name].micros
+    return [
+        f"ratio breakdown-{v.name}/all-on-cpu={medians[v.name].micros / all_on:.3f}"
+        for v in VARIANTS[1:]
+    ]
 
 
 def run(options: Options) -> int:
@@ -277,27 +319,25 @@ def run(options: Options) -> int:
         flush=True,
     )
     samples: dict[str, list[Sample]] = {v.name: [] for v in VARIANTS}
-    results: list[tuple[str, LoadResult]] = []
+    measurements = []
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="strangler-bd-")))
-        targets = list(_gateways(stack, workdir))
+        upstream_pid, targets = _gateways(stack, workdir)
         for round_number in range(options.rounds):
             # alternate the order, so a drift of the machine does not favour one end
             order = targets if round_number % 2 == 0 else targets[::-1]
             for target in order:
-                result, measured = sample(generate, target, options.connections, options.duration)
+                result, measured = sample(
+                    generate, target, upstream_pid, options.connections, options.duration
+                )
                 samples[target.name].append(measured)
-                results.append((target.name, result))
+                measurements.append(Measurement(target.name, result))
                 print(
                     f"round {round_number + 1} {target.name}: {measured.requests_per_second:.1f}"
-                    f" req/s, {measured.micros:.1f} us CPU/req",
+                    f" req/s, {measured.micros:.1f} us CPU/req, others {measured.others:.2f}",
                     flush=True,
                 )
-    medians = _medians(samples)
-    print(table(medians))
-    all_on = medians[ALL_ON.name].micros
-    for variant in VARIANTS[1:]:
-        value = medians[variant.name].micros / all_on
-        print(f"ratio breakdown-{variant.name}/all-on-cpu={value:.3f}")
-    require_no_errors([Measurement(name, result) for name, result in results])
+    print(table(samples))
+    print("\n".join(ratios(samples)))
+    require_no_errors(measurements)
     return 0

@@ -23,6 +23,7 @@ from bench.breakdown import (
     Variant,
     command,
     cpu_seconds,
+    machine_cpu_seconds,
     parse_cpu_seconds,
     routes,
 )
@@ -47,18 +48,21 @@ sys.stdin.read()
 """
 
 
-def test_cpu_seconds_of_a_child_agree_with_its_own_clock() -> None:
+def test_cpu_seconds_of_a_child_agree_with_its_own_clock_and_the_machines() -> None:
     argv = [sys.executable, "-c", _BURNER]
+    machine = machine_cpu_seconds()
     with subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None
             own = float(child.stdout.readline())
             seen = cpu_seconds(child.pid)
+            machine = machine_cpu_seconds() - machine
         finally:
             child.kill()
     tick = 1 / os.sysconf("SC_CLK_TCK")
     # The child printed after its last busy moment; /proc counts in clock ticks.
     assert own - 2 * tick <= seen <= own + 0.05
+    assert machine >= own - 2 * tick  # the machine was busy at least while the child was
 
 
 def test_parse_cpu_seconds_reads_utime_and_stime_after_an_awkward_name() -> None:
