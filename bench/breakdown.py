@@ -27,10 +27,11 @@ a warm-up, in alternating order over ``--rounds`` rounds (the medians are kept).
 CPU is its process's utime + stime (/proc/PID/stat) over the measured window, divided by the
 requests the load generator completed in it. The machine's busy time (/proc/stat) less the
 bench's own processes' is what others used meanwhile (``others``, in cores); a window that
-others crowded is measured again (``CROWDED``, ``TRIES``). A layer's cost is all-on's CPU per request
-minus its "no-LAYER" variant's. The ratio lines are ``breakdown-VARIANT/all-on-cpu``: the
-variant's CPU per request over all-on's (1 - the value: the share of all-on's CPU that the
-layer costs; for ``bare``, that of all layers together). Linux only (/proc).
+others crowded is measured again (``CROWDED``, ``TRIES``). A layer's cost is all-on's CPU
+per request minus its "no-LAYER" variant's. The ratio lines are
+``breakdown-VARIANT/all-on-cpu``: the variant's CPU per request over all-on's (1 - the
+value: the share of all-on's CPU that the layer costs; for ``bare``, that of all layers
+together). Figures and how to read them: docs/benchmarks.md. Linux only (/proc).
 """
 
 from __future__ import annotations
