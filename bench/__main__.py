@@ -2,6 +2,7 @@
 
     python -m bench proxy [--duration SECONDS] [--connections N]
                           [--loadgen auto|wrk|python] [--no-nginx]
+    python -m bench proxy --breakdown [--rounds N] [--duration SECONDS] [--connections N]
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
     python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
@@ -23,7 +24,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, consistency, faults, limits, proxy, shadow, soak, websocket
+from bench import breakdown, cdc, consistency, faults, limits, proxy, shadow, soak, websocket
 from bench.errors import BenchError
 
 
@@ -92,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
         dest="nginx",
         action="store_false",
         help="skip the nginx reference even when nginx is installed",
+    )
+    bench_proxy.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead: the gateway's CPU per request with each feature layer off in turn "
+        "(bench/breakdown.py)",
+    )
+    bench_proxy.add_argument(
+        "--rounds", type=_positive, default=3, help="--breakdown: repeat; medians (default 3)"
     )
     bench_shadow = sub.add_parser(
         "shadow",
@@ -233,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
                 shadow.Options(
                     args.duration, args.connections, args.loadgen, args.rounds, args.rate, args.mode
                 )
+            )
+        if args.breakdown:
+            return breakdown.run(
+                breakdown.Options(args.duration, args.connections, args.loadgen, args.rounds)
             )
         options = proxy.Options(
             duration=args.duration,

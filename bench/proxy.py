@@ -7,6 +7,7 @@ Throughput ratios (gateway requests/s over the reference's) are the result; abso
 depend on the machine, ratios measured in the same run much less so. Variants of the gateway
 are measured against the plain one: with tokens and the policy (``auth``), and with a sticky
 weighted split on the route (``split``: a returning client, ``split-new``: a first visit).
+``--breakdown`` measures instead what each feature layer costs (bench/breakdown.py).
 """
 
 from __future__ import annotations
