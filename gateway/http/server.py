@@ -83,8 +83,6 @@ class EdgeProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self.edge = self.settings()
         self._cap = min(self.edge.max_connections, self.descriptors)  # client connections
-        # between requests (uvicorn's timer; its annotation says int, call_later takes float)
-        self.timeout_keep_alive = self.edge.idle_timeout  # type: ignore[assignment]
         self._phase = _IDLE
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -161,7 +159,6 @@ class EdgeProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
-        self._unset_keepalive_if_required()
         self._chunk = len(data)
         try:
             self.parser.feed_data(data)
@@ -339,11 +336,26 @@ class EdgeProtocol(HttpToolsProtocol):
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._phase = _NONE  # the application has the request: the upstream's timeouts apply
         cycle = self.cycle  # uvicorn's, inlined (this runs on every request)
-        if not cycle.response_complete:
+        if cycle.response_complete:  # answered before its body ended: the next request's wait
+            self._wait(_IDLE, self.edge.idle_timeout)
+        else:
+            self._phase = _NONE  # the application has the request: the upstream's timeouts apply
             cycle.more_body = False
             cycle.message_event.set()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's, with the wait for the next request on the connection's own timer (a
+        number moved) instead of a timer armed and cancelled per request."""
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._phase == _NONE:  # else a request is being read, under its own timeout
+            self._wait(_IDLE, self.edge.idle_timeout)
 
     def _take_over(self, head: bytes) -> tuple[asyncio.Transport, bytes]:
         """Send the 101 `head` and hand the connection over (gateway/http/websocket.py): this
