@@ -48,6 +48,21 @@ async def authenticate_request(ctx: RequestContext, guard: Guard) -> None:
     ctx.identity = await guard.authenticate(ctx.scope, ctx.table.auth_mode(ctx.route))
 
 
+def anonymous(ctx: RequestContext) -> bool:
+    """The route's `auth` is `none`: nobody is asked who they are (the pipeline skips the
+    authenticate stage, which would find no identity)."""
+    return ctx.table.auth_mode(ctx.route) == "none"
+
+
+def no_policy(ctx: RequestContext, guard: Guard) -> bool:
+    """`authz: none`: no policy to ask, the request is allowed (`ctx.access` says so, as
+    Guard.authorize would, without the call)."""
+    if guard.engine is not None:
+        return False
+    ctx.access = Access(ctx.identity, None, 0.0)
+    return True
+
+
 async def authorize_request(ctx: RequestContext, guard: Guard) -> None:
     """Whether they may, as the policy says for the split's pick and the override asked for;
     raises the denial (after it is in `ctx.access`, which the record logs)."""
