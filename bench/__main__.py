@@ -1,7 +1,7 @@
 """Benchmarks against reference systems measured in the same run.
 
     python -m bench proxy [--duration SECONDS] [--connections N]
-                          [--loadgen auto|wrk|python] [--no-nginx]
+                          [--loadgen auto|wrk|python] [--no-nginx] [--workers N]
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
     python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
@@ -23,7 +23,7 @@ import signal
 import sys
 from types import FrameType
 
-from bench import cdc, consistency, faults, limits, proxy, shadow, soak, websocket
+from bench import cdc, consistency, faults, limits, proxy, shadow, soak, websocket, workers
 from bench.errors import BenchError
 
 
@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="nginx",
         action="store_false",
         help="skip the nginx reference even when nginx is installed",
+    )
+    bench_proxy.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="instead: the plain gateway with 1 worker and with N (bench/workers.py)",
     )
     bench_shadow = sub.add_parser(
         "shadow",
@@ -233,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
                 shadow.Options(
                     args.duration, args.connections, args.loadgen, args.rounds, args.rate, args.mode
                 )
+            )
+        if args.workers > 1:
+            return workers.run(
+                workers.Options(args.duration, args.connections, args.loadgen, args.workers)
             )
         options = proxy.Options(
             duration=args.duration,
