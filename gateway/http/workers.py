@@ -18,6 +18,8 @@ accepts it first). The parent serves nothing: it waits for its children.
   workers' metrics sockets live in (gateway/observe/siblings.py), and the sticky cookie's
   default key (gateway.config.rollout.process_secret), so that a cookie one worker set is
   the one every other worker, and every restarted one, would set.
+- **Spreading connections**: the workers accept one connection at a time
+  (UV_TCP_SINGLE_ACCEPT), so a burst (a load balancer opening its pool) is shared.
 
 uvicorn has a supervisor of its own (`uvicorn.supervisors.Multiprocess`), but it starts
 workers with multiprocessing's "spawn": the app must be an import string and the config is
@@ -111,6 +113,10 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped: 0 after a stop that was asked for, 1 after a crash loop."""
         process_secret()  # made once, before the fork: every worker holds the same key
+        # libuv (uvloop) accepts every pending connection in one go; with this it takes one
+        # and yields the CPU, so a burst of connections spreads over the workers (node's
+        # cluster module does the same) instead of piling onto whichever woke first
+        os.environ.setdefault("UV_TCP_SINGLE_ACCEPT", "1")
         previous = {s: signal.signal(s, self._stop) for s in _STOP_SIGNALS}
         try:
             for index in range(self.count):
