@@ -2,16 +2,17 @@
 
 The same routes (``bench.proxy``'s plain route) and the same upstream serve both; the same
 load generator measures each after a warm-up. Printed: the table, where the CPU went during
-each measurement (the gateway's processes, the upstream, the load generator, in cores, read
-from /proc and getrusage), how the N workers shared the requests (from the gateway's own
-/metrics, which gathers every worker's counts), and ``ratio gateway-Nw/gateway-1w=``.
+each measurement (the gateway's processes, the upstream, the load generator and the other
+processes of the machine, in cores, read from /proc and getrusage), how the N workers
+shared the requests (from the gateway's own /metrics, which gathers every worker's
+counts), and ``ratio gateway-Nw/gateway-1w=``.
 
 The load generator and the upstream run on the same machine. With more CPUs than workers,
 the gateway is pinned to the first N CPUs and the upstream and the load generator to the
 rest (sched_setaffinity; children inherit it), so they do not take the workers' CPU time.
 With N or fewer CPUs (two workers on two cores) they cannot be kept apart: nothing is
-pinned, and the CPU line says how much of the machine the upstream and wrk took, which
-bounds the ratio (N workers can have at most the CPUs the others leave).
+pinned, and the CPU lines say how much of the machine the upstream, wrk and any other
+process took, which bounds the ratio (N workers can have at most the CPUs the others leave).
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ class Cpu:
     gateway: float
     upstream: float
     load: float
+    machine: float  # every process's, these included (/proc/stat)
+
+    @property
+    def others(self) -> float:
+        """What processes outside the benchmark took (a busy machine)."""
+        return max(0.0, self.machine - self.gateway - self.upstream - self.load)
 
 
 def _process_seconds(pid: int) -> float:
@@ -80,6 +87,12 @@ def _tree(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
+def _machine_seconds() -> float:
+    """CPU seconds every CPU spent busy so far: /proc/stat's first line less idle, iowait."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+
+
 def _load_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk, once it has exited
     return usage.ru_utime + usage.ru_stime
@@ -90,19 +103,15 @@ def measure(
 ) -> tuple[Measurement, Cpu]:
     generate(target.url, options.connections, WARMUP_SECONDS, target.headers)
     pids = _tree(target.pid)
-    gateway, upstream_before, load = (
-        sum(map(_process_seconds, pids)),
-        _process_seconds(upstream_pid),
-        _load_seconds(),
-    )
-    started = time.monotonic()
+
+    def now() -> tuple[float, float, float, float]:
+        gateway = sum(map(_process_seconds, pids))
+        return gateway, _process_seconds(upstream_pid), _load_seconds(), _machine_seconds()
+
+    before, started = now(), time.monotonic()
     result = generate(target.url, options.connections, options.duration, target.headers)
     elapsed = time.monotonic() - started
-    cpu = Cpu(
-        (sum(map(_process_seconds, pids)) - gateway) / elapsed,
-        (_process_seconds(upstream_pid) - upstream_before) / elapsed,
-        (_load_seconds() - load) / elapsed,
-    )
+    cpu = Cpu(*((b - a) / elapsed for a, b in zip(before, now(), strict=True)))
     return Measurement(target.name, result), cpu
 
 
@@ -176,7 +185,7 @@ def run(options: Options) -> int:
     for m, cpu in measured:
         print(
             f"cpu {m.target}: gateway {cpu.gateway:.2f}, upstream {cpu.upstream:.2f}, "
-            f"load generator {cpu.load:.2f} cores"
+            f"load generator {cpu.load:.2f}, other processes {cpu.others:.2f} cores"
         )
     total = sum(shares.values()) or 1
     split = ", ".join(f"{w}: {n / total:.0%}" for w, n in sorted(shares.items()))
@@ -189,7 +198,7 @@ def run(options: Options) -> int:
         f"requests/s per gateway core: {per_core[0]:.0f} (1 worker), {per_core[1]:.0f} "
         f"({options.workers} workers); the gateway had {cpu_many.gateway:.2f} of "
         f"{os.cpu_count()} CPUs, the upstream and the load generator "
-        f"{cpu_many.upstream + cpu_many.load:.2f}"
+        f"{cpu_many.upstream + cpu_many.load:.2f}, other processes {cpu_many.others:.2f}"
     )
     print(f"ratio {measurements[1].target}/gateway-1w={ratio(many, one):.3f}")
     return 0
