@@ -27,5 +27,7 @@ def test_bench_proxy_workers_ends_with_the_ratio_line() -> None:
     assert re.search(r"^cpu gateway-2w: gateway [0-9.]+, upstream [0-9.]+", done.stdout, re.M)
     shares = re.search(r"gateway-2w requests per worker .*: 0: (\d+)%, 1: (\d+)%", done.stdout)
     assert shares is not None, done.stdout  # both workers answered some, and the scrape says so
-    rows = {line.split()[0]: line.split() for line in lines if line.startswith("gateway-")}
+    rows = {
+        line.split()[0]: line.split() for line in lines if re.match(r"gateway-\dw +[0-9]", line)
+    }
     assert rows["gateway-1w"][-1] == "0" and rows["gateway-2w"][-1] == "0"
