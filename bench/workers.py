@@ -62,6 +62,7 @@ class Cpu:
     upstream: float
     load: float
     machine: float  # every process's, these included (/proc/stat)
+    stolen: float  # by the hypervisor: time the CPUs wanted to run and could not
 
     @property
     def others(self) -> float:
@@ -87,10 +88,12 @@ def _tree(pid: int) -> list[int]:
     return [pid, *map(int, children)]
 
 
-def _machine_seconds() -> float:
-    """CPU seconds every CPU spent busy so far: /proc/stat's first line less idle, iowait."""
-    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / _TICKS
+def _machine_seconds() -> tuple[float, float]:
+    """CPU seconds every CPU spent busy so far, and those stolen by the hypervisor (a VM's
+    neighbours): /proc/stat's first line."""
+    ticks = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    busy = sum(ticks[:7]) - ticks[3] - ticks[4]  # user nice system irq softirq
+    return busy / _TICKS, ticks[7] / _TICKS
 
 
 def _load_seconds() -> float:
@@ -104,9 +107,9 @@ def measure(
     generate(target.url, options.connections, WARMUP_SECONDS, target.headers)
     pids = _tree(target.pid)
 
-    def now() -> tuple[float, float, float, float]:
+    def now() -> tuple[float, ...]:
         gateway = sum(map(_process_seconds, pids))
-        return gateway, _process_seconds(upstream_pid), _load_seconds(), _machine_seconds()
+        return gateway, _process_seconds(upstream_pid), _load_seconds(), *_machine_seconds()
 
     before, started = now(), time.monotonic()
     result = generate(target.url, options.connections, options.duration, target.headers)
@@ -185,7 +188,8 @@ def run(options: Options) -> int:
     for m, cpu in measured:
         print(
             f"cpu {m.target}: gateway {cpu.gateway:.2f}, upstream {cpu.upstream:.2f}, "
-            f"load generator {cpu.load:.2f}, other processes {cpu.others:.2f} cores"
+            f"load generator {cpu.load:.2f}, other processes {cpu.others:.2f} cores; "
+            f"stolen by the hypervisor {cpu.stolen:.2f}"
         )
     total = sum(shares.values()) or 1
     split = ", ".join(f"{w}: {n / total:.0%}" for w, n in sorted(shares.items()))
