@@ -1,7 +1,7 @@
 """Benchmarks against reference systems measured in the same run.
 
     python -m bench proxy [--duration SECONDS] [--connections N]
-                          [--loadgen auto|wrk|python] [--no-nginx]
+                          [--loadgen auto|wrk|python] [--no-nginx] [--workers N]
     python -m bench proxy --breakdown [--rounds N] [--duration SECONDS] [--connections N]
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rounds N] [--rate SHARE] [--mode process|inline]
@@ -24,7 +24,18 @@ import signal
 import sys
 from types import FrameType
 
-from bench import breakdown, cdc, consistency, faults, limits, proxy, shadow, soak, websocket
+from bench import (
+    breakdown,
+    cdc,
+    consistency,
+    faults,
+    limits,
+    proxy,
+    shadow,
+    soak,
+    websocket,
+    workers,
+)
 from bench.errors import BenchError
 
 
@@ -102,6 +113,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench_proxy.add_argument(
         "--rounds", type=_positive, default=3, help="--breakdown: repeat; medians (default 3)"
+    )
+    bench_proxy.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="instead: the plain gateway with 1 worker and with N (bench/workers.py)",
     )
     bench_shadow = sub.add_parser(
         "shadow",
@@ -247,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.breakdown:
             return breakdown.run(
                 breakdown.Options(args.duration, args.connections, args.loadgen, args.rounds)
+            )
+        if args.workers > 1:
+            return workers.run(
+                workers.Options(args.duration, args.connections, args.loadgen, args.workers)
             )
         options = proxy.Options(
             duration=args.duration,

@@ -115,8 +115,13 @@ class Measurement:
     result: LoadResult
 
 
+def plain_routes(upstream_port: int) -> str:
+    """The plain gateway's routes file (``bench.workers`` measures it with N workers)."""
+    return _ROUTES.format(port=upstream_port, path=BENCH_PATH)
+
+
 def gateway_command(routes: Path, port: int) -> list[str]:
-    """The gateway on 127.0.0.1:``port``; ``gateway serve`` always runs one worker.
+    """The gateway on 127.0.0.1:``port``, one worker (``bench.workers`` adds --workers).
 
     Its access log is off, as nginx's is, so both proxies do the same work per request.
     """

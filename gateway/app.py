@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gateway.base.types import Receive, Scope, Send
 from gateway.config.reload import RoutesWatcher
-from gateway.config.table import RouteTable
+from gateway.config.table import RouteTable, require_shared_store
 from gateway.http.accesslog import AccessLog
 from gateway.http.forward import Forward
 from gateway.http.proxy import Gateway
@@ -39,6 +39,7 @@ from gateway.observe.metrics import (
     traffic_metrics,
 )
 from gateway.observe.monitor import CdcStatus, Monitor
+from gateway.observe.siblings import Siblings, WorkerSlot
 from gateway.observe.traffic import Traffic
 from gateway.request.pools import Pools
 from gateway.resilience.exchange import Resilience
@@ -61,8 +62,14 @@ class GatewayApp:
         reload_interval: float = 1.0,
         access_log: AccessLog | None = None,
         revocations: RevocationStore | None = None,
+        worker: WorkerSlot | None = None,
     ) -> None:
-        self.watcher = RoutesWatcher(routes, on_swap=self._swapped)
+        """`worker`: this process's slot when `gateway serve --workers N` forked it
+        (gateway/http/workers.py); None for one worker."""
+        count = 1 if worker is None else worker.count
+        self.watcher = RoutesWatcher(
+            routes, on_swap=self._swapped, check=lambda t: require_shared_store(t, count)
+        )
         table = self.watcher.table
         self.pools = Pools()
         self.resilience = Resilience()  # timeouts, retries, breakers, shedding
@@ -90,6 +97,11 @@ class GatewayApp:
             RequestRecord(self.monitor, live, access_log),
         )
         self._add_metrics()
+        # several workers: a scrape gathers every worker's series (gateway/observe/siblings.py)
+        self.siblings: Siblings | None = None
+        if worker is not None and worker.count > 1:
+            self.siblings = Siblings(worker, self.monitor.metrics.registry)
+        self.monitor.metrics.siblings = self.siblings
         # rollout: evidence for promotion gates, saved next to the shadow comparisons
         replica = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.evidence = EvidenceStore(shadow_store.engine, replica)
@@ -128,6 +140,8 @@ class GatewayApp:
     async def startup(self) -> None:
         if self.reload_interval > 0:
             self._watch_task = asyncio.create_task(self._watch())
+        if self.siblings is not None:
+            await self.siblings.start()
         table = self.watcher.table
         log.info("gateway serving routes version %s from %s", table.version, table.source)
 
@@ -145,6 +159,8 @@ class GatewayApp:
             self._watch_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch_task
+        if self.siblings is not None:
+            await self.siblings.close()
         self.websockets.close()
         self.pools.close()
         self.resilience.close()

@@ -2,7 +2,7 @@
 `idempotency:` on a route.
 
 store:                          # where rate limits, idempotency keys and revoked tokens live
-  backend: redis                # memory (default: one replica) | redis (shared by all replicas)
+  backend: redis                # memory (default: one replica, one worker) | redis (shared by all)
   url: redis://127.0.0.1:6379/0 # or url_env: NAME (a URL with a password, from the environment)
   timeout: 100ms                # connect and every command; a slower answer is a failure
   cooldown: 1s                  # after a failure, the store is left alone this long

@@ -37,13 +37,21 @@ class RoutesWatcher:
         self,
         path: str | Path,
         on_swap: Callable[[RouteTable], None] | None = None,
+        check: Callable[[RouteTable], None] | None = None,
     ) -> None:
         self.path = Path(path)
-        self.table: RouteTable = config.load(self.path)  # startup fails loudly on a bad file
+        # what the process asks of a table beyond the file's own rules (a ConfigError)
+        self.check = check or (lambda table: None)
+        self.table: RouteTable = self._load()  # startup fails loudly on a bad file
         self.last_failure: ReloadFailure | None = None
         self.history: list[tuple[float, str]] = [(self.table.loaded_at, self.table.version)]
         self.on_swap = on_swap
         self._stat = self._file_stat()
+
+    def _load(self) -> RouteTable:
+        table = config.load(self.path)
+        self.check(table)
+        return table
 
     def _file_stat(self) -> tuple[int, int, int] | None:
         try:
@@ -56,7 +64,7 @@ class RoutesWatcher:
         """Re-read the file; swap when it is valid and different. True when swapped."""
         self._stat = self._file_stat()
         try:
-            table = config.load(self.path)
+            table = self._load()
         except ConfigError as exc:
             self.last_failure = ReloadFailure(time.time(), [str(i) for i in exc.issues])
             log.error("routes reload rejected, keeping version %s\n%s", self.table.version, exc)

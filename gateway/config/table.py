@@ -27,7 +27,7 @@ from typing import Any, TypedDict
 
 from yaml.nodes import Node, SequenceNode
 
-from common.validation import ConfigIssue, compose, parse_size, read
+from common.validation import ConfigError, ConfigIssue, compose, parse_size, read
 from gateway.config.access import AuthSettings, AuthzSettings, read_auth, read_authz
 from gateway.config.cdc import CdcSettings, read_cdc
 from gateway.config.consistency import ConsistencySettings, read_consistency
@@ -159,6 +159,37 @@ def parse(data: bytes, source: str = "<routes>") -> RouteTable:
     validator.raise_if_any(source)
     assert table is not None
     return table
+
+
+def require_shared_store(table: RouteTable, workers: int) -> None:
+    """Refuse a table whose shared state would split across `workers` processes.
+
+    `store: {backend: memory}` keeps rate limits, idempotency keys and read-your-writes'
+    pins inside one process: with several workers each would keep its own, so a limit would
+    be N limits, a replayed key could run twice, and a write's pin would not hold on the
+    worker that serves the next read. Such a table is a ConfigError naming the fix, at start
+    and on reload (a rejected reload keeps the last good table)."""
+    if workers <= 1 or table.store.backend != "memory":
+        return
+    users = [
+        f"{what} on route {route.name!r}"
+        for route in table.routes
+        if route.limits is not None
+        for what, used in (
+            ("rate_limit", route.limits.rate_limit),
+            ("idempotency", route.limits.idempotency),
+        )
+        if used is not None
+    ]
+    if table.read_your_writes is not None:
+        users.append("read_your_writes (its pins)")
+    if users:
+        message = (
+            f"store: memory keeps {', '.join(users)} inside each of the {workers} workers, "
+            "which would then keep separate counts; use store: {backend: redis, url: ...} "
+            "(or serve with --workers 1)"
+        )
+        raise ConfigError(table.source, [ConfigIssue(0, message)])
 
 
 def limits_summary(table: RouteTable) -> tuple[list[str], list[str]]:

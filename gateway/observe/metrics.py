@@ -41,6 +41,7 @@ from prometheus_client.process_collector import ProcessCollector
 from gateway.base.histogram import Histogram
 from gateway.config.reload import RoutesWatcher
 from gateway.observe.cdc import CdcSnapshot
+from gateway.observe.siblings import Siblings
 from gateway.observe.traffic import Traffic
 from gateway.shadow.mirror import DROP_REASONS, Mirror
 from gateway.shadow.records import COMPARED
@@ -90,6 +91,7 @@ class Metrics:
         self.registry.register(self)
         # The gateway process itself: CPU seconds, resident memory, open file descriptors.
         ProcessCollector(registry=self.registry)
+        self.siblings: Siblings | None = None  # set by the app when there are several workers
 
     def add(self, source: MetricSource) -> None:
         self._sources.append(source)
@@ -98,10 +100,13 @@ class Metrics:
         for source in self._sources:
             yield from source()
 
-    def render(self, accept: str) -> tuple[bytes, str]:
-        """The exposition the scraper asked for (Prometheus text, or OpenMetrics)."""
+    async def render(self, accept: str) -> tuple[bytes, str]:
+        """The exposition the scraper asked for (Prometheus text, or OpenMetrics); with
+        several workers, every worker's series (gateway/observe/siblings.py)."""
         encode, content_type = choose_encoder(accept)
-        return encode(self.registry), content_type
+        if self.siblings is None:
+            return encode(self.registry), content_type
+        return encode(await self.siblings.registry_of_all()), content_type
 
 
 # --- the gateway's own sources -------------------------------------------------------------

@@ -115,7 +115,7 @@ class Monitor:
         if path == table.metrics.path:
             await self.cdc.read()  # the file is read here, off the collectors' sync path
             accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
-            body, content_type = self.metrics.render(accept.decode("latin-1"))
+            body, content_type = await self.metrics.render(accept.decode("latin-1"))
             headers = [(b"content-type", content_type.encode()), (b"cache-control", b"no-store")]
         else:
             body, asset_type = self.dashboard.asset(path)
