@@ -205,4 +205,6 @@ def run(options: Options) -> int:
         f"{cpu_many.upstream + cpu_many.load:.2f}, other processes {cpu_many.others:.2f}"
     )
     print(f"ratio {measurements[1].target}/gateway-1w={ratio(many, one):.3f}")
+    # the same per core the gateway got: how well the workers scale on the CPU they had
+    print(f"ratio {measurements[1].target}/gateway-1w-per-core={per_core[1] / per_core[0]:.3f}")
     return 0

@@ -21,9 +21,10 @@ def test_bench_proxy_workers_ends_with_the_ratio_line() -> None:
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.strip().splitlines()
-    match = re.fullmatch(r"ratio gateway-2w/gateway-1w=([0-9]+\.[0-9]{3})", lines[-1])
-    assert match is not None, done.stdout
-    assert math.isfinite(float(match.group(1))) and float(match.group(1)) > 0
+    for line, name in ((lines[-2], "gateway-1w"), (lines[-1], "gateway-1w-per-core")):
+        match = re.fullmatch(rf"ratio gateway-2w/{name}=([0-9]+\.[0-9]{{3}})", line)
+        assert match is not None, done.stdout
+        assert math.isfinite(float(match.group(1))) and float(match.group(1)) > 0
     assert re.search(r"^cpu gateway-2w: gateway [0-9.]+, upstream [0-9.]+", done.stdout, re.M)
     shares = re.search(r"gateway-2w requests per worker .*: 0: (\d+)%, 1: (\d+)%", done.stdout)
     assert shares is not None, done.stdout  # both workers answered some, and the scrape says so
