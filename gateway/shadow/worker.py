@@ -102,6 +102,8 @@ class WorkerMirror:
         self.settings = worker
         self.budget = Budget(worker.busy_limit)
         self.stats: dict[str, RouteStats] = {}
+        # the worker's argv before its socket's fd (a benchmark's launcher may swap it)
+        self.command = [sys.executable, "-m", "gateway.shadow.worker_process"]
         self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
         self._ids = itertools.count()
         self._batch: list[tuple[Any, ...]] = []
@@ -225,7 +227,7 @@ class WorkerMirror:
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.shadow.worker_process", str(theirs.fileno())],
+                [*self.command, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
