@@ -4,7 +4,7 @@
                           [--loadgen auto|wrk|python] [--no-nginx] [--workers N]
     python -m bench proxy --breakdown [--rounds N] [--duration SECONDS] [--connections N]
     python -m bench shadow [--duration SECONDS] [--connections N] [--loadgen ...]
-                           [--rounds N] [--rate SHARE] [--mode process|inline]
+                           [--rounds N] [--rate SHARE] [--mode process|inline] [--separate]
     python -m bench faults [--duration SECONDS] [--connections N] [--loadgen ...]
                            [--rate REQUESTS_PER_SECOND] [--share FAILING_SHARE] [--rounds N]
     python -m bench cdc [--events N] [--rate EVENTS_PER_SECOND] [--lag-seconds SECONDS]
@@ -141,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     bench_shadow.add_argument(
         "--mode", choices=["process", "inline"], default="process", help="shadow_worker mode"
     )
+    bench_shadow.add_argument(
+        "--separate",
+        action="store_true",
+        help="add shadow-sink: copies sent to a worker that compares nothing (the gateway's "
+        "own cost of mirroring)",
+    )
     bench_limits = sub.add_parser(
         "limits",
         help="what a rate-limited route costs, in memory and in Redis",
@@ -259,7 +265,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "shadow":
             return shadow.run(
                 shadow.Options(
-                    args.duration, args.connections, args.loadgen, args.rounds, args.rate, args.mode
+                    args.duration,
+                    args.connections,
+                    args.loadgen,
+                    args.rounds,
+                    args.rate,
+                    args.mode,
+                    args.separate,
                 )
             )
         if args.breakdown:

@@ -12,6 +12,8 @@ swaps null collaborators into the request pipeline:
   answers, from the app's own monitor, which no request reaches.
 - ``resilience``: the forward stage asks the upstream's pool directly (`DirectExchange`):
   no in-flight caps, breaker, retries or deadline beyond the pool's own timeouts.
+- ``comparisons`` (for ``bench shadow --separate``): the shadow worker process is
+  `bench.shadow_sink`, which acknowledges every copy and compares nothing.
 
 One worker, as ``gateway serve``; a bench-only module (bench/ is not shipped as a feature).
 """
@@ -27,6 +29,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Iterable
 
+from bench.errors import BenchError
 from cli import gateway as gateway_cli
 from common.validation import ConfigError
 from gateway.app import GatewayApp
@@ -39,8 +42,9 @@ from gateway.observe.monitor import Monitor
 from gateway.request.client import Pool, Response
 from gateway.request.context import RequestContext
 from gateway.resilience.exchange import Resilience
+from gateway.shadow.worker import WorkerMirror
 
-SWAPPABLE = ("metrics", "resilience")
+SWAPPABLE = ("metrics", "resilience", "comparisons")
 
 
 class Uncounted(Monitor):
@@ -86,6 +90,10 @@ def build(
         )
     if "resilience" in off:
         app.gateway.forward.resilience = DirectExchange()
+    if "comparisons" in off:
+        if not isinstance(app.mirror, WorkerMirror):
+            raise BenchError("comparisons: the sink stands in for a worker process (mode: process)")
+        app.mirror.command = [sys.executable, "-m", "bench.shadow_sink"]
     return app
 
 

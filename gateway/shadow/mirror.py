@@ -7,7 +7,7 @@ adapters, chosen by `shadow_worker: {mode: ...}` in routes.yaml:
 
 - `process` (`gateway.shadow.worker`, the default): the candidate exchange, the diff and the
   store run in a worker process at a lower CPU priority. The gateway's cost per copy is one
-  tuple appended to a batch that is written to a socket pair once per loop iteration; when
+  tuple appended to a batch that is written to a socket pair every 2 ms at most; when
   the worker falls behind, the bounded buffer overflows and copies are dropped and counted.
 - `inline` (`gateway.shadow.comparer`): the same comparisons in the gateway's event loop.
 

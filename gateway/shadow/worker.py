@@ -4,10 +4,12 @@ over a socket pair.
 Why a process: in the gateway's loop every copy cost a second upstream exchange, a diff and
 a store row, and the store's thread contended for the GIL (profile at 100% mirrored: 27% of
 the gateway's GIL time in comparisons, 14% in store writes); the client's answers waited
-behind them. Here the gateway's cost per copy is a tuple appended to a batch; once per loop
-iteration the batch is pickled into one frame and sent with one `send`. The worker runs the
-same `Comparer` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the
-SCHED_IDLE class (`idle`), because nice only ranks a process among those of its own session
+behind them. Here the gateway's cost per copy is a tuple appended to a batch; the batch is
+pickled into one frame and sent with one `send` at most 2 ms after its first copy (sooner
+when its bodies reach 64 KiB): a frame per loop turn cost ~21 us of the gateway's CPU per
+copy at a fixed rate, most of it the send that wakes the worker. The worker runs the same
+`Comparer` as the `inline` mode, at a lower CPU priority: `nice`, and on Linux the SCHED_IDLE
+class (`idle`), because nice only ranks a process among those of its own session
 (autogroup) or cgroup. Measured (issue 4, 2 cores): a nice-19 busy loop in another session
 cost the gateway 43% of its throughput, a SCHED_IDLE one nothing measurable; with the worker
 at nice 19 alone the gateway got 0.88-0.96 of a core at saturation, with SCHED_IDLE 0.98.
@@ -73,6 +75,14 @@ log = logging.getLogger("strangler.shadow")
 # seconds, at most, between a drop and its DROPS frame: at capacity most copies are dropped,
 # and a frame per loop turn cost the gateway a send and woke the worker as often
 _DROPS_EVERY = 0.1
+# seconds, at most, between a copy batched and its COPIES frame sent. A frame per loop turn
+# cost the gateway ~21 us of CPU per copy at one copy a turn (a fixed rate's usual), most
+# of it the send that wakes the worker; a frame every 2 ms, ~4 us (measured: a turn every
+# 200 us, the worker bench/shadow_sink.py). A copy waits that much longer to be compared.
+FLUSH_EVERY = 0.002
+# bytes of copies' bodies batched beyond which the frame goes at once, so the batch stays
+# small next to `buffer`, which the admission checks with it
+BATCH_BYTES = 64 * 1024
 _RESPAWN_AFTER = 1.0  # seconds, at least, between two worker starts
 _SYNC_TIMEOUT = 60.0  # a SYNC the worker does not answer in time is given up
 _STOP_TIMEOUT = 10.0
@@ -102,9 +112,13 @@ class WorkerMirror:
         self.settings = worker
         self.budget = Budget(worker.busy_limit)
         self.stats: dict[str, RouteStats] = {}
+        # the worker's argv before its socket's fd (a benchmark's launcher may swap it)
+        self.command = [sys.executable, "-m", "gateway.shadow.worker_process"]
+        self.flush_every = FLUSH_EVERY
         self._routes: dict[int, tuple[Route, int]] = {}  # id(route) -> (route, its id)
         self._ids = itertools.count()
         self._batch: list[tuple[Any, ...]] = []
+        self._batched = 0  # bytes of the bodies in `_batch`
         # (route, reason) -> copies dropped here, not yet told the worker
         self._drops: Counter[tuple[str, str]] = Counter()
         self._out = bytearray()  # frames the socket has not taken yet
@@ -114,7 +128,7 @@ class WorkerMirror:
         self._sent = 0  # copies batched for the current worker
         self._acked = 0  # of which it is done with
         self._writing = False
-        self._scheduled = False
+        self._batch_timer: asyncio.TimerHandle | None = None
         self._drops_timer: asyncio.TimerHandle | None = None
         self._started_at = -_RESPAWN_AFTER
         self._waiters: dict[int, asyncio.Future[None]] = {}
@@ -124,7 +138,8 @@ class WorkerMirror:
         # Copies sent or batched and not yet acknowledged; the requests admitted and still
         # waiting for the primary may add theirs (the worker drops beyond `concurrency`).
         outstanding = self._sent - self._acked
-        if outstanding >= 2 * self.settings.concurrency or len(self._out) > self.settings.buffer:
+        waiting = len(self._out) + self._batched
+        if outstanding >= 2 * self.settings.concurrency or waiting > self.settings.buffer:
             self._drop(route.name, SHADOW_BEHIND)
         elif not self._connected():
             self._drop(route.name, WORKER_DOWN)
@@ -147,8 +162,13 @@ class WorkerMirror:
                 self._drop(copy.route.name, WORKER_DOWN)
                 return
         self._batch.append((known[1], *copy[ROUTE_FIELDS:]))
+        self._batched += len(copy.response_body) + len(copy.body or b"")
         self._sent += 1
-        self._schedule()
+        if self._batched >= BATCH_BYTES:
+            self._flush()
+        elif self._batch_timer is None:
+            loop = asyncio.get_running_loop()
+            self._batch_timer = loop.call_later(self.flush_every, self._flush)
 
     def dropped(self, route: Route, reason: str) -> None:
         self._drop(route.name, reason)
@@ -172,25 +192,23 @@ class WorkerMirror:
         self._out += frame(ROUTE, (known[1], route, *copy[1:ROUTE_FIELDS]))
         return known
 
-    def _schedule(self) -> None:
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
     def _flush(self) -> None:
-        self._scheduled = False
-        if self._drops_timer is not None:
-            self._drops_timer.cancel()
-            self._drops_timer = None
+        self._cancel_timers()
         if self._sock is None:
             return
         if self._batch:
             self._out += frame(COPIES, self._batch)
-            self._batch = []
+            self._batch, self._batched = [], 0
         if self._drops:
             self._out += frame(DROPS, dict(self._drops))
             self._drops.clear()
         self._send()
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._batch_timer, self._drops_timer):
+            if timer is not None:
+                timer.cancel()
+        self._batch_timer = self._drops_timer = None
 
     def _send(self) -> None:
         sock = self._sock
@@ -225,7 +243,7 @@ class WorkerMirror:
         ours, theirs = socket.socketpair()
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "gateway.shadow.worker_process", str(theirs.fileno())],
+                [*self.command, str(theirs.fileno())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
             )
@@ -281,6 +299,8 @@ class WorkerMirror:
             self._writing = False
         sock.close()
         self._batch, self._out, self._routes, self._frames = [], bytearray(), {}, Frames()
+        self._batched = 0
+        self._cancel_timers()  # the drops wait for the next worker
         self._sent = self._acked = 0
         process = self._process
         if not self._closing and process is not None:
