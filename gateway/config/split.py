@@ -22,10 +22,13 @@ The salt is the route's name, so a route's canary population is independent of a
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 SPACE = 2**64
+_REMEMBERED = 4096  # users whose pick a split keeps, per table (a returning user's is looked up)
+_REMEMBERED_KEY = 128  # bytes: longer keys (a long token `sub`) are hashed every time
 
 
 def assignment_order(names: Iterable[str], monolith: str | None) -> tuple[str, ...]:
@@ -44,6 +47,7 @@ class Split:
     hasher: hashlib.blake2b = field(
         default_factory=lambda: hashlib.blake2b(digest_size=8), compare=False, repr=False
     )
+    picks: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, weights: dict[str, int], monolith: str | None, salt: bytes) -> Split:
@@ -69,12 +73,16 @@ class Split:
         return int.from_bytes(hasher.digest(), "big")
 
     def pick(self, key: bytes) -> str:
-        """The upstream that serves the user `key`: one hash, then a scan of a few bounds."""
-        point = self.point(key)
-        for (name, _), bound in zip(self.weights, self.bounds, strict=True):
-            if point < bound:
-                return name
-        raise AssertionError("the last bound is 2**64")  # unreachable: points are below it
+        """The upstream that serves the user `key`: one hash and a search of the bounds, or
+        the pick remembered for the user (at most `_REMEMBERED`, forgotten all at once)."""
+        name = self.picks.get(key)
+        if name is None:
+            name = self.weights[bisect_right(self.bounds, self.point(key))][0]
+            if len(key) <= _REMEMBERED_KEY:
+                if len(self.picks) >= _REMEMBERED:
+                    self.picks.clear()
+                self.picks[key] = name
+        return name
 
     def intervals(self) -> list[tuple[str, int, int]]:
         """(upstream, low, high) of every non-empty interval."""

@@ -105,3 +105,17 @@ def test_points_are_64_bit_and_salted_with_the_route() -> None:
     assert r.point(b"alice") != s.point(b"alice")
     with pytest.raises(ValueError, match="above 0"):
         Split.of({"legacy": 0, "search": 0}, "legacy", b"r")
+
+
+def test_a_remembered_pick_is_the_computed_one_and_the_memory_is_bounded() -> None:
+    split = Split.of({"legacy": 7, "search": 3}, "legacy", b"route")
+    fresh = Split.of({"legacy": 7, "search": 3}, "legacy", b"route")
+    users = [b"c:%032x" % n for n in range(5000)]
+    first = [split.pick(user) for user in users]
+    again = [split.pick(user) for user in users]  # from memory where remembered
+    assert first == again == [fresh.pick(user) for user in reversed(users)][::-1]
+    assert 0 < len(split.picks) <= 4096
+    long_key = b"sub:" + b"x" * 200
+    assert split.pick(long_key) == fresh.pick(long_key) and long_key not in split.picks
+    share = first.count("search") / len(first)
+    assert 0.25 < share < 0.35  # the bounds still cut the space by weight
