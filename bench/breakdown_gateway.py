@@ -130,17 +130,7 @@ def serve(ns: argparse.Namespace, off: frozenset[str]) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    config = edge.config(
-        app,
-        lambda: app.watcher.table.edge,
-        host=ns.host,
-        port=ns.port,
-        loop="uvloop",
-        log_config=None,
-        ssl_certfile=ns.certfile,
-        ssl_keyfile=ns.keyfile,
-        timeout_graceful_shutdown=ns.shutdown_timeout,
-    )
+    config = edge.config(app, lambda: app.watcher.table.edge, **gateway_cli.uvicorn_options(ns))
     uvicorn.Server(config).run()
     return 0
 

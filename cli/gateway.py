@@ -108,18 +108,20 @@ def _serve(
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
-    server = uvicorn.Server(
-        edge.config(
-            app,
-            lambda: app.watcher.table.edge,
-            host=ns.host,
-            port=ns.port,
-            loop="uvloop",
-            log_config=None,
-            ssl_certfile=ns.certfile,
-            ssl_keyfile=ns.keyfile,
-            timeout_graceful_shutdown=ns.shutdown_timeout,
-        )
-    )
-    server.run(sockets=None if sock is None else [sock])
+    config = edge.config(app, lambda: app.watcher.table.edge, **uvicorn_options(ns))
+    uvicorn.Server(config).run(sockets=None if sock is None else [sock])
     return 0
+
+
+def uvicorn_options(ns: argparse.Namespace) -> dict[str, object]:
+    """uvicorn's options as `gateway serve`'s arguments set them (for gateway.http.server's
+    config)."""
+    return {
+        "host": ns.host,
+        "port": ns.port,
+        "loop": "uvloop",
+        "log_config": None,
+        "ssl_certfile": ns.certfile,
+        "ssl_keyfile": ns.keyfile,
+        "timeout_graceful_shutdown": ns.shutdown_timeout,
+    }
