@@ -142,7 +142,8 @@ class Guard:
         policy lets it choose or not (`Decision.override`)."""
         if self.engine is None:
             return Access(identity, None, 0.0)
-        await self._ensure_started()
+        if self._started is None or not self._started.done():
+            await self._ensure_started()
         client = scope.get("client")
         peer = client[0] if client else None
         query = scope.get("query_string", b"")
@@ -168,10 +169,14 @@ class Guard:
             if isinstance(self.engine, CachedPolicy):
                 # Everything the input is built from, the token (in the headers) included:
                 # hashing this is several times cheaper than serialising the input.
-                headers = tuple(h for h in scope["headers"] if h[0] not in _VOLATILE)
-                key = (scope["method"], path, query, scheme, peer, route, target, override, headers)
-                size = len(path) + len(query) + sum(len(value) for _, value in headers)
-                decision = await self.engine.decide_keyed(key, document, size)
+                kept = []
+                size = len(path) + len(query)
+                for header in scope["headers"]:
+                    if header[0] not in _VOLATILE:
+                        kept.append(header)
+                        size += len(header[1])
+                key = (scope["method"], path, query, scheme, peer, route, target, override)
+                decision = await self.engine.decide_keyed((*key, tuple(kept)), document, size)
             else:
                 decision = await self.engine.decide(document())
         except PolicyError as exc:
