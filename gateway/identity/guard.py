@@ -167,16 +167,9 @@ class Guard:
         failed = False
         try:
             if isinstance(self.engine, CachedPolicy):
-                # Everything the input is built from, the token (in the headers) included:
-                # hashing this is several times cheaper than serialising the input.
-                kept = []
-                size = len(path) + len(query)
-                for header in scope["headers"]:
-                    if header[0] not in _VOLATILE:
-                        kept.append(header)
-                        size += len(header[1])
                 key = (scope["method"], path, query, scheme, peer, route, target, override)
-                decision = await self.engine.decide_keyed((*key, tuple(kept)), document, size)
+                headers, size = _kept_headers(scope["headers"], len(path) + len(query))
+                decision = await self.engine.decide_keyed((*key, headers), document, size)
             else:
                 decision = await self.engine.decide(document())
         except PolicyError as exc:
@@ -193,6 +186,20 @@ class Guard:
         if not decision.allow:
             denial = Forbidden(decision.reason or "denied by policy")
         return Access(identity, decision, elapsed, denial, failed)
+
+
+def _kept_headers(
+    headers: list[tuple[bytes, bytes]], size: int
+) -> tuple[tuple[tuple[bytes, bytes], ...], int]:
+    """The headers the decision depends on (all but the volatile ones), and `size` plus their
+    values' bytes: with the request line, everything the input is built from, the token
+    included; hashing this is several times cheaper than serialising the input."""
+    kept = []
+    for header in headers:
+        if header[0] not in _VOLATILE:
+            kept.append(header)
+            size += len(header[1])
+    return tuple(kept), size
 
 
 class Guards:
